@@ -1,0 +1,81 @@
+"""A small error hierarchy, mapped once to HTTP statuses (API) and chat messages (UI)."""
+
+from __future__ import annotations
+
+
+class AppError(Exception):
+    """Base of every error a user may see. `message` is safe to show; no stack traces."""
+
+    code: str = "internal_error"
+    http_status: int = 500
+
+    def __init__(self, message: str, *, code: str | None = None, retry_after: float | None = None) -> None:
+        super().__init__(message)
+        self.message = message
+        if code is not None:
+            self.code = code
+        self.retry_after = retry_after
+
+    def to_dict(self) -> dict[str, object]:
+        body: dict[str, object] = {"code": self.code, "message": self.message}
+        if self.retry_after is not None:
+            body["retry_after"] = round(self.retry_after, 1)
+        return body
+
+
+class InvalidInput(AppError):
+    code = "invalid_input"
+    http_status = 400
+
+
+class UnknownTask(InvalidInput):
+    code = "unknown_task"
+
+
+class InvalidImage(InvalidInput):
+    code = "invalid_image"
+
+
+class PayloadTooLarge(AppError):
+    code = "payload_too_large"
+    http_status = 413
+
+
+class UnsupportedMediaType(AppError):
+    code = "unsupported_media_type"
+    http_status = 415
+
+
+class Unauthorized(AppError):
+    code = "unauthorized"
+    http_status = 401
+
+
+class Forbidden(AppError):
+    code = "forbidden"
+    http_status = 403
+
+
+class NotFound(AppError):
+    code = "not_found"
+    http_status = 404
+
+
+class RateLimited(AppError):
+    code = "rate_limited"
+    http_status = 429
+
+
+class Busy(AppError):
+    code = "busy"
+    http_status = 503
+
+
+class ModelUnavailable(AppError):
+    code = "model_unavailable"
+    http_status = 503
+
+
+class InferenceError(AppError):
+    code = "inference_failed"
+    http_status = 500

@@ -1,0 +1,1 @@
+"""Use-case layer shared by the CLI, chat and HTTP API."""

@@ -1,0 +1,80 @@
+"""Analyse images with one task: validation, batching through the manager, optional drawing."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+
+from app.errors import AppError
+from app.images import LoadedImage
+from app.models.florence import FlorenceRequest
+from app.models.manager import ModelManager
+from app.results import AnyResult
+from app.tasks import TaskSpec, get_task
+
+
+@dataclass(frozen=True)
+class ImageOutcome:
+    """What one image produced: a result, or the error that stopped it (the others still run)."""
+
+    name: str
+    result: AnyResult | None = None
+    error: AppError | None = None
+
+    @property
+    def ok(self) -> bool:
+        return self.result is not None
+
+
+class AnalysisService:
+    def __init__(self, manager: ModelManager) -> None:
+        self.manager = manager
+
+    def build_requests(
+        self, images: Sequence[LoadedImage], task: str | TaskSpec, text: str | None, region: Sequence[float] | None
+    ) -> tuple[TaskSpec, list[FlorenceRequest | AppError]]:
+        """Validate once per image (a region may fit one image and not another)."""
+        spec = task if isinstance(task, TaskSpec) else get_task(task)
+        requests: list[FlorenceRequest | AppError] = []
+        for loaded in images:
+            try:
+                requests.append(FlorenceRequest.create(loaded.image, spec, text=text, region=region))
+            except AppError as exc:
+                requests.append(exc)
+        return spec, requests
+
+    def analyze(
+        self,
+        images: Sequence[LoadedImage],
+        task: str | TaskSpec,
+        text: str | None = None,
+        region: Sequence[float] | None = None,
+    ) -> list[ImageOutcome]:
+        _, requests = self.build_requests(images, task, text, region)
+        valid = [r for r in requests if isinstance(r, FlorenceRequest)]
+        results = iter(self.manager.analyze(valid)) if valid else iter(())
+        return _merge(images, requests, results)
+
+    async def analyze_async(
+        self,
+        images: Sequence[LoadedImage],
+        task: str | TaskSpec,
+        text: str | None = None,
+        region: Sequence[float] | None = None,
+    ) -> list[ImageOutcome]:
+        _, requests = self.build_requests(images, task, text, region)
+        valid = [r for r in requests if isinstance(r, FlorenceRequest)]
+        results = iter(await self.manager.analyze_async(valid)) if valid else iter(())
+        return _merge(images, requests, results)
+
+
+def _merge(
+    images: Sequence[LoadedImage], requests: Sequence[FlorenceRequest | AppError], results: Iterator[AnyResult]
+) -> list[ImageOutcome]:
+    outcomes = []
+    for loaded, request in zip(images, requests, strict=True):
+        if isinstance(request, AppError):
+            outcomes.append(ImageOutcome(loaded.name, error=request))
+        else:
+            outcomes.append(ImageOutcome(loaded.name, result=next(results)))
+    return outcomes

@@ -1,0 +1,50 @@
+"""Per-identity rate limit on model work, shared by chat and API (the `limits` library)."""
+
+from __future__ import annotations
+
+import math
+import time
+
+from limits import RateLimitItem, parse_many
+from limits.storage import storage_from_string
+from limits.strategies import MovingWindowRateLimiter
+
+from app.errors import InvalidInput, RateLimited
+
+
+class RateLimiter:
+    """`RATE_LIMIT` like `5/minute` or `100/hour;10/minute`; storage `memory://` or `redis://...`."""
+
+    def __init__(self, rate_limit: str, storage_url: str = "memory://") -> None:
+        try:
+            self.items: list[RateLimitItem] = list(parse_many(rate_limit)) if rate_limit.strip() else []
+        except ValueError as exc:
+            raise InvalidInput(f"RATE_LIMIT {rate_limit!r} is not valid: {exc}", code="invalid_rate_limit") from exc
+        self.description = rate_limit
+        self._limiter = MovingWindowRateLimiter(storage_from_string(storage_url))
+
+    @property
+    def enabled(self) -> bool:
+        return bool(self.items)
+
+    def hit(self, identity: str, cost: int = 1) -> None:
+        """Count `cost` units of model work for `identity`, or raise `RateLimited` with a retry time."""
+        for item in self.items:
+            if not self._limiter.test(item, identity, cost=cost):
+                raise self._limited(item, identity)
+        for item in self.items:
+            if not self._limiter.hit(item, identity, cost=cost):
+                raise self._limited(item, identity)
+
+    def _limited(self, item: RateLimitItem, identity: str) -> RateLimited:
+        reset_at = self._limiter.get_window_stats(item, identity).reset_time
+        retry_after = max(1, math.ceil(reset_at - time.time()))
+        return RateLimited(
+            f"Rate limit of {item.amount} per {item.multiples if item.multiples > 1 else ''}"
+            f"{' ' if item.multiples > 1 else ''}{item.GRANULARITY.name}"
+            f"{'s' if item.multiples > 1 else ''} reached. Try again in {retry_after} s.",
+            retry_after=retry_after,
+        )
+
+    def reset(self) -> None:
+        self._limiter.storage.reset()

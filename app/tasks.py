@@ -1,0 +1,120 @@
+"""The catalogue of Florence-2 task prompts: what each needs and what it returns."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from enum import StrEnum
+
+from app.errors import InvalidInput, UnknownTask
+
+
+class InputKind(StrEnum):
+    NONE = "none"
+    TEXT = "text"
+    REGION = "region"
+
+
+class OutputKind(StrEnum):
+    TEXT = "text"
+    BOXES = "boxes"
+    POLYGONS = "polygons"
+    OCR = "ocr"
+    MIXED = "mixed"  # boxes and/or polygons (open-vocabulary detection)
+
+
+@dataclass(frozen=True)
+class TaskSpec:
+    token: str  # the prompt token, e.g. "<OD>"
+    short_name: str  # e.g. "OD"
+    name: str  # human name
+    description: str
+    input_kind: InputKind
+    output_kind: OutputKind
+    aliases: tuple[str, ...] = ()
+
+    @property
+    def needs_text(self) -> bool:
+        return self.input_kind is InputKind.TEXT
+
+    @property
+    def needs_region(self) -> bool:
+        return self.input_kind is InputKind.REGION
+
+    def to_dict(self) -> dict[str, str]:
+        return {
+            "token": self.token,
+            "short_name": self.short_name,
+            "name": self.name,
+            "description": self.description,
+            "input": self.input_kind.value,
+            "output": self.output_kind.value,
+        }
+
+
+_I, _O = InputKind, OutputKind
+TASKS: tuple[TaskSpec, ...] = (
+    TaskSpec("<CAPTION>", "CAPTION", "Caption", "One sentence about the image.", _I.NONE, _O.TEXT, ("caption",)),
+    TaskSpec("<DETAILED_CAPTION>", "DETAILED_CAPTION", "Detailed caption",
+             "A few sentences describing the image.", _I.NONE, _O.TEXT, ("detailed",)),
+    TaskSpec("<MORE_DETAILED_CAPTION>", "MORE_DETAILED_CAPTION", "More detailed caption",
+             "A paragraph describing the image.", _I.NONE, _O.TEXT, ("paragraph",)),
+    TaskSpec("<OD>", "OD", "Object detection", "Boxes and category names for the objects.", _I.NONE, _O.BOXES,
+             ("detect", "detection", "object_detection")),
+    TaskSpec("<DENSE_REGION_CAPTION>", "DENSE_REGION_CAPTION", "Dense region caption",
+             "Boxes with a short description each.", _I.NONE, _O.BOXES, ("dense",)),
+    TaskSpec("<REGION_PROPOSAL>", "REGION_PROPOSAL", "Region proposal",
+             "Unlabelled boxes around likely objects.", _I.NONE, _O.BOXES, ("proposal", "proposals")),
+    TaskSpec("<CAPTION_TO_PHRASE_GROUNDING>", "CAPTION_TO_PHRASE_GROUNDING", "Phrase grounding",
+             "Boxes for the phrases of a caption you type.", _I.TEXT, _O.BOXES, ("grounding", "phrase_grounding")),
+    TaskSpec("<REFERRING_EXPRESSION_SEGMENTATION>", "REFERRING_EXPRESSION_SEGMENTATION",
+             "Referring expression segmentation", "A mask for the thing you describe.", _I.TEXT, _O.POLYGONS,
+             ("segment", "res", "referring_segmentation")),
+    TaskSpec("<REGION_TO_SEGMENTATION>", "REGION_TO_SEGMENTATION", "Region to segmentation",
+             "A mask for the object inside a box you give.", _I.REGION, _O.POLYGONS, ("region_segmentation",)),
+    TaskSpec("<OPEN_VOCABULARY_DETECTION>", "OPEN_VOCABULARY_DETECTION", "Open-vocabulary detection",
+             "Find any object you name.", _I.TEXT, _O.MIXED, ("ovd", "open_vocabulary")),
+    TaskSpec("<REGION_TO_CATEGORY>", "REGION_TO_CATEGORY", "Region to category",
+             "The category of the object inside a box.", _I.REGION, _O.TEXT, ("region_category",)),
+    TaskSpec("<REGION_TO_DESCRIPTION>", "REGION_TO_DESCRIPTION", "Region to description",
+             "A description of what is inside a box.", _I.REGION, _O.TEXT, ("region_description",)),
+    TaskSpec("<REGION_TO_OCR>", "REGION_TO_OCR", "Region to OCR", "The text inside a box.", _I.REGION, _O.TEXT,
+             ("region_ocr",)),
+    TaskSpec("<OCR>", "OCR", "OCR", "All the text in the image.", _I.NONE, _O.TEXT, ("ocr", "text")),
+    TaskSpec("<OCR_WITH_REGION>", "OCR_WITH_REGION", "OCR with regions",
+             "Text lines with their quadrilaterals.", _I.NONE, _O.OCR, ("ocr_with_region", "ocr_regions")),
+)  # fmt: skip
+
+_BY_KEY: dict[str, TaskSpec] = {}
+for _spec in TASKS:
+    for _key in (_spec.token, _spec.short_name, *_spec.aliases):
+        _BY_KEY[_key.upper().replace("-", "_").replace(" ", "_")] = _spec
+
+
+def task_tokens() -> list[str]:
+    return [spec.token for spec in TASKS]
+
+
+def get_task(name: str) -> TaskSpec:
+    """Resolve a task by token (`<OD>`), short name (`OD`, `od`) or alias (`caption`)."""
+    key = name.strip().upper().replace("-", "_").replace(" ", "_")
+    spec = _BY_KEY.get(key) or _BY_KEY.get(f"<{key.strip('<>')}>")
+    if spec is None:
+        valid = ", ".join(s.short_name for s in TASKS)
+        raise UnknownTask(f"Unknown task {name[:80]!r}. Valid tasks: {valid}.")
+    return spec
+
+
+def validate_task_inputs(spec: TaskSpec, text: str | None, region: object | None) -> str | None:
+    """Check the extra input before any model work; returns the cleaned text."""
+    cleaned = (text or "").strip() or None
+    if spec.needs_text and cleaned is None:
+        raise InvalidInput(f"{spec.name} needs text input (e.g. what to find).", code="missing_text")
+    if not spec.needs_text and cleaned is not None:
+        raise InvalidInput(f"{spec.name} takes no text input.", code="unexpected_text")
+    if spec.needs_region and region is None:
+        raise InvalidInput(f"{spec.name} needs a region x1,y1,x2,y2 in pixels.", code="missing_region")
+    if not spec.needs_region and region is not None:
+        raise InvalidInput(f"{spec.name} takes no region.", code="unexpected_region")
+    if cleaned is not None and len(cleaned) > 1000:
+        raise InvalidInput("Text input is limited to 1000 characters.", code="text_too_long")
+    return cleaned

@@ -1,0 +1,61 @@
+"""Shared fixtures: tiny offline checkpoints and sample images. No test touches the network."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from PIL import Image
+
+# The hub is unreachable here; make any accidental hub call fail at once instead of retrying.
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+os.environ.setdefault("HF_HUB_DISABLE_TELEMETRY", "1")
+
+from app.config import Settings  # noqa: E402
+from tests.tiny_models import build_tiny_florence  # noqa: E402
+
+
+@pytest.fixture(scope="session")
+def tiny_florence_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A tiny random Florence-2 checkpoint saved with `save_pretrained`, loaded like a real one."""
+    return build_tiny_florence(tmp_path_factory.mktemp("tiny-florence"))
+
+
+@pytest.fixture(scope="session")
+def tiny_settings(tiny_florence_dir: Path) -> Settings:
+    return Settings(
+        _env_file=None,  # type: ignore[call-arg]
+        model_id=str(tiny_florence_dir),
+        num_beams=1,
+        max_new_tokens=24,
+        warmup=False,
+        rate_limit="1000/minute",
+    )
+
+
+@pytest.fixture(scope="session")
+def tiny_manager(tiny_settings: Settings) -> Iterator[object]:
+    from app.models.manager import ModelManager
+
+    manager = ModelManager(tiny_settings)
+    manager.get()
+    yield manager
+    manager.shutdown()
+
+
+@pytest.fixture(scope="session")
+def photo() -> Image.Image:
+    """A real photograph shipped inside scikit-image (Chelsea the cat, 451x300)."""
+    from skimage import data
+
+    return Image.fromarray(data.chelsea())
+
+
+@pytest.fixture(scope="session")
+def astronaut() -> Image.Image:
+    from skimage import data
+
+    return Image.fromarray(data.astronaut())
