@@ -1,0 +1,35 @@
+"""One ASGI app on PORT: the HTTP API plus Chainlit mounted at `/`, sharing one set of services."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+from fastapi import FastAPI
+
+from app import __version__
+from app.api import api_router
+from app.config import Settings
+from app.services.container import Services, set_services
+
+log = logging.getLogger(__name__)
+
+
+def create_app(settings: Settings, services: Services | None = None) -> FastAPI:
+    """Build the server. Tests pass their own `services` (e.g. a tiny model) to skip loading defaults."""
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        built = services or Services.build(settings)
+        app.state.services = built
+        set_services(built)
+        try:
+            yield
+        finally:
+            set_services(None)
+            built.close()
+
+    app = FastAPI(title="Florence-2 Vision", version=__version__, lifespan=lifespan)
+    app.include_router(api_router)
+    return app
