@@ -33,3 +33,10 @@ def create_app(settings: Settings, services: Services | None = None) -> FastAPI:
     app = FastAPI(title="Florence-2 Vision", version=__version__, lifespan=lifespan)
     app.include_router(api_router)
     return app
+
+
+def serve(settings: Settings, host: str | None = None, port: int | None = None) -> None:
+    """Run the server with uvicorn (blocking)."""
+    import uvicorn
+
+    uvicorn.run(create_app(settings), host=host or settings.host, port=port or settings.port, log_config=None)
