@@ -8,6 +8,9 @@ from __future__ import annotations
 import argparse
 import sys
 from collections.abc import Callable, Sequence
+from typing import NoReturn
+
+from pydantic import ValidationError
 
 from app.config import Settings, get_settings
 from app.errors import AppError
@@ -16,7 +19,9 @@ Handler = Callable[[argparse.Namespace, Settings], int]
 
 
 def _cmd_analyze(args: argparse.Namespace, settings: Settings) -> int:
-    raise NotImplementedError("analyze is being built")
+    from app.cli_analyze import run_analyze
+
+    return run_analyze(args, settings)
 
 
 def _cmd_serve(args: argparse.Namespace, settings: Settings) -> int:
@@ -26,8 +31,38 @@ def _cmd_serve(args: argparse.Namespace, settings: Settings) -> int:
     return 0
 
 
+def _cmd_worker(args: argparse.Namespace, settings: Settings) -> int:
+    from app.jobs.commands import worker_command
+
+    return worker_command(args, settings)
+
+
+def _cmd_token(args: argparse.Namespace, settings: Settings) -> int:
+    from app.api.auth import token_for_cli
+
+    print(token_for_cli(settings, args.sub, args.ttl, args.private_key))
+    return 0
+
+
+class _OneLineParser(argparse.ArgumentParser):
+    """Usage mistakes end like every other error: one `error:` line on stderr, exit code 2."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(2, f"error: {_one_line(message)} (see {self.prog} --help)\n")
+
+
+def _one_line(text: str) -> str:
+    return " ".join(str(text).split())
+
+
+def _settings_error(exc: ValidationError) -> str:
+    # Field names and reasons only: the rejected values may be secrets.
+    problems = [f"{'.'.join(str(p) for p in err['loc']).upper()}: {err['msg']}" for err in exc.errors()]
+    return "invalid setting " + "; ".join(problems)
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="python -m app", description="Florence-2 vision analysis")
+    parser = _OneLineParser(prog="python -m app", description="Florence-2 vision analysis")
     commands = parser.add_subparsers(dest="command", required=True)
 
     analyze = commands.add_parser("analyze", help="run one task on images and print/write the results")
@@ -43,6 +78,19 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--host", default=None, help="bind address (default: HOST setting)")
     serve.add_argument("--port", type=int, default=None, help="port (default: PORT setting)")
     serve.set_defaults(handler=_cmd_serve)
+
+    worker = commands.add_parser("worker", help="work queued jobs (QUEUE_URL), or TaskBridge tasks with --taskbridge")
+    worker.add_argument("--worker", dest="worker_name", help="this worker's name (default: host and pid)")
+    worker.add_argument("--threads", type=int, default=1, help="jobs worked at once (default 1)")
+    worker.add_argument("--taskbridge", metavar="URL", help="take classifyimage tasks from this TaskBridge server")
+    worker.add_argument("--poll-interval", type=float, default=3.0, help="TaskBridge: seconds between polls when idle")
+    worker.set_defaults(handler=_cmd_worker)
+
+    token = commands.add_parser("token", help="mint an API token (JWT) for local use")
+    token.add_argument("--sub", required=True, help="who the token is for (also the rate-limit identity)")
+    token.add_argument("--ttl", default="1h", help="lifetime such as 30m, 1h or 7d (default 1h)")
+    token.add_argument("--private-key", help="PEM private key for RS256/ES256 (default: HS256 with JWT_SECRET)")
+    token.set_defaults(handler=_cmd_token)
     return parser
 
 
@@ -50,17 +98,21 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     try:
-        settings = get_settings()
+        try:
+            settings = get_settings()
+        except ValidationError as exc:
+            print(f"error: {_one_line(_settings_error(exc))}", file=sys.stderr)
+            return 2
         from logging_config import configure_logging
 
         configure_logging(settings.log_level, settings.log_json)
         handler: Handler = args.handler
         return handler(args, settings)
     except AppError as exc:
-        print(f"error: {exc.message}", file=sys.stderr)
+        print(f"error: {_one_line(exc.message)}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         return 130
     except Exception as exc:  # noqa: BLE001 - one line, never a stack trace
-        print(f"error: {type(exc).__name__}: {exc}", file=sys.stderr)
+        print(f"error: {type(exc).__name__}: {_one_line(str(exc))}", file=sys.stderr)
         return 1

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from functools import lru_cache
 from pathlib import Path
-from typing import Literal
+from typing import Literal, get_args
 
-from pydantic import Field, field_validator
+from pydantic import Field, SecretStr, ValidationInfo, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
@@ -23,12 +23,55 @@ class Settings(BaseSettings):
     warmup: bool = True
     hub_timeout_s: float = Field(5.0, gt=0, description="Seconds to wait for the model hub before giving up")
 
+    # Speed (measured in docs/BENCHMARKS.md)
+    max_batch_size: int = Field(0, ge=0, le=512, description="Requests per generate call; 0 = auto (GPU 32, CPU 1)")
+    batch_wait_ms: float = Field(5.0, ge=0, le=10_000, description="How long a batch waits for more requests")
+    kv_cache: Literal["dynamic", "static"] = "dynamic"
+    torch_compile: bool = Field(False, description="Compile the decoder step (needs kv_cache=static and a GPU)")
+    cpu_optimization: Literal["none", "int8"] = Field("none", description="int8: dynamic int8 Linear layers on CPU")
+    cpu_threads: int = Field(0, ge=0, description="PyTorch CPU threads; 0 = one per core")
+
+    # Classification, zero-shot and the OCR engine
+    classifier_model_id: str = Field("microsoft/resnet-50", description="ImageNet-1k classifier: hub id or directory")
+    zero_shot_model_id: str = Field(
+        "openai/clip-vit-base-patch32", description="CLIP or SigLIP checkpoint: hub id or directory"
+    )
+    ocr_backend: Literal["florence", "rapidocr"] = Field(
+        "florence", description="Engine for <OCR> and <OCR_WITH_REGION>: Florence-2 or rapidocr (CPU, no download)"
+    )
+
+    # LLM analysis of classifications (optional; any OpenAI-compatible /chat/completions endpoint)
+    analysis_api_url: str = Field("", description="Base URL, e.g. http://localhost:11434/v1; empty disables it")
+    analysis_api_key: SecretStr | None = Field(None, description="Bearer key for the analysis endpoint, if needed")
+    analysis_model_llama: str = Field("llama3.1", description="Model name sent for the `llama` alias")
+    analysis_model_gemma: str = Field("gemma2", description="Model name sent for the `gemma` alias")
+    analysis_timeout_s: float = Field(30.0, gt=0, le=600, description="Seconds to wait for the analysis")
+
     # Serving
     host: str = "127.0.0.1"
     port: int = Field(8010, ge=1, le=65535)
     rate_limit: str = Field("30/minute", description="limits notation, e.g. '5/minute' or '100/hour;10/minute'")
     rate_limit_storage: str = Field("memory://", description="limits storage URL, e.g. redis://host:6379")
     max_queue_size: int = Field(32, ge=1, description="Requests waiting for the model before 'busy'")
+
+    # Chat login (optional): on when CHAT_USERS is set; Chainlit signs its session tokens with the secret.
+    chat_users: str = Field("", description="Comma-separated name:hash pairs (`python -m app hash-password`)")
+    chainlit_auth_secret: SecretStr | None = Field(None, description="Secret that signs chat login tokens")
+
+    # HTTP API (docs/API.md): JWT bearer auth, CORS, request size, URL fetching, model preload
+    jwt_secret: SecretStr | None = Field(None, description="HS256 secret (32+ characters) that signs API tokens")
+    jwt_public_key: str | None = Field(None, description="PEM public key, or a path to one, for RS256/ES256 tokens")
+    jwt_algorithms: str = Field("", description="Accepted JWT algorithms, comma-separated; empty: from the key")
+    jwt_audience: str | None = Field(None, description="Required `aud` claim, if set")
+    jwt_issuer: str | None = Field(None, description="Required `iss` claim, if set")
+    jwt_leeway_s: float = Field(30.0, ge=0, le=300, description="Clock skew allowed on exp/iat/nbf")
+    auth_disabled: bool = Field(False, description="Serve /api/* without tokens (local use only)")
+    cors_origins: str = Field("", description="Comma-separated browser origins allowed to call /api/*")
+    cors_allow_credentials: bool = False
+    max_request_bytes: int = Field(64 * 1024 * 1024, ge=1, description="Largest API request body")
+    fetch_allow_networks: str = Field("", description="Comma-separated CIDRs URL fetching may reach though not public")
+    fetch_timeout_s: float = Field(10.0, gt=0, le=120, description="Connect/read timeout per URL fetch")
+    preload: bool = Field(True, description="Load the model in the background at start-up")
 
     # Images
     max_image_pixels: int = Field(40_000_000, ge=1, description="Decompression-bomb guard (width x height)")
@@ -40,6 +83,23 @@ class Settings(BaseSettings):
     log_json: bool = False
 
     data_dir: Path = Path("data")
+
+    # Jobs (docs/JOBS.md): SQLite queue under DATA_DIR with an in-process worker, or Redis + workers
+    queue_url: str = Field("", description="Empty: SQLite under DATA_DIR; redis://host:6379/0 for workers elsewhere")
+    embedded_worker: bool = Field(True, description="SQLite mode: work jobs inside the server process")
+    job_ttl: int = Field(24 * 3600, ge=1, description="Seconds a finished job (and its result) stays readable")
+    job_max_attempts: int = Field(3, ge=1, le=20, description="Runs of a job whose worker died, before it fails")
+    job_lease_s: float = Field(60.0, ge=1, description="Seconds without a worker heartbeat before a job is retried")
+
+    @field_validator("*", mode="before")
+    @classmethod
+    def _empty_means_unset(cls, value: object, info: ValidationInfo) -> object:
+        """`NAME=` (as `.env.example` writes unset values) means None for optional settings, not ""."""
+        if value == "" and info.field_name is not None:
+            annotation = cls.model_fields[info.field_name].annotation
+            if type(None) in get_args(annotation):
+                return None
+        return value
 
     @field_validator("log_level", mode="before")
     @classmethod

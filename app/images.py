@@ -13,6 +13,8 @@ from app.errors import InvalidImage, PayloadTooLarge, UnsupportedMediaType
 
 # Formats a user may upload; decoding with this explicit list keeps exotic decoders away.
 ALLOWED_FORMATS = ("JPEG", "PNG", "WEBP", "GIF", "BMP", "TIFF", "MPO")
+# Pillow registers some decoders (MPO) only on a full init; without it `formats=[...]` raises KeyError.
+Image.init()
 ALLOWED_EXTENSIONS = (".jpg", ".jpeg", ".png", ".webp", ".gif", ".bmp", ".tif", ".tiff")
 
 
@@ -59,7 +61,7 @@ def load_image_bytes(data: bytes, limits: ImageLimits, name: str = "image") -> L
             opened.seek(0)  # first frame of animations
             opened.load()
             image = ImageOps.exif_transpose(opened)
-            rgb = _to_rgb(image)
+            rgb = to_rgb(image)
     except (InvalidImage, PayloadTooLarge):
         raise
     except Image.UnidentifiedImageError:
@@ -84,7 +86,7 @@ def load_image_path(path: Path, limits: ImageLimits) -> LoadedImage:
     return load_image_bytes(data, limits, name=path.name)
 
 
-def _to_rgb(image: Image.Image) -> Image.Image:
+def to_rgb(image: Image.Image) -> Image.Image:
     """RGB with any transparency composited on white (the model was trained on opaque images)."""
     if image.mode == "RGB":
         return image.copy()
@@ -94,7 +96,8 @@ def _to_rgb(image: Image.Image) -> Image.Image:
         rgba = image.convert("RGBA")
         background = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
         return Image.alpha_composite(background, rgba).convert("RGB")
-    if image.mode in ("I;16", "I;16B", "I;16L", "I"):
-        # 16-bit greyscale: scale to 8 bits instead of clipping everything to white.
-        return image.point(lambda v: v / 256).convert("L").convert("RGB")
+    if image.mode == "I" or image.mode.startswith("I;16"):
+        # 16-bit greyscale: scale to 8 bits instead of clipping everything to white. `point` only
+        # works on "I" (not on "I;16B", which 16-bit TIFFs decode to), hence the conversion first.
+        return image.convert("I").point(lambda v: v / 256).convert("L").convert("RGB")
     return image.convert("RGB")

@@ -7,12 +7,17 @@ polygons and 8-number OCR quads.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
 from app.geometry import XYXY, normalize_xyxy, polygon_area, polygon_bbox
 from app.tasks import OutputKind, TaskSpec
+
+# Region tasks answer with the region echoed back ("car<loc_53><loc_334><loc_933><loc_775>") and
+# batched outputs are right-padded: neither belongs in the text a user reads.
+_TEXT_NOISE_RE = re.compile(r"<loc_\d+>|<pad>")
 
 
 def _num(value: float) -> float | int:
@@ -273,7 +278,7 @@ def result_from_florence(
     task = spec.token
     if spec.output_kind is OutputKind.TEXT:
         text = parsed if isinstance(parsed, str) else str(parsed)
-        return TextResult(task, image_wh, text=text.replace("<pad>", "").strip(), region=region)
+        return TextResult(task, image_wh, text=_TEXT_NOISE_RE.sub("", text).strip(), region=region)
     if spec.output_kind is OutputKind.BOXES:
         return DetectionResult.from_boxes(
             task, image_wh, parsed.get("bboxes", []), parsed.get("labels"), parsed.get("scores"), region=region

@@ -9,8 +9,10 @@ from contextlib import asynccontextmanager
 from fastapi import FastAPI
 
 from app import __version__
-from app.api import api_router
+from app.api import api_router, install_api
+from app.chat.integration import chat_lifespan, mount_chat
 from app.config import Settings
+from app.jobs.worker import jobs_lifespan
 from app.services.container import Services, set_services
 
 log = logging.getLogger(__name__)
@@ -25,13 +27,17 @@ def create_app(settings: Settings, services: Services | None = None) -> FastAPI:
         app.state.services = built
         set_services(built)
         try:
-            yield
+            # Chainlit's start-up/shutdown hooks (a mounted app skips them); the job queue and its worker.
+            async with chat_lifespan(), jobs_lifespan(app, built):
+                yield
         finally:
             set_services(None)
             built.close()
 
     app = FastAPI(title="Florence-2 Vision", version=__version__, lifespan=lifespan)
     app.include_router(api_router)
+    install_api(app, settings)  # auth, errors, body limit, CORS, metrics, model preload
+    mount_chat(app, settings)  # last: the chat at `/` catches every path not routed above
     return app
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from enum import StrEnum
 
@@ -104,6 +105,11 @@ def get_task(name: str) -> TaskSpec:
     return spec
 
 
+# Florence-2 markup in user text (`<OD>`, `<loc_5>`, `</s>`) would change the prompt: the processor
+# rejects a second task token and location tokens would silently move the question.
+_MARKUP_RE = re.compile(r"</?[A-Za-z_]+\d*>")
+
+
 def validate_task_inputs(spec: TaskSpec, text: str | None, region: object | None) -> str | None:
     """Check the extra input before any model work; returns the cleaned text."""
     cleaned = (text or "").strip() or None
@@ -117,4 +123,6 @@ def validate_task_inputs(spec: TaskSpec, text: str | None, region: object | None
         raise InvalidInput(f"{spec.name} takes no region.", code="unexpected_region")
     if cleaned is not None and len(cleaned) > 1000:
         raise InvalidInput("Text input is limited to 1000 characters.", code="text_too_long")
+    if cleaned is not None and (tag := _MARKUP_RE.search(cleaned)):
+        raise InvalidInput(f"Text input cannot contain model tags such as {tag.group()[:40]}.", code="invalid_text")
     return cleaned

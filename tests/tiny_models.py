@@ -7,8 +7,10 @@ app through the same ``from_pretrained`` path a real checkpoint takes.
 
 from __future__ import annotations
 
+import json
 import sys
 from pathlib import Path
+from typing import Any
 
 FLORENCE_EXTRA_TOKENS = [
     "<od>", "</od>", "<ocr>", "</ocr>", "<cap>", "</cap>", "<dcap>", "</dcap>", "<ncap>", "</ncap>",
@@ -152,6 +154,162 @@ def build_tiny_florence(path: Path, seed: int = 0) -> Path:
     model.save_pretrained(path)
     return path
 
+
+
+# -- classifiers (issue 5) -------------------------------------------------------------------------------
+CLASSIFIER_IMAGE_SIDE = 32
+ZERO_SHOT_IMAGE_SIDE = 32
+ZERO_SHOT_TEXT_LENGTH = 32  # SigLIP pads every prompt to this many tokens, as it was trained
+_LABEL_CORPUS = [
+    "a photo of a cat dog bird car truck person tree house street boat plane flower",
+    "a drawing of something that is not a thumbnail of a casual gaming stream",
+    "a thumbnail showing violent content from a video game news cooking music sports",
+    "a photo of the astronaut rocket coffee cup red green blue yellow black white",
+]
+
+
+def build_tiny_resnet(
+    path: Path, seed: int = 0, bias_logits: dict[int, float] | None = None, labels: list[str] | None = None
+) -> Path:
+    """A tiny random ResNet with a PIL ConvNeXt-style image processor.
+
+    Without `labels` it has 1000 unnamed outputs (`LABEL_i`), like an ImageNet-1k checkpoint; with
+    `labels` it is a custom classifier with those names. With `bias_logits`, the head's weights are
+    zero and its bias holds those logits (0 elsewhere): every image gets exactly these logits.
+    """
+    import torch
+    from transformers import ConvNextImageProcessorPil, ResNetConfig, ResNetForImageClassification
+
+    path.mkdir(parents=True, exist_ok=True)
+    config = ResNetConfig(
+        embedding_size=8,
+        hidden_sizes=[8, 16],
+        depths=[1, 1],
+        layer_type="basic",
+        num_labels=len(labels) if labels else 1000,
+        id2label=dict(enumerate(labels)) if labels else None,
+    )
+    torch.manual_seed(seed)
+    model = ResNetForImageClassification(config).eval()
+    if bias_logits is not None:
+        head = model.classifier[-1]
+        with torch.no_grad():
+            head.weight.zero_()
+            head.bias.zero_()
+            for index, logit in bias_logits.items():
+                head.bias[index] = logit
+    model.save_pretrained(path)
+    ConvNextImageProcessorPil(
+        size={"shortest_edge": CLASSIFIER_IMAGE_SIDE},
+        crop_pct=0.875,
+        image_mean=[0.485, 0.456, 0.406],
+        image_std=[0.229, 0.224, 0.225],
+    ).save_pretrained(path)
+    return path
+
+
+def _clip_tokenizer(model_max_length: int) -> object:
+    """A CLIP byte-level BPE tokenizer trained here with `tokenizers` (lower-cased, `</w>` word ends)."""
+    from tokenizers import Tokenizer, models, pre_tokenizers, trainers
+    from transformers import CLIPTokenizer
+
+    specials = ["<|startoftext|>", "<|endoftext|>"]
+    trainer_model = Tokenizer(models.BPE(unk_token="<|endoftext|>", end_of_word_suffix="</w>"))
+    trainer_model.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    trainer = trainers.BpeTrainer(
+        vocab_size=300,
+        special_tokens=specials,
+        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
+        end_of_word_suffix="</w>",
+        show_progress=False,
+    )
+    trainer_model.train_from_iterator(_LABEL_CORPUS, trainer=trainer)
+    bpe = json.loads(trainer_model.to_str())["model"]
+    merges = [tuple(m) if isinstance(m, list) else tuple(m.split(" ")) for m in bpe["merges"]]
+    return CLIPTokenizer(vocab=bpe["vocab"], merges=merges, model_max_length=model_max_length)
+
+
+def build_tiny_clip(path: Path, seed: int = 0) -> Path:
+    """A tiny random CLIP (text + vision towers) with a locally trained tokenizer and PIL processor."""
+    import torch
+    from transformers import CLIPConfig, CLIPImageProcessorPil, CLIPModel, CLIPProcessor
+
+    path.mkdir(parents=True, exist_ok=True)
+    tokenizer: Any = _clip_tokenizer(model_max_length=77)
+    config = CLIPConfig(
+        text_config={
+            "vocab_size": len(tokenizer),
+            "hidden_size": 16,
+            "intermediate_size": 32,
+            "num_hidden_layers": 1,
+            "num_attention_heads": 2,
+            "max_position_embeddings": 77,
+            "bos_token_id": tokenizer.bos_token_id,
+            "eos_token_id": tokenizer.eos_token_id,
+            "pad_token_id": tokenizer.pad_token_id,
+        },
+        vision_config={
+            "image_size": ZERO_SHOT_IMAGE_SIDE,
+            "patch_size": 8,
+            "hidden_size": 16,
+            "intermediate_size": 32,
+            "num_hidden_layers": 1,
+            "num_attention_heads": 2,
+        },
+        projection_dim=8,
+    )
+    torch.manual_seed(seed)
+    CLIPModel(config).eval().save_pretrained(path)
+    image_processor = CLIPImageProcessorPil(
+        size={"shortest_edge": ZERO_SHOT_IMAGE_SIDE},
+        crop_size={"height": ZERO_SHOT_IMAGE_SIDE, "width": ZERO_SHOT_IMAGE_SIDE},
+    )
+    CLIPProcessor(image_processor=image_processor, tokenizer=tokenizer).save_pretrained(path)
+    return path
+
+
+def build_tiny_siglip(path: Path, seed: int = 0) -> Path:
+    """A tiny random SigLIP (sigmoid loss, learned logit bias) with a local tokenizer and PIL processor."""
+    import torch
+    from transformers import SiglipConfig, SiglipImageProcessorPil, SiglipModel, SiglipProcessor
+
+    path.mkdir(parents=True, exist_ok=True)
+    tokenizer: Any = _clip_tokenizer(model_max_length=ZERO_SHOT_TEXT_LENGTH)
+    config = SiglipConfig(
+        text_config={
+            "vocab_size": len(tokenizer),
+            "hidden_size": 16,
+            "intermediate_size": 32,
+            "num_hidden_layers": 1,
+            "num_attention_heads": 2,
+            "max_position_embeddings": ZERO_SHOT_TEXT_LENGTH,
+            "projection_size": 16,
+            "pad_token_id": tokenizer.pad_token_id,
+            "bos_token_id": tokenizer.bos_token_id,
+            "eos_token_id": tokenizer.eos_token_id,
+        },
+        vision_config={
+            "image_size": ZERO_SHOT_IMAGE_SIDE,
+            "patch_size": 8,
+            "hidden_size": 16,
+            "intermediate_size": 32,
+            "num_hidden_layers": 1,
+            "num_attention_heads": 2,
+        },
+    )
+    torch.manual_seed(seed)
+    model = SiglipModel(config).eval()
+    with torch.no_grad():  # SigLIP's learned values: scale log(10), bias -10 (init); keep them visible
+        model.logit_scale.fill_(2.0)
+        model.logit_bias.fill_(-1.5)
+    model.save_pretrained(path)
+    image_processor = SiglipImageProcessorPil(
+        size={"height": ZERO_SHOT_IMAGE_SIDE, "width": ZERO_SHOT_IMAGE_SIDE},
+        image_mean=[0.5, 0.5, 0.5],
+        image_std=[0.5, 0.5, 0.5],
+    )
+    SiglipProcessor(image_processor=image_processor, tokenizer=tokenizer).save_pretrained(path)
+    return path
 
 if __name__ == "__main__":
     target = Path(sys.argv[1] if len(sys.argv) > 1 else "tiny-florence")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 
@@ -9,6 +10,7 @@ from app.errors import AppError
 from app.images import LoadedImage
 from app.models.florence import FlorenceRequest
 from app.models.manager import ModelManager
+from app.models.registry import FLORENCE, BackendRegistry
 from app.results import AnyResult
 from app.tasks import TaskSpec, get_task
 
@@ -27,8 +29,10 @@ class ImageOutcome:
 
 
 class AnalysisService:
-    def __init__(self, manager: ModelManager) -> None:
+    def __init__(self, manager: ModelManager, registry: BackendRegistry | None = None) -> None:
         self.manager = manager
+        # The registry decides which backend serves a task (OCR_BACKEND=rapidocr routes OCR to rapidocr).
+        self.registry = registry or BackendRegistry.from_settings(manager.settings)
 
     def build_requests(
         self, images: Sequence[LoadedImage], task: str | TaskSpec, text: str | None, region: Sequence[float] | None
@@ -52,7 +56,7 @@ class AnalysisService:
     ) -> list[ImageOutcome]:
         _, requests = self.build_requests(images, task, text, region)
         valid = [r for r in requests if isinstance(r, FlorenceRequest)]
-        results = iter(self.manager.analyze(valid)) if valid else iter(())
+        results = iter(self._run(valid)) if valid else iter(())
         return _merge(images, requests, results)
 
     async def analyze_async(
@@ -64,8 +68,23 @@ class AnalysisService:
     ) -> list[ImageOutcome]:
         _, requests = self.build_requests(images, task, text, region)
         valid = [r for r in requests if isinstance(r, FlorenceRequest)]
-        results = iter(await self.manager.analyze_async(valid)) if valid else iter(())
+        results = iter(await self._run_async(valid)) if valid else iter(())
         return _merge(images, requests, results)
+
+    def _run(self, requests: Sequence[FlorenceRequest]) -> list[AnyResult]:
+        name = self.registry.backend_for(requests[0].spec.token)
+        if name == FLORENCE:
+            return self.manager.analyze(requests)
+        backend = self.manager.get(name)
+        return self.manager.submit(lambda: backend.run(requests)).result()
+
+    async def _run_async(self, requests: Sequence[FlorenceRequest]) -> list[AnyResult]:
+        name = self.registry.backend_for(requests[0].spec.token)
+        if name == FLORENCE:
+            return await self.manager.analyze_async(requests)
+        backend = await asyncio.to_thread(self.manager.get, name)
+        results: list[AnyResult] = await self.manager.run_async(lambda: backend.run(requests))
+        return results
 
 
 def _merge(

@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from app.config import Settings
 from app.models.manager import ModelManager
+from app.models.registry import BackendRegistry, build_manager
 from app.services.analysis import AnalysisService
+from app.services.classification import ClassificationService
+from app.services.llm_analysis import LLMAnalyst
 from app.services.ratelimit import RateLimiter
 
 
@@ -16,15 +19,23 @@ class Services:
     manager: ModelManager
     analysis: AnalysisService
     limiter: RateLimiter
+    # Built from `manager` when not given, so call sites that predate it keep working.
+    classification: ClassificationService = field(default=None)  # type: ignore[assignment]
+
+    def __post_init__(self) -> None:
+        if self.classification is None:
+            self.classification = ClassificationService(self.manager, LLMAnalyst.from_settings(self.settings))
 
     @classmethod
     def build(cls, settings: Settings) -> Services:
-        manager = ModelManager(settings)
+        registry = BackendRegistry.from_settings(settings)  # Florence-2, classifier, zero-shot, rapidocr
+        manager = build_manager(settings, registry)
         return cls(
             settings=settings,
             manager=manager,
-            analysis=AnalysisService(manager),
+            analysis=AnalysisService(manager, registry),
             limiter=RateLimiter(settings.rate_limit, settings.rate_limit_storage),
+            classification=ClassificationService(manager, LLMAnalyst.from_settings(settings)),
         )
 
     def close(self) -> None:

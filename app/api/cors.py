@@ -1,0 +1,47 @@
+"""CORS for the API only, from an allowlist (`CORS_ORIGINS`); the chat keeps its own rules."""
+
+from __future__ import annotations
+
+from fastapi import FastAPI
+from starlette.middleware.cors import CORSMiddleware
+from starlette.types import ASGIApp, Receive, Scope, Send
+
+from app.config import Settings
+
+API_PREFIX = "/api/"
+
+
+class ApiCORSMiddleware:
+    """Starlette's CORS middleware applied to `/api/*` requests; other paths pass untouched."""
+
+    def __init__(self, app: ASGIApp, origins: list[str], allow_credentials: bool) -> None:
+        self.app = app
+        self.cors = CORSMiddleware(
+            app,
+            allow_origins=origins,
+            allow_credentials=allow_credentials,
+            allow_methods=["GET", "POST", "OPTIONS"],
+            allow_headers=["Authorization", "Content-Type"],
+            expose_headers=["Retry-After"],
+            max_age=600,
+        )
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http" and scope.get("path", "").startswith(API_PREFIX):
+            await self.cors(scope, receive, send)
+        else:
+            await self.app(scope, receive, send)
+
+
+def parse_origins(text: str) -> list[str]:
+    return [origin.strip().rstrip("/") for origin in text.split(",") if origin.strip()]
+
+
+def install_cors(app: FastAPI, settings: Settings) -> None:
+    origins = parse_origins(settings.cors_origins)
+    if not origins:
+        return  # no Access-Control-* headers at all: browsers on other origins are refused
+    if "*" in origins and settings.cors_allow_credentials:
+        # Starlette would reflect any origin with credentials: every site could act as the user.
+        raise ValueError("CORS_ORIGINS=* cannot be combined with CORS_ALLOW_CREDENTIALS=true; list the origins.")
+    app.add_middleware(ApiCORSMiddleware, origins=origins, allow_credentials=settings.cors_allow_credentials)

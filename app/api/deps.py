@@ -1,0 +1,42 @@
+"""FastAPI dependencies: the process services and the API's own state, read from `app.state`."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+from fastapi import Request
+
+from app.config import Settings
+from app.errors import ModelUnavailable
+from app.services.container import Services
+
+if TYPE_CHECKING:
+    import threading
+
+    from app.api.auth import AuthPolicy
+    from app.api.metrics import ApiMetrics
+    from app.services.fetch import UrlFetcher
+
+
+@dataclass
+class ApiState:
+    """Built once by `install_api` and kept on `app.state.api`."""
+
+    settings: Settings
+    auth: AuthPolicy
+    metrics: ApiMetrics
+    fetcher: UrlFetcher
+    preload_thread: threading.Thread | None = None
+
+
+def get_api_state(request: Request) -> ApiState:
+    state: ApiState = request.app.state.api
+    return state
+
+
+def get_services(request: Request) -> Services:
+    services: Services | None = getattr(request.app.state, "services", None)
+    if services is None:  # only before the lifespan has run
+        raise ModelUnavailable("The server is still starting.", code="starting")
+    return services

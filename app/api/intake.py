@@ -1,0 +1,169 @@
+"""Read an analyze request (JSON or multipart) and turn each image input into a decoded image.
+
+Request-level problems (bad JSON, missing task, no images, too many) fail the whole request;
+problems with one image (bad base64, a refused URL, a corrupt file) become that image's error
+and the others go on. Every image's bytes go through `app.images.load_image_bytes`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import binascii
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from fastapi import Request
+from fastapi.exceptions import RequestValidationError
+from pydantic import ValidationError
+from starlette.datastructures import UploadFile
+
+from app.api.schemas import AnalyzeForm, AnalyzeRequest, ImageBase64, ImageInput, ImageURL
+from app.config import Settings
+from app.errors import AppError, InvalidImage, PayloadTooLarge, UnsupportedMediaType
+from app.geometry import parse_region
+from app.images import ImageLimits, LoadedImage, load_image_bytes
+from app.services.fetch import UrlFetcher
+
+_MAX_NAME_CHARS = 100
+_DECODE_CONCURRENCY = 2  # decoding is CPU work; a batch of 16 should not start 16 threads at once
+
+
+@dataclass(frozen=True)
+class ImageSource:
+    """One image input: bytes, a URL to fetch, or the error found while reading it."""
+
+    name: str
+    data: bytes | None = None
+    url: str | None = None
+    error: AppError | None = None
+
+
+@dataclass(frozen=True)
+class AnalyzeInput:
+    task: str
+    text: str | None
+    region: tuple[float, float, float, float] | None
+    annotate: bool
+    sources: list[ImageSource]
+
+
+async def read_analyze_input(request: Request, settings: Settings) -> AnalyzeInput:
+    media_type = request.headers.get("content-type", "").split(";", 1)[0].strip().lower()
+    if media_type == "application/json" or media_type.endswith("+json"):
+        parsed = await _read_json(request, settings)
+    elif media_type == "multipart/form-data":
+        parsed = await _read_multipart(request, settings)
+    else:
+        raise UnsupportedMediaType(
+            "Send the request as application/json or multipart/form-data.", code="unsupported_content_type"
+        )
+    return parsed
+
+
+def _check_image_count(count: int, settings: Settings) -> None:
+    if count > settings.max_images_per_request:
+        raise PayloadTooLarge(
+            f"{count} images is over the limit of {settings.max_images_per_request} per request.",
+            code="too_many_images",
+        )
+
+
+async def _read_json(request: Request, settings: Settings) -> AnalyzeInput:
+    body = await request.body()
+    try:
+        payload = AnalyzeRequest.model_validate_json(body)
+    except ValidationError as exc:
+        raise RequestValidationError(exc.errors(include_input=False, include_url=False)) from None
+    _check_image_count(len(payload.images), settings)
+    region = payload.region
+    xyxy = (region[0], region[1], region[2], region[3]) if region is not None else None
+    sources = [_source_from_json(item, index, settings) for index, item in enumerate(payload.images)]
+    return AnalyzeInput(payload.task, payload.text, xyxy, payload.annotate, sources)
+
+
+async def _read_multipart(request: Request, settings: Settings) -> AnalyzeInput:
+    # Files spool to disk past 1 MB; the body size is already capped by BodySizeLimitMiddleware.
+    async with request.form(max_fields=20) as form:
+        fields = {key: value for key, value in form.multi_items() if key != "files" and isinstance(value, str)}
+        try:
+            params = AnalyzeForm.model_validate(fields)
+        except ValidationError as exc:
+            raise RequestValidationError(exc.errors(include_input=False, include_url=False)) from None
+        uploads = form.getlist("files")
+        if not uploads:
+            raise RequestValidationError([{"type": "missing", "loc": ("body", "files"), "msg": "Field required"}])
+        _check_image_count(len(uploads), settings)
+        region = parse_region(params.region) if params.region else None
+        sources = [await _source_from_upload(upload, index, settings) for index, upload in enumerate(uploads)]
+    return AnalyzeInput(params.task, params.text, region, params.annotate, sources)
+
+
+def _source_from_json(item: ImageInput, index: int, settings: Settings) -> ImageSource:
+    name = f"images[{index}]"
+    try:
+        if isinstance(item, ImageURL):
+            return ImageSource(name, url=item.url)
+        if isinstance(item, ImageBase64):
+            return ImageSource(name, data=decode_base64(item.base64, settings.max_image_bytes, name))
+        return ImageSource(name, data=decode_data_url(item, settings.max_image_bytes, name))
+    except AppError as exc:
+        return ImageSource(name, error=exc)
+
+
+async def _source_from_upload(upload: UploadFile | str, index: int, settings: Settings) -> ImageSource:
+    if not isinstance(upload, UploadFile):
+        name = f"files[{index}]"
+        return ImageSource(name, error=InvalidImage(f"{name}: expected a file upload, got a text field."))
+    name = (upload.filename or f"files[{index}]")[:_MAX_NAME_CHARS]
+    if upload.size is not None and upload.size > settings.max_image_bytes:
+        return ImageSource(name, error=_image_too_large(name, upload.size, settings.max_image_bytes))
+    return ImageSource(name, data=await upload.read())
+
+
+def decode_base64(text: str, max_bytes: int, name: str) -> bytes:
+    """Standard or URL-safe base64, with or without padding and line breaks."""
+    compact = "".join(text.split())
+    estimated = len(compact) * 3 // 4
+    if estimated > max_bytes:
+        raise _image_too_large(name, estimated, max_bytes)
+    compact += "=" * (-len(compact) % 4)
+    altchars = b"-_" if ("-" in compact or "_" in compact) else None
+    try:
+        return base64.b64decode(compact, altchars=altchars, validate=True)
+    except (binascii.Error, ValueError):
+        raise InvalidImage(f"{name}: not valid base64.", code="invalid_base64") from None
+
+
+def decode_data_url(text: str, max_bytes: int, name: str) -> bytes:
+    header, comma, payload = text.partition(",")
+    if not comma or not header.lower().endswith(";base64"):
+        raise InvalidImage(
+            f"{name}: only base64 data URLs are accepted (data:image/png;base64,...).", code="invalid_data_url"
+        )
+    return decode_base64(payload, max_bytes, name)
+
+
+def _image_too_large(name: str, size: int, max_bytes: int) -> PayloadTooLarge:
+    return PayloadTooLarge(
+        f"{name}: {size:,} bytes is over the {max_bytes:,}-byte limit per image.", code="image_too_large"
+    )
+
+
+async def load_sources(
+    sources: Sequence[ImageSource], fetcher: UrlFetcher, limits: ImageLimits
+) -> list[LoadedImage | AppError]:
+    """Fetch and decode every source (in input order); one failure never stops the others."""
+    gate = asyncio.Semaphore(_DECODE_CONCURRENCY)
+
+    async def load(source: ImageSource) -> LoadedImage | AppError:
+        if source.error is not None:
+            return source.error
+        try:
+            data = source.data if source.data is not None else await fetcher.fetch(source.url or "")
+            async with gate:
+                return await asyncio.to_thread(load_image_bytes, data, limits, source.name)
+        except AppError as exc:
+            return exc
+
+    return list(await asyncio.gather(*(load(source) for source in sources)))

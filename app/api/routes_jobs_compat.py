@@ -1,0 +1,228 @@
+"""Seed-compatible job routes, one per task short name, for clients written against the seed API.
+
+POST /api/tasks/{task}/{model}/jobs          {"image": <data URL or URL>, "classes": [...], "config": {}}
+POST /api/tasks/{task}/batched/{model}/jobs  {"images": [...], "classes": [...], "config": {}}
+GET  /api/tasks/{task}/jobs/{id}             {"status": "complete", "result": {<key>: value}}
+
+Each task answers under one key: `probabilities` (zero-shot, in the order of `classes`),
+`predictions` (image-classification), `caption`, `detections`, `text` (OCR). The batched form
+answers a list (one value per image) and `errors`, aligned, for images that failed. `{model}` is
+kept for compatibility: jobs run on the model this server is configured with, named in `model`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from fastapi import APIRouter, Depends, Header, Request
+from fastapi.responses import JSONResponse
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from app.api.auth import Principal, require_principal
+from app.api.deps import ApiState, get_api_state, get_services
+from app.api.errors import error_responses
+from app.api.routes_jobs import (
+    JobCreated,
+    accepted,
+    body_fingerprint,
+    check_idempotency_key,
+    check_image_count,
+    get_jobs,
+    read_json_object,
+    source_from_input,
+    submit_job,
+    validation_error,
+)
+from app.config import Settings
+from app.errors import InvalidInput, NotFound
+from app.jobs.kinds import (
+    ANALYZE,
+    CLASSIFY,
+    ZERO_SHOT,
+    analyze_params,
+    classify_params,
+    scores_by_label,
+    zero_shot_params,
+)
+from app.jobs.records import JobRecord, JobStatus
+from app.jobs.worker import JobSystem
+from app.services.container import Services
+
+router = APIRouter(prefix="/api/tasks", tags=["jobs (seed-compatible)"])
+MAX_CLASSES = 100
+MAX_IMAGE_FIELD_CHARS = 40 * 1024 * 1024
+
+
+class SeedJob(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    image: str = Field(min_length=1, max_length=MAX_IMAGE_FIELD_CHARS, description="data URL, base64 or http(s) URL")
+    classes: list[str] | None = Field(None, min_length=1, max_length=MAX_CLASSES)
+    config: dict[str, Any] = Field(default_factory=dict)
+
+
+class SeedBatch(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    images: list[str] = Field(min_length=1, description="data URLs, base64 or http(s) URLs")
+    classes: list[str] | None = Field(None, min_length=1, max_length=MAX_CLASSES)
+    config: dict[str, Any] = Field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class SeedTask:
+    kind: str
+    key: str  # where the answer goes in `result`
+    config_keys: tuple[str, ...]
+    needs_classes: bool = False
+
+
+SEED_TASKS: dict[str, SeedTask] = {
+    "zero-shot-image-classification": SeedTask(ZERO_SHOT, "probabilities", ("multi_label", "templates"), True),
+    "image-classification": SeedTask(CLASSIFY, "predictions", ("top_n", "top_k", "language")),
+    "image-captioning": SeedTask(ANALYZE, "caption", ("detail",)),
+    "object-detection": SeedTask(ANALYZE, "detections", ()),
+    "optical-character-recognition": SeedTask(ANALYZE, "text", ("regions",)),
+}
+_CAPTION_TASKS = {"basic": "CAPTION", "detailed": "DETAILED_CAPTION", "more_detailed": "MORE_DETAILED_CAPTION"}
+
+
+def seed_task(name: str) -> SeedTask:
+    try:
+        return SEED_TASKS[name]
+    except KeyError:
+        raise NotFound(f"No task {name[:60]!r}; use one of {', '.join(SEED_TASKS)}.", code="unknown_task") from None
+
+
+def seed_params(name: str, task: SeedTask, classes: list[str] | None, config: dict[str, Any]) -> dict[str, Any]:
+    """The job parameters for a seed task, with its `config` checked key by key."""
+    unknown = sorted(set(config) - set(task.config_keys))
+    if unknown:
+        allowed = ", ".join(task.config_keys) or "none"
+        raise InvalidInput(f"Unknown config key(s) for {name}: {', '.join(unknown)} (allowed: {allowed}).",
+                           code="invalid_config")  # fmt: skip
+    if task.needs_classes and not classes:
+        raise InvalidInput(f"{name} needs a non-empty 'classes' list.", code="missing_classes")
+    if not task.needs_classes and classes:
+        raise InvalidInput(f"{name} takes no 'classes'.", code="unexpected_classes")
+    if task.kind == ZERO_SHOT:
+        return zero_shot_params(classes or [], config.get("multi_label", False), config.get("templates"))
+    if task.kind == CLASSIFY:
+        return classify_params(config.get("top_n", config.get("top_k", 5)), config.get("language", "en"))
+    if name == "image-captioning":
+        detail = config.get("detail", "basic")
+        if detail not in _CAPTION_TASKS:
+            raise InvalidInput(f"config.detail must be one of {', '.join(_CAPTION_TASKS)}.", code="invalid_config")
+        return analyze_params(_CAPTION_TASKS[detail], None, None)
+    if name == "object-detection":
+        return analyze_params("OD", None, None)
+    regions = config.get("regions", False)
+    if not isinstance(regions, bool):
+        raise InvalidInput("config.regions must be true or false.", code="invalid_config")
+    return analyze_params("OCR_WITH_REGION" if regions else "OCR", None, None)
+
+
+# -- answers --------------------------------------------------------------------------------------------------
+def _probabilities(entry: dict[str, Any], classes: list[str]) -> list[float]:
+    scores = scores_by_label(entry)
+    return [round(float(scores.get(label, 0.0)), 6) for label in classes]
+
+
+def seed_value(task: SeedTask, entry: dict[str, Any], classes: list[str]) -> Any:
+    extract: dict[str, Callable[[], Any]] = {
+        "probabilities": lambda: _probabilities(entry, classes),
+        "predictions": lambda: entry.get("predictions", []),
+        "caption": lambda: entry.get("text", ""),
+        "detections": lambda: entry.get("detections", []),
+        "text": lambda: entry.get("text", ""),
+    }
+    return extract[task.key]()
+
+
+def seed_view(record: JobRecord, task: SeedTask) -> dict[str, Any]:
+    seed = record.params.get("seed", {})
+    body: dict[str, Any] = {"id": record.id, "status": record.status.value}
+    if record.status is JobStatus.COMPLETE and isinstance(record.result, dict):
+        entries = record.result.get("results", [])
+        values = [None if "error" in e else seed_value(task, e, seed.get("classes") or []) for e in entries]
+        result: dict[str, Any] = {task.key: values if seed.get("batched") else values[0]}
+        if seed.get("batched"):
+            result["errors"] = [e.get("error") for e in entries]
+        result["model"] = seed.get("served_model")
+        body["result"] = result
+    elif record.error is not None:
+        body["error"] = record.error
+    return body
+
+
+def served_model(settings: Settings, task: SeedTask) -> str:
+    if task.kind == ANALYZE:
+        return settings.model_id
+    return str(getattr(settings, "zero_shot_model_id" if task.kind == ZERO_SHOT else "classifier_model_id", "") or "")
+
+
+# -- routes ---------------------------------------------------------------------------------------------------
+async def _submit(
+    request: Request, name: str, model: str, batched: bool, principal: Principal, services: Services,
+    api: ApiState, jobs: JobSystem, idempotency_key: str | None,
+) -> JSONResponse:  # fmt: skip
+    task = seed_task(name)
+    body = await read_json_object(request)
+    key = check_idempotency_key(idempotency_key)
+    fingerprint = body_fingerprint(name, model, batched, body)
+    try:
+        parsed: SeedJob | SeedBatch = SeedBatch.model_validate(body) if batched else SeedJob.model_validate(body)
+    except ValidationError as exc:
+        raise validation_error(exc) from None
+    images = parsed.images if isinstance(parsed, SeedBatch) else [parsed.image]
+    check_image_count(len(images), api.settings)
+    params = seed_params(name, task, parsed.classes, parsed.config)
+    params["seed"] = {
+        "task": name,
+        "batched": batched,
+        "classes": parsed.classes,
+        "requested_model": model,
+        "served_model": served_model(api.settings, task),
+    }
+    sources = [source_from_input(item, f"images[{i}]", api.settings) for i, item in enumerate(images)]
+    record, created = await submit_job(
+        principal=principal, services=services, api=api, jobs=jobs, kind=task.kind, params=params,
+        sources=sources, idempotency_key=key, fingerprint=fingerprint,
+    )  # fmt: skip
+    return accepted(record, created, f"/api/tasks/{name}/jobs/{record.id}")
+
+
+_ERRORS = error_responses(400, 401, 403, 404, 409, 413, 415, 422, 429, 503)
+
+
+@router.post("/{task}/batched/{model:path}/jobs", status_code=202, response_model=JobCreated, responses=_ERRORS,
+             summary="Queue a list of images for one task (seed-compatible)")  # fmt: skip
+async def create_batched_job(
+    request: Request, task: str, model: str, principal: Principal = Depends(require_principal),
+    services: Services = Depends(get_services), api: ApiState = Depends(get_api_state),
+    jobs: JobSystem = Depends(get_jobs), idempotency_key: str | None = Header(None, alias="Idempotency-Key"),
+) -> JSONResponse:  # fmt: skip
+    return await _submit(request, task, model, True, principal, services, api, jobs, idempotency_key)
+
+
+@router.post("/{task}/{model:path}/jobs", status_code=202, response_model=JobCreated, responses=_ERRORS,
+             summary="Queue one image for one task (seed-compatible)")  # fmt: skip
+async def create_single_job(
+    request: Request, task: str, model: str, principal: Principal = Depends(require_principal),
+    services: Services = Depends(get_services), api: ApiState = Depends(get_api_state),
+    jobs: JobSystem = Depends(get_jobs), idempotency_key: str | None = Header(None, alias="Idempotency-Key"),
+) -> JSONResponse:  # fmt: skip
+    return await _submit(request, task, model, False, principal, services, api, jobs, idempotency_key)
+
+
+@router.get("/{task}/jobs/{job_id}", summary="A seed-compatible job's status and result",
+            responses=error_responses(401, 404))  # fmt: skip
+async def get_seed_job(
+    task: str, job_id: str, principal: Principal = Depends(require_principal), jobs: JobSystem = Depends(get_jobs)
+) -> JSONResponse:
+    spec = seed_task(task)
+    record = await asyncio.to_thread(jobs.queue.get, job_id, principal.sub)
+    if record.params.get("seed", {}).get("task") != task:
+        raise NotFound(f"No job {job_id!r}.", code="job_not_found")
+    return JSONResponse(seed_view(record, spec))

@@ -1,0 +1,91 @@
+"""Optional password login for the chat: users from `CHAT_USERS`, PBKDF2-SHA256 hashes from the stdlib.
+
+Hashes use Django's documented layout `pbkdf2_sha256$<iterations>$<salt>$<base64 hash>`, so they can
+be made and checked with common tools and carry their own cost (iterations can be raised later).
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import hmac
+import secrets
+from dataclasses import dataclass
+from functools import lru_cache
+
+from app.errors import InvalidInput
+
+ALGORITHM = "pbkdf2_sha256"
+# OWASP's 2023 recommendation for PBKDF2-HMAC-SHA256.
+DEFAULT_ITERATIONS = 600_000
+_MIN_ITERATIONS = 100_000
+
+
+def hash_password(password: str, *, iterations: int = DEFAULT_ITERATIONS, salt: str | None = None) -> str:
+    if not password:
+        raise InvalidInput("The password is empty.", code="empty_password")
+    salt = salt or secrets.token_urlsafe(16)
+    digest = hashlib.pbkdf2_hmac("sha256", password.encode("utf-8"), salt.encode("ascii"), iterations)
+    return f"{ALGORITHM}${iterations}${salt}${base64.b64encode(digest).decode('ascii')}"
+
+
+def verify_password(password: str, encoded: str) -> bool:
+    """Constant-time check of `password` against an encoded hash; malformed hashes never match."""
+    try:
+        algorithm, iterations_text, salt, expected = encoded.split("$", 3)
+        iterations = int(iterations_text)
+    except ValueError:
+        return False
+    if algorithm != ALGORITHM or iterations < 1:
+        return False
+    digest = hashlib.pbkdf2_hmac("sha256", password.encode("utf-8"), salt.encode("ascii", "replace"), iterations)
+    return hmac.compare_digest(base64.b64encode(digest).decode("ascii"), expected)
+
+
+@dataclass(frozen=True)
+class ChatUsers:
+    """The users allowed into the chat; empty means the chat is open."""
+
+    hashes: dict[str, str]
+
+    @classmethod
+    def parse(cls, spec: str) -> ChatUsers:
+        """`alice:pbkdf2_sha256$...,bob:pbkdf2_sha256$...` (the setting `CHAT_USERS`)."""
+        hashes: dict[str, str] = {}
+        for entry in (part.strip() for part in spec.split(",")):
+            if not entry:
+                continue
+            name, sep, encoded = entry.partition(":")
+            name, encoded = name.strip(), encoded.strip()
+            if not sep or not name or not encoded.startswith(f"{ALGORITHM}$"):
+                shown = name or entry[:20]
+                raise InvalidInput(
+                    f"CHAT_USERS entry for {shown!r} is not `name:{ALGORITHM}$...`; "
+                    "make a hash with `python -m app hash-password`.",
+                    code="invalid_chat_users",
+                )
+            parts = encoded.split("$")
+            if len(parts) != 4 or not parts[1].isdigit() or int(parts[1]) < _MIN_ITERATIONS:
+                raise InvalidInput(
+                    f"CHAT_USERS hash for {name!r} is malformed or uses fewer than {_MIN_ITERATIONS:,} iterations.",
+                    code="invalid_chat_users",
+                )
+            hashes[name] = encoded
+        return cls(hashes)
+
+    @property
+    def enabled(self) -> bool:
+        return bool(self.hashes)
+
+    def authenticate(self, name: str, password: str) -> bool:
+        encoded = self.hashes.get(name)
+        if encoded is None:
+            # Same work for unknown names, so response time does not reveal which names exist.
+            verify_password(password, _dummy_hash())
+            return False
+        return verify_password(password, encoded)
+
+
+@lru_cache(maxsize=1)
+def _dummy_hash() -> str:
+    return hash_password("not-a-user", salt="dummy-salt-000000")

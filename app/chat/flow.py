@@ -1,0 +1,329 @@
+"""What the chat does with a message, a picked region or "Analyze everything", independent of Chainlit.
+
+The Chainlit module turns events into calls here and implements `ChatUI` to show what comes back, so
+the whole conversation logic runs in tests with a recording UI and the real (tiny) model.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+import logging
+import time
+from collections.abc import Awaitable, Callable, Mapping, Sequence
+from contextlib import AbstractAsyncContextManager
+from dataclasses import dataclass, field
+from typing import Protocol
+
+from app.chat import replies
+from app.chat.inputs import Upload, load_uploads, region_from_payload, regions_from_text
+from app.chat.pictures import Picture, annotated_picture, picker_data_url
+from app.chat.replies import Download
+from app.chat.session import ChatSession
+from app.errors import AppError, InvalidInput
+from app.geometry import XYXY
+from app.models.manager import ModelState
+from app.results import AnyResult, DetectionResult
+from app.services.analysis import ImageOutcome
+from app.services.container import Services
+from app.tasks import TaskSpec, get_task
+
+log = logging.getLogger(__name__)
+
+EVERYTHING_TASKS = ("<CAPTION>", "<OD>", "<OCR>")
+MAX_PICKERS = 4  # typed coordinates still reach every image of a larger upload
+LOAD_TICK_S = 1.0
+
+
+@dataclass(frozen=True)
+class ImageReply:
+    """Everything shown for one image: heading + summary, the annotated picture, the downloads."""
+
+    image_name: str
+    markdown: str
+    picture: Picture | None = None
+    downloads: list[Download] = field(default_factory=list)
+
+    @property
+    def picture_name(self) -> str:
+        stem = self.image_name.rsplit(".", 1)[0] or "image"
+        return f"{stem}.annotated.{self.picture.extension if self.picture else 'png'}"
+
+
+@dataclass(frozen=True)
+class RegionPicker:
+    """Props of the region picker element for one image."""
+
+    image_index: int
+    image_name: str
+    image_wh: tuple[int, int]
+    src: str
+    task: str
+    task_name: str
+    batch: int
+
+    def props(self) -> dict[str, object]:
+        return {
+            "src": self.src,
+            "width": self.image_wh[0],
+            "height": self.image_wh[1],
+            "imageIndex": self.image_index,
+            "imageName": self.image_name,
+            "task": self.task,
+            "taskName": self.task_name,
+            "batch": self.batch,
+        }
+
+
+class StepHandle(Protocol):
+    def finish(self, title: str, detail: str) -> None:
+        """Final title and text, shown when the step closes."""
+
+
+class Progress(Protocol):
+    async def show(self, markdown: str) -> None:
+        """Replace the progress message's text."""
+
+
+class ChatUI(Protocol):
+    async def notify(self, markdown: str) -> None: ...
+
+    def progress(self, markdown: str, failed: str) -> AbstractAsyncContextManager[Progress]:
+        """A message whose text is updated while something long runs; it reads `failed` if that raises."""
+
+    async def show_replies(self, replies: Sequence[ImageReply]) -> None: ...
+
+    async def ask_region(self, markdown: str, pickers: Sequence[RegionPicker]) -> None: ...
+
+    def step(self, name: str) -> AbstractAsyncContextManager[StepHandle]: ...
+
+
+class ChatFlow:
+    def __init__(self, services: Services) -> None:
+        self.services = services
+        self.settings = services.settings
+
+    # -- entry points: one request per session, every failure becomes a chat message ------------------
+    async def on_message(
+        self, session: ChatSession, ui: ChatUI, text: str, uploads: Sequence[Upload], task_key: str | None
+    ) -> None:
+        await self._guarded(session, ui, functools.partial(self._message, session, ui, text, uploads, task_key))
+
+    async def on_region_picked(self, session: ChatSession, ui: ChatUI, payload: Mapping[str, object]) -> None:
+        await self._guarded(session, ui, functools.partial(self._region_picked, session, ui, payload))
+
+    async def on_analyze_everything(self, session: ChatSession, ui: ChatUI) -> None:
+        await self._guarded(session, ui, functools.partial(self._everything, session, ui))
+
+    async def _guarded(self, session: ChatSession, ui: ChatUI, work: Callable[[], Awaitable[None]]) -> None:
+        try:
+            async with session.exclusive():
+                await work()
+        except Exception as exc:  # noqa: BLE001 - the one place chat errors are turned into words
+            await ui.notify(replies.error_markdown(exc))
+
+    # -- requests ------------------------------------------------------------------------------------------
+    async def _message(
+        self, session: ChatSession, ui: ChatUI, text: str, uploads: Sequence[Upload], task_key: str | None
+    ) -> None:
+        if task_key:
+            session.choose_task(get_task(task_key))
+        if uploads:
+            check = await asyncio.to_thread(load_uploads, uploads, self.settings)
+            if check.errors:
+                await ui.notify("\n\n".join(replies.error_markdown(e) for e in check.errors))
+            if not check.images:
+                return  # the session keeps its earlier images and stays usable
+            session.replace_images(check.images)
+        if not session.images:
+            await ui.notify(replies.no_images_markdown())
+            return
+        await self._run_selected_task(session, ui, text.strip())
+
+    async def _region_picked(self, session: ChatSession, ui: ChatUI, payload: Mapping[str, object]) -> None:
+        if payload.get("batch") != session.upload_batch:
+            raise InvalidInput(
+                "That picker belongs to images you replaced since; use the picker under the latest upload.",
+                code="stale_region_picker",
+            )
+        spec = get_task(str(payload.get("task", "")))
+        if not spec.needs_region:
+            raise InvalidInput(f"{spec.name} does not take a region.", code="unexpected_region")
+        index, xyxy = region_from_payload(payload, len(session.images))
+        await self._analyze(session, ui, spec, [index], regions={index: xyxy})
+
+    async def _everything(self, session: ChatSession, ui: ChatUI) -> None:
+        if not session.images:
+            await ui.notify(replies.no_images_markdown())
+            return
+        self.services.limiter.hit(session.identity)
+        await self._ensure_model(ui)
+        per_task: dict[str, list[ImageOutcome]] = {}
+        for token in EVERYTHING_TASKS:
+            spec = get_task(token)
+            async with ui.step(spec.name) as step:
+                started = time.perf_counter()
+                per_task[token] = await self.services.analysis.analyze_async(session.images, spec)
+                seconds = time.perf_counter() - started
+                step.finish(
+                    f"{spec.name} in {replies.fmt_seconds(seconds)}",
+                    f"{len(session.images)} image(s) in {replies.fmt_seconds(seconds)}",
+                )
+        built = await asyncio.to_thread(self._everything_replies, session, per_task)
+        session.remember_detections(_detections(per_task["<OD>"], range(len(session.images))))
+        await ui.show_replies(built)
+
+    # -- the selected task -----------------------------------------------------------------------------
+    async def _run_selected_task(self, session: ChatSession, ui: ChatUI, text: str) -> None:
+        spec = session.task
+        indices = list(range(len(session.images)))
+        if spec.needs_text:
+            if not text:
+                await ui.notify(replies.ask_text_markdown(spec))
+                return
+            await self._analyze(session, ui, spec, indices, text=text)
+        elif spec.needs_region:
+            found = regions_from_text(text, len(indices), session.detections) if text else None
+            if found is None:
+                await self._ask_region(session, ui, spec)
+                return
+            await self._analyze(session, ui, spec, indices, regions=dict(enumerate(found)))
+        else:
+            await self._analyze(session, ui, spec, indices)
+
+    async def _ask_region(self, session: ChatSession, ui: ChatUI, spec: TaskSpec) -> None:
+        shown = session.images[:MAX_PICKERS]
+        sources = await asyncio.to_thread(lambda: [picker_data_url(loaded.image) for loaded in shown])
+        pickers = [
+            RegionPicker(i, loaded.name, loaded.image_wh, src, spec.token, spec.name, session.upload_batch)
+            for i, (loaded, src) in enumerate(zip(shown, sources, strict=True))
+        ]
+        await ui.ask_region(replies.ask_region_markdown(spec, bool(session.detections)), pickers)
+
+    async def _analyze(
+        self,
+        session: ChatSession,
+        ui: ChatUI,
+        spec: TaskSpec,
+        indices: Sequence[int],
+        text: str | None = None,
+        regions: Mapping[int, XYXY | AppError] | None = None,
+    ) -> None:
+        """Rate-limit, load the model if needed, run one task on the chosen images, show one reply each."""
+        self.services.limiter.hit(session.identity)
+        await self._ensure_model(ui)
+        outcomes: dict[int, ImageOutcome] = {}
+        async with ui.step(spec.name) as step:
+            started = time.perf_counter()
+            for group, region in _group_by_region(indices, regions):
+                if isinstance(region, AppError):
+                    outcomes.update({i: ImageOutcome(session.images[i].name, error=region) for i in group})
+                    continue
+                images = [session.images[i] for i in group]
+                results = await self.services.analysis.analyze_async(images, spec, text=text, region=region)
+                outcomes.update(zip(group, results, strict=True))
+            seconds = time.perf_counter() - started
+            count = len(indices)
+            log.info("chat %s on %d image(s) in %.2fs", spec.short_name, count, seconds)
+            step.finish(
+                f"{spec.name} in {replies.fmt_seconds(seconds)}",
+                f"{count} image{'s' if count != 1 else ''} in {replies.fmt_seconds(seconds)}",
+            )
+        ordered = [(i, outcomes[i]) for i in indices]
+        built = await asyncio.to_thread(self._task_replies, session, spec, ordered)
+        session.remember_detections(_detections([o for _, o in ordered], [i for i, _ in ordered]))
+        await ui.show_replies(built)
+
+    async def _ensure_model(self, ui: ChatUI) -> None:
+        """Load on first use behind a ticking progress message; a failure carries the engine's fix-it text."""
+        manager = self.services.manager
+        if manager.state() is ModelState.READY:
+            return
+        model_id = self.settings.model_id
+        started = time.perf_counter()
+        loading_text = f"⏳ Loading `{model_id}` (first request only)…"
+        async with ui.progress(loading_text, failed=f"Loading `{model_id}` failed.") as progress:
+            loading = asyncio.ensure_future(asyncio.to_thread(manager.get))
+            while not loading.done():
+                await asyncio.wait({loading}, timeout=LOAD_TICK_S)
+                if not loading.done():
+                    elapsed = time.perf_counter() - started
+                    await progress.show(f"{loading_text} {elapsed:.0f} s")
+            await loading
+            status = manager.status()
+            info = status[0] if status else {}
+            seconds = replies.fmt_seconds(time.perf_counter() - started)
+            await progress.show(
+                f"Model `{model_id}` loaded in {seconds} on {info.get('device')} ({info.get('dtype')})."
+            )
+
+    # -- replies (CPU work, run in a thread) ------------------------------------------------------------
+    def _task_replies(
+        self, session: ChatSession, spec: TaskSpec, ordered: Sequence[tuple[int, ImageOutcome]]
+    ) -> list[ImageReply]:
+        built = []
+        for index, outcome in ordered:
+            loaded = session.images[index]
+            title = replies.heading(loaded.name, spec.name)
+            if outcome.result is None:
+                error = outcome.error or InvalidInput("No result.")
+                built.append(ImageReply(loaded.name, f"{title}\n\n{replies.error_markdown(error)}"))
+                continue
+            result = outcome.result
+            built.append(
+                ImageReply(
+                    loaded.name,
+                    f"{title}\n\n{replies.summary_markdown(spec, result)}",
+                    annotated_picture(loaded.image, result),
+                    replies.result_downloads(loaded.name, spec, result, self.settings.model_id),
+                )
+            )
+        return built
+
+    def _everything_replies(
+        self, session: ChatSession, per_task: Mapping[str, Sequence[ImageOutcome]]
+    ) -> list[ImageReply]:
+        built = []
+        for index, loaded in enumerate(session.images):
+            results: dict[str, AnyResult] = {}
+            problems: list[str] = []
+            for token, outcomes in per_task.items():
+                outcome = outcomes[index]
+                if outcome.result is not None:
+                    results[token] = outcome.result
+                elif outcome.error is not None:
+                    problems.append(f"{get_task(token).name}: {replies.error_markdown(outcome.error)}")
+            body = "\n\n".join([replies.everything_markdown(results), *problems])
+            title = replies.heading(loaded.name, "Caption, objects and text")
+            detections = results.get("<OD>")
+            built.append(
+                ImageReply(
+                    loaded.name,
+                    f"{title}\n\n{body}",
+                    annotated_picture(loaded.image, detections) if detections else None,
+                    replies.everything_downloads(loaded.name, results, self.settings.model_id),
+                )
+            )
+        return built
+
+
+def _group_by_region(
+    indices: Sequence[int], regions: Mapping[int, XYXY | AppError] | None
+) -> list[tuple[list[int], XYXY | AppError | None]]:
+    """Images sharing a region run as one batch; `box N` gives each image its own region."""
+    if regions is None:
+        return [(list(indices), None)]
+    groups: dict[object, tuple[list[int], XYXY | AppError]] = {}
+    for index in indices:
+        region = regions[index]
+        key: object = id(region) if isinstance(region, AppError) else region
+        groups.setdefault(key, ([], region))[0].append(index)
+    return list(groups.values())
+
+
+def _detections(outcomes: Sequence[ImageOutcome], indices: Sequence[int]) -> dict[int, DetectionResult]:
+    return {
+        index: outcome.result
+        for index, outcome in zip(indices, outcomes, strict=True)
+        if isinstance(outcome.result, DetectionResult)
+    }

@@ -1,0 +1,152 @@
+"""Chainlit inside our FastAPI app: the mount, its start-up/shutdown hooks, login, limits, offline page.
+
+Chainlit is a process-wide singleton (one config, one ASGI app), so the first `mount_chat` loads the
+chat module and later calls (tests build several apps) mount that same Chainlit app again.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+import logging
+import math
+import os
+import re
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from fastapi import FastAPI
+
+from app.chat.auth import ChatUsers
+from app.config import Settings
+from app.errors import AppError, InvalidInput, RateLimited
+from app.services.container import get_services
+
+if TYPE_CHECKING:
+    import chainlit as cl
+
+log = logging.getLogger(__name__)
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
+CHAINLIT_MODULE = REPO_ROOT / "chainlit_app.py"
+ACCEPTED_IMAGE_TYPES = (
+    "image/jpeg",
+    "image/png",
+    "image/webp",
+    "image/gif",
+    "image/bmp",
+    "image/x-ms-bmp",
+    "image/tiff",
+)
+# Chainlit's page links Google Fonts (with preconnects) and a KaTeX stylesheet from a CDN. Offline, a
+# hanging connection delays the first render by ~20 s; we use neither (system fonts, LaTeX off).
+_EXTERNAL_LINK_RE = re.compile(r"<link\b[^>]*\bhref=[\"']https?://[^>]*>", re.IGNORECASE)
+
+_mounted = False
+
+
+def mount_chat(app: FastAPI, settings: Settings) -> None:
+    """Serve the chat at `/` of `app`. Call after every other route: the mount catches all paths."""
+    global _mounted
+    # Chainlit finds `public/`, `.chainlit/` and `chainlit.md` under its app root, read once at import.
+    os.environ.setdefault("CHAINLIT_APP_ROOT", str(REPO_ROOT))
+    import chainlit.server as chainlit_server
+    from chainlit.config import config
+
+    _configure_login(settings)
+    _apply_upload_limits(settings)
+    config.features.latex = False
+    if not _mounted:
+        from chainlit.utils import mount_chainlit
+
+        mount_chainlit(app=app, target=str(CHAINLIT_MODULE), path="/")
+        chainlit_server.get_html_template = _without_external_links(chainlit_server.get_html_template)
+        _mounted = True
+    else:
+        app.mount("/", chainlit_server.app)
+
+
+@asynccontextmanager
+async def chat_lifespan() -> AsyncIterator[None]:
+    """Chainlit's own start-up/shutdown hooks; a mounted Chainlit app never runs its lifespan itself.
+
+    (Its lifespan also ends the process with `os._exit`, so we run the hooks rather than the lifespan.)
+    """
+    from chainlit.config import config
+    from chainlit.data import get_data_layer
+
+    if config.code.on_app_startup:
+        await config.code.on_app_startup()
+    try:
+        yield
+    finally:
+        if config.code.on_app_shutdown:
+            await config.code.on_app_shutdown()
+        if data_layer := get_data_layer():
+            await data_layer.close()
+
+
+def _without_external_links(render: Callable[[str], str]) -> Callable[[str], str]:
+    @functools.wraps(render)
+    def render_offline(root_path: str) -> str:
+        return _EXTERNAL_LINK_RE.sub("", render(root_path))
+
+    return render_offline
+
+
+def _apply_upload_limits(settings: Settings) -> None:
+    """The browser-side limits follow the settings (the server checks again by decoding each file)."""
+    from chainlit.config import SpontaneousFileUploadFeature, config
+
+    config.features.spontaneous_file_upload = SpontaneousFileUploadFeature(
+        enabled=True,
+        accept=list(ACCEPTED_IMAGE_TYPES),
+        max_files=settings.max_images_per_request,
+        max_size_mb=max(1, math.ceil(settings.max_image_bytes / 2**20)),
+    )
+
+
+def _configure_login(settings: Settings) -> None:
+    """Password login when `CHAT_USERS` is set; an open chat otherwise."""
+    import chainlit as cl
+    from chainlit.config import config
+
+    users = ChatUsers.parse(settings.chat_users)
+    if not users.enabled:
+        config.code.password_auth_callback = None
+        return
+    secret = settings.chainlit_auth_secret.get_secret_value() if settings.chainlit_auth_secret else ""
+    secret = secret or os.environ.get("CHAINLIT_AUTH_SECRET", "")
+    if len(secret) < 32:
+        raise InvalidInput(
+            "CHAT_USERS is set, so the chat needs CHAINLIT_AUTH_SECRET (32+ characters) to sign logins. "
+            'Generate one with `python -c "import secrets; print(secrets.token_urlsafe(48))"` and put it in .env.',
+            code="missing_auth_secret",
+        )
+    os.environ["CHAINLIT_AUTH_SECRET"] = secret  # Chainlit reads it from the environment
+    cl.password_auth_callback(functools.partial(_login, users))
+
+
+async def _login(users: ChatUsers, username: str, password: str) -> cl.User | None:
+    import chainlit as cl
+
+    try:
+        # Failed and successful attempts both count, per name: guessing is as slow as RATE_LIMIT.
+        get_services().limiter.hit(f"chat-login:{username[:100]}")
+    except RateLimited:
+        log.warning("chat login rate-limited for a user name")
+        return None
+    except AppError:
+        return None
+    if await asyncio.to_thread(users.authenticate, username, password):
+        return cl.User(identifier=username, metadata={"provider": "password"})
+    return None
+
+
+def login_callback_installed() -> bool:
+    from chainlit.config import config
+
+    callback: Any = config.code.password_auth_callback
+    return callback is not None

@@ -1,0 +1,192 @@
+"""The words of the chat: welcome, per-image summaries, downloads and error messages (no Chainlit here)."""
+
+from __future__ import annotations
+
+import json
+import logging
+import re
+import uuid
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import PurePath
+from typing import Any
+
+from app.config import Settings
+from app.errors import AppError, ModelUnavailable, RateLimited
+from app.geometry import XYXY
+from app.results import AnyResult, DetectionResult, OCRResult, SegmentationResult, TextResult
+from app.tasks import TaskSpec
+
+log = logging.getLogger(__name__)
+
+MAX_LISTED_ITEMS = 20  # longer lists stay in the JSON download
+_CODE_TASKS = ("<OCR>", "<REGION_TO_OCR>")
+_MD_SPECIAL_RE = re.compile(r"([\\`*_{}\[\]<>()#+\-.!|~])")
+
+
+@dataclass(frozen=True)
+class Download:
+    name: str
+    content: bytes
+    mime: str = "application/json"
+
+
+def escape_md(text: str) -> str:
+    """Model output and file names are shown as plain text, never interpreted as markdown or HTML."""
+    return _MD_SPECIAL_RE.sub(r"\\\1", " ".join(text.split()))
+
+
+def code_block(text: str) -> str:
+    """A fenced block that no backtick run inside `text` can close early."""
+    longest = max((len(run) for run in re.findall(r"`+", text)), default=0)
+    fence = "`" * max(3, longest + 1)
+    return f"{fence}text\n{text}\n{fence}"
+
+
+def fmt_box(xyxy: Sequence[float]) -> str:
+    return "(" + ", ".join(f"{v:.0f}" for v in xyxy) + ")"
+
+
+def fmt_seconds(seconds: float) -> str:
+    return f"{seconds:.2f} s" if seconds < 10 else f"{seconds:.1f} s"
+
+
+# -- summaries ---------------------------------------------------------------------------------------------
+def summary_markdown(spec: TaskSpec, result: AnyResult) -> str:
+    """A short readable summary: the caption, labels with counts, the OCR text as a block."""
+    lines: list[str] = []
+    if result.region is not None:
+        lines.append(f"Region {fmt_box(result.region)}")
+    if isinstance(result, TextResult):
+        if not result.text:
+            lines.append("*(no text)*")
+        elif spec.token in _CODE_TASKS:
+            lines.append(code_block(result.text))
+        else:
+            lines.append(escape_md(result.text))
+    elif isinstance(result, DetectionResult):
+        lines.append(escape_md(result.summary()))
+        lines.extend(_numbered(result.labels, result.xyxy))
+    elif isinstance(result, SegmentationResult):
+        lines.append(escape_md(result.summary()))
+        boxes = [result.instance_xyxy(i) for i in range(len(result))]
+        lines.extend(_numbered(result.labels, [b for b in boxes if b is not None]))
+    elif isinstance(result, OCRResult):
+        count = len(result.texts)
+        lines.append(f"{count} text line{'s' if count != 1 else ''}" if count else "No text found.")
+        if result.full_text:
+            lines.append(code_block(result.full_text))
+    return "\n\n".join(lines)
+
+
+def _numbered(labels: Sequence[str], boxes: Sequence[XYXY]) -> list[str]:
+    """`1. cat (12, 30, 200, 180)`: the numbers are what "box 2" refers to."""
+    rows = [
+        f"{i}. {escape_md(label) if label else 'region'} {fmt_box(box)}"
+        for i, (label, box) in enumerate(zip(labels, boxes, strict=False), start=1)
+    ]
+    if len(rows) > MAX_LISTED_ITEMS:
+        rows = [*rows[:MAX_LISTED_ITEMS], f"… and {len(rows) - MAX_LISTED_ITEMS} more in the JSON download"]
+    return ["\n".join(rows)] if rows else []
+
+
+def everything_markdown(results: Mapping[str, AnyResult]) -> str:
+    """Caption, objects and text of one image in one reply (the "Analyze everything" action)."""
+    caption = results.get("<CAPTION>")
+    detections = results.get("<OD>")
+    text = results.get("<OCR>")
+    parts: list[str] = []
+    if isinstance(caption, TextResult):
+        parts.append("**Caption:** " + (escape_md(caption.text) or "*(none)*"))
+    if isinstance(detections, DetectionResult):
+        parts.append("**Objects:** " + escape_md(detections.summary()))
+        parts.extend(_numbered(detections.labels, detections.xyxy))
+    if isinstance(text, TextResult):
+        parts.append("**Text:**" + ("\n\n" + code_block(text.text) if text.text else " *(none found)*"))
+    return "\n\n".join(parts)
+
+
+def heading(image_name: str, title: str) -> str:
+    return f"**{escape_md(image_name)}** — {escape_md(title)}"
+
+
+# -- downloads ---------------------------------------------------------------------------------------------
+def _stem(image_name: str) -> str:
+    stem = PurePath(image_name).stem or "image"
+    return re.sub(r"[^A-Za-z0-9._-]+", "_", stem)[:60] or "image"
+
+
+def _json_bytes(body: Any) -> bytes:
+    return json.dumps(body, ensure_ascii=False, indent=2).encode("utf-8")
+
+
+def result_downloads(image_name: str, spec: TaskSpec, result: AnyResult, model_id: str) -> list[Download]:
+    """The full result as JSON, plus COCO JSON when the result has boxes or polygons."""
+    stem, task = _stem(image_name), spec.short_name.lower()
+    body = {"image": image_name, "model": model_id, **result.to_dict()}
+    downloads = [Download(f"{stem}.{task}.json", _json_bytes(body))]
+    if isinstance(result, DetectionResult | SegmentationResult) and len(result):
+        coco = result.to_coco(file_name=image_name)
+        downloads.append(Download(f"{stem}.{task}.coco.json", _json_bytes(coco)))
+    return downloads
+
+
+def everything_downloads(image_name: str, results: Mapping[str, AnyResult], model_id: str) -> list[Download]:
+    stem = _stem(image_name)
+    body = {"image": image_name, "model": model_id, "results": {task: r.to_dict() for task, r in results.items()}}
+    downloads = [Download(f"{stem}.all.json", _json_bytes(body))]
+    detections = results.get("<OD>")
+    if isinstance(detections, DetectionResult) and len(detections):
+        downloads.append(Download(f"{stem}.od.coco.json", _json_bytes(detections.to_coco(file_name=image_name))))
+    return downloads
+
+
+# -- words -------------------------------------------------------------------------------------------------
+def welcome_markdown(status: Sequence[Mapping[str, Any]], settings: Settings) -> str:
+    model = status[0] if status else {}
+    state = str(model.get("state", "not_loaded"))
+    model_id = str(model.get("model_id", settings.model_id))
+    if state == "ready":
+        where = f"on **{model.get('device')}** ({model.get('dtype')}), loaded and ready"
+    elif state == "loading":
+        where = f"loading now (device {settings.device}, dtype {settings.dtype})"
+    elif state == "failed":
+        where = "**failed to load**: " + escape_md(str(model.get("error", "unknown error")))
+    else:
+        where = f"not loaded yet: it loads on the first request (device {settings.device}, dtype {settings.dtype})"
+    return (
+        f"Model `{model_id}` {where}.\n\n"
+        "Drop in one or more images, choose a task in the **Task** picker below (it stays until you change it) "
+        "and send. Text tasks use your message; region tasks let you drag a box on the image, type "
+        "`x1,y1,x2,y2`, or say `box 2` after a detection. **Analyze everything** runs caption, object "
+        "detection and OCR at once."
+    )
+
+
+def ask_text_markdown(spec: TaskSpec) -> str:
+    return f"**{spec.name}** needs words: {spec.description} Type them and send (the image stays)."
+
+
+def ask_region_markdown(spec: TaskSpec, has_detections: bool) -> str:
+    ways = "drag a box on the image below and press **Run**, or type `x1,y1,x2,y2` in pixels"
+    if has_detections:
+        ways += ", or name a box from the last detection such as `box 2`"
+    return f"**{spec.name}** needs a region: {ways}."
+
+
+def no_images_markdown() -> str:
+    return "Add an image first: drag it into the chat or use the paperclip, then send."
+
+
+def error_markdown(exc: BaseException) -> str:
+    """The one place errors become chat text. `AppError` messages are written for users; anything
+    else is logged with a reference and shown without details (never a stack trace)."""
+    if isinstance(exc, RateLimited):
+        return f"⏳ {exc.message}"
+    if isinstance(exc, ModelUnavailable):
+        return f"The model is not available.\n\n{exc.message}"
+    if isinstance(exc, AppError):
+        return f"⚠️ {exc.message}"
+    reference = uuid.uuid4().hex[:8]
+    log.error("chat request failed (ref %s)", reference, exc_info=exc)
+    return f"Something went wrong on our side (reference `{reference}`). It has been logged; please try again."

@@ -1,0 +1,74 @@
+"""Per-chat-session state: the chosen task, the current images, the last boxes, and a busy guard."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from dataclasses import dataclass, field
+from enum import StrEnum
+
+from app.errors import Busy
+from app.images import LoadedImage
+from app.results import DetectionResult
+from app.tasks import TaskSpec, get_task
+
+DEFAULT_TASK = "<CAPTION>"
+
+
+class Awaiting(StrEnum):
+    """What the next plain message answers (a text or region task asked for its input)."""
+
+    NOTHING = "nothing"
+    TEXT = "text"
+    REGION = "region"
+
+
+@dataclass
+class ChatSession:
+    """One browser session. Lives in Chainlit's user session; never shared between sessions."""
+
+    identity: str  # rate-limit key: the login name, or the session id when the chat is open
+    task: TaskSpec = field(default_factory=lambda: get_task(DEFAULT_TASK))
+    images: list[LoadedImage] = field(default_factory=list)
+    # Boxes of the last detection reply, per image index, for "box 2".
+    detections: dict[int, DetectionResult] = field(default_factory=dict)
+    awaiting: Awaiting = Awaiting.NOTHING
+    upload_batch: int = 0  # increases with every new set of images; stale region pickers are refused
+    _busy: bool = False
+
+    @property
+    def busy(self) -> bool:
+        return self._busy
+
+    def choose_task(self, spec: TaskSpec) -> None:
+        if spec != self.task:
+            self.task = spec
+            self.awaiting = Awaiting.NOTHING
+
+    def replace_images(self, images: list[LoadedImage]) -> None:
+        self.images = list(images)
+        self.detections = {}
+        self.awaiting = Awaiting.NOTHING
+        self.upload_batch += 1
+
+    def remember_detections(self, results: dict[int, DetectionResult]) -> None:
+        """Keep the boxes of the latest reply that had any; other replies leave them as they were."""
+        if results:
+            self.detections = dict(results)
+
+    @asynccontextmanager
+    async def exclusive(self) -> AsyncIterator[None]:
+        """One request at a time per session: a second one is refused, not run in parallel or queued.
+
+        No await between the check and the set, so two messages on the same event loop cannot both pass.
+        """
+        if self._busy:
+            raise Busy(
+                "I'm still working on your previous request. Wait for its answer, then send this again.",
+                code="session_busy",
+            )
+        self._busy = True
+        try:
+            yield
+        finally:
+            self._busy = False

@@ -1,0 +1,161 @@
+"""Work one job: claim it, decode its stored images, run its kind, store the outcome, call back.
+
+The claim is what makes a job run at most once per attempt: a duplicate queue message, or one for a
+job that was cancelled meanwhile, finds nothing to claim and is dropped.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any
+
+from app.errors import AppError, Busy, InferenceError
+from app.images import ImageLimits, load_image_bytes
+from app.jobs.callbacks import CallbackPoster
+from app.jobs.kinds import ImageOrError, run_kind
+from app.jobs.queue import JobQueue
+from app.jobs.records import JobRecord, JobStatus
+from app.services.container import Services
+from app.services.fetch import FetchPolicy
+
+log = logging.getLogger(__name__)
+BUSY_RETRY_DELAY_S = 2.0
+
+
+class JobRunner:
+    """Bound to a queue (`queue.bind(runner)`); huey calls it with a job id on a worker thread."""
+
+    def __init__(self, queue: JobQueue, services: Services, name: str) -> None:
+        self.queue = queue
+        self.services = services
+        self.name = name
+        settings = services.settings
+        self.limits = ImageLimits(settings.max_image_bytes, settings.max_image_pixels)
+        self.poster = CallbackPoster(FetchPolicy.from_settings(settings))
+        self._in_flight: dict[str, int] = {}
+        self._lock = threading.Lock()
+        # Callbacks go out on their own thread: a slow receiver must not hold up the next job.
+        self._callbacks = ThreadPoolExecutor(max_workers=1, thread_name_prefix="job-callback")
+        self.completed = 0
+        self.stopping = threading.Event()
+
+    def in_flight(self) -> dict[str, int]:
+        """job id → attempt, for the heartbeat."""
+        with self._lock:
+            return dict(self._in_flight)
+
+    def __call__(self, job_id: str) -> None:
+        record = self.queue.store.claim(job_id, self.name)
+        if record is None:
+            log.debug("job %s: nothing to claim (cancelled, finished or taken)", job_id)
+            return
+        attempt = record.attempts
+        with self._lock:
+            self._in_flight[job_id] = attempt
+        started = time.perf_counter()
+        log.info(
+            "job %s started: %s, %d image(s), attempt %d/%d (%d waiting)",
+            job_id, _describe(record), len(record.image_names), attempt, record.max_attempts, self._waiting(),
+        )  # fmt: skip
+        try:
+            finished = self._work(record, attempt)
+        finally:
+            with self._lock:
+                self._in_flight.pop(job_id, None)
+        if finished is None:
+            return
+        seconds = time.perf_counter() - started
+        self.completed += 1
+        if finished.status is JobStatus.COMPLETE:
+            log.info("job %s complete in %.1f s (%d done by this worker)", job_id, seconds, self.completed)
+        else:
+            log.warning(
+                "job %s %s in %.1f s: %s", job_id, finished.status.value, seconds, (finished.error or {}).get("message")
+            )
+        if finished.callback_url:
+            self._callbacks.submit(self._deliver, finished)
+
+    def _work(self, record: JobRecord, attempt: int) -> JobRecord | None:
+        store = self.queue.store
+        try:
+            images = self._images(record)
+            result, failure = run_kind(self.services, record.kind, record.params, record.image_names, images)
+        except Busy:
+            # The model's own queue is full (the server's requests come first): try again shortly.
+            if store.release(record.id, self.name, attempt):
+                self.queue.enqueue(record.id, delay=BUSY_RETRY_DELAY_S)
+                log.info("job %s: model busy, queued again in %.0f s", record.id, BUSY_RETRY_DELAY_S)
+            return None
+        except AppError as exc:
+            return self._finish(record, attempt, JobStatus.FAILED, None, exc)
+        except Exception as exc:
+            if self.stopping.is_set():  # the model was shut down under it: not the job's fault
+                self._hand_back(record.id, attempt)
+                return None
+            log.exception("job %s crashed", record.id)
+            error = InferenceError(f"The job failed: {type(exc).__name__}.")
+            return self._finish(record, attempt, JobStatus.FAILED, None, error)
+        status = JobStatus.FAILED if failure is not None else JobStatus.COMPLETE
+        return self._finish(record, attempt, status, result, failure)
+
+    def _finish(
+        self, record: JobRecord, attempt: int, status: JobStatus, result: Any, error: AppError | None
+    ) -> JobRecord | None:
+        error_body = {**error.to_dict(), "status": error.http_status} if error is not None else None
+        finished = self.queue.store.finish(record.id, self.name, attempt, status, result, error_body)
+        if finished is None:
+            log.info("job %s: result discarded (cancelled or taken over meanwhile)", record.id)
+        return finished
+
+    def _images(self, record: JobRecord) -> list[ImageOrError]:
+        """Decode the stored bytes; an image that failed at submit time keeps its error."""
+        stored = self.queue.store.inputs(record.id)
+        input_errors: dict[str, Any] = record.params.get("input_errors") or {}
+        if len(stored) != len(record.image_names):
+            raise InferenceError("The job's images are missing from the store.", code="job_inputs_missing")
+        images: list[ImageOrError] = []
+        for index, item in enumerate(stored):
+            problem = input_errors.get(str(index))
+            if problem is not None:
+                error = AppError(problem["message"], code=problem["code"])
+                error.http_status = int(problem.get("status", 400))
+                images.append(error)
+                continue
+            try:
+                images.append(load_image_bytes(item.data, self.limits, item.name))
+            except AppError as exc:
+                images.append(exc)
+        return images
+
+    def _hand_back(self, job_id: str, attempt: int) -> None:
+        if self.queue.store.release(job_id, self.name, attempt):
+            self.queue.enqueue(job_id)
+            log.warning("job %s handed back to the queue (worker stopping)", job_id)
+
+    def hand_back_in_flight(self) -> None:
+        """After a shutdown timeout: give unfinished jobs back so the next worker runs them at once."""
+        for job_id, attempt in self.in_flight().items():
+            self._hand_back(job_id, attempt)
+
+    def _deliver(self, record: JobRecord) -> None:
+        assert record.callback_url is not None
+        report = self.poster.deliver(record.callback_url, record.to_public())
+        self.queue.store.set_callback(record.id, report)
+
+    def _waiting(self) -> int:
+        try:
+            return self.queue.pending()
+        except Exception:  # noqa: BLE001 - progress lines must never fail a job
+            return -1
+
+    def close(self) -> None:
+        self._callbacks.shutdown(wait=True)
+
+
+def _describe(record: JobRecord) -> str:
+    if record.kind == "analyze":
+        return f"analyze {record.params.get('task')}"
+    return record.kind

@@ -1,0 +1,282 @@
+"""Job records in SQLite (embedded mode), next to the huey queue file; `build_store` picks the backend.
+
+Every transition is one conditional UPDATE, so several processes on one machine (the server and
+`python -m app worker`) can share the file safely; WAL mode lets readers run during writes.
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+import threading
+import time
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+from app.config import Settings
+from app.jobs.records import IdempotencyConflict, JobInput, JobRecord, JobStatus, JobStore, Recovery
+
+Clock = Callable[[], float]
+
+_SCHEMA = """
+create table if not exists jobs (
+    id text primary key,
+    owner text not null,
+    kind text not null,
+    params text not null,
+    image_names text not null,
+    status text not null,
+    idempotency_key text,
+    fingerprint text,
+    callback_url text,
+    created_at real not null,
+    enqueued_at real,
+    started_at real,
+    finished_at real,
+    expires_at real,
+    heartbeat_at real,
+    attempts integer not null default 0,
+    max_attempts integer not null,
+    worker text,
+    result text,
+    error text,
+    callback text
+);
+create unique index if not exists jobs_owner_idempotency on jobs (owner, idempotency_key)
+    where idempotency_key is not null;
+create index if not exists jobs_owner_created on jobs (owner, created_at);
+create index if not exists jobs_status on jobs (status);
+create index if not exists jobs_expires on jobs (expires_at) where expires_at is not null;
+create table if not exists job_inputs (
+    job_id text not null references jobs (id) on delete cascade,
+    idx integer not null,
+    name text not null,
+    data blob not null,
+    primary key (job_id, idx)
+);
+"""
+
+_COLUMNS = (
+    "id, owner, kind, params, image_names, status, idempotency_key, fingerprint, callback_url, created_at, "
+    "enqueued_at, started_at, finished_at, expires_at, heartbeat_at, attempts, max_attempts, worker, result, "
+    "error, callback"
+)
+_LIVE = "(expires_at is null or expires_at > ?)"
+
+
+class SqliteJobStore:
+    def __init__(self, path: Path, ttl_s: float, clock: Clock = time.time) -> None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        self.path = path
+        self.ttl_s = ttl_s
+        self.clock = clock
+        self._lock = threading.Lock()
+        self._conn = sqlite3.connect(path, timeout=30, check_same_thread=False, isolation_level=None)
+        self._conn.row_factory = sqlite3.Row
+        self._conn.execute("pragma journal_mode=wal")
+        self._conn.execute("pragma foreign_keys=on")
+        self._conn.execute("pragma synchronous=normal")
+        self._conn.executescript(_SCHEMA)
+
+    @contextmanager
+    def _tx(self) -> Iterator[sqlite3.Connection]:
+        """One write transaction; `begin immediate` takes the write lock up front (no upgrade deadlocks)."""
+        with self._lock:
+            self._conn.execute("begin immediate")
+            try:
+                yield self._conn
+            except BaseException:
+                self._conn.execute("rollback")
+                raise
+            self._conn.execute("commit")
+
+    def _one(self, sql: str, args: Sequence[Any]) -> JobRecord | None:
+        with self._lock:
+            row = self._conn.execute(sql, args).fetchone()
+        return JobRecord.from_row(dict(row)) if row is not None else None
+
+    # -- create and read -----------------------------------------------------------------------------------
+    def create(self, record: JobRecord, inputs: Sequence[JobInput]) -> tuple[JobRecord, bool]:
+        now = self.clock()
+        with self._tx() as conn:
+            if record.idempotency_key is not None:
+                row = conn.execute(
+                    f"select {_COLUMNS} from jobs where owner = ? and idempotency_key = ?",
+                    (record.owner, record.idempotency_key),
+                ).fetchone()
+                if row is not None:
+                    existing = JobRecord.from_row(dict(row))
+                    if not existing.expired(now):
+                        if existing.fingerprint != record.fingerprint:
+                            raise IdempotencyConflict(
+                                "This Idempotency-Key was already used with a different request body."
+                            )
+                        return existing, False
+                    conn.execute("delete from jobs where id = ?", (existing.id,))
+            row_values = record.to_row()
+            names = _COLUMNS.split(", ")
+            conn.execute(
+                f"insert into jobs ({_COLUMNS}) values ({', '.join('?' * len(names))})",
+                [row_values[n] for n in names],
+            )
+            conn.executemany(
+                "insert into job_inputs (job_id, idx, name, data) values (?, ?, ?, ?)",
+                [(record.id, i, item.name, item.data) for i, item in enumerate(inputs)],
+            )
+        return record, True
+
+    def get(self, job_id: str) -> JobRecord | None:
+        return self._one(f"select {_COLUMNS} from jobs where id = ? and {_LIVE}", (job_id, self.clock()))
+
+    def find(self, owner: str, idempotency_key: str) -> JobRecord | None:
+        return self._one(
+            f"select {_COLUMNS} from jobs where owner = ? and idempotency_key = ? and {_LIVE}",
+            (owner, idempotency_key, self.clock()),
+        )
+
+    def list_for_owner(self, owner: str, limit: int) -> list[JobRecord]:
+        with self._lock:
+            rows = self._conn.execute(
+                f"select {_COLUMNS} from jobs where owner = ? and {_LIVE} order by created_at desc limit ?",
+                (owner, self.clock(), limit),
+            ).fetchall()
+        return [JobRecord.from_row(dict(r)) for r in rows]
+
+    def inputs(self, job_id: str) -> list[JobInput]:
+        with self._lock:
+            rows = self._conn.execute(
+                "select name, data from job_inputs where job_id = ? order by idx", (job_id,)
+            ).fetchall()
+        return [JobInput(r["name"], bytes(r["data"])) for r in rows]
+
+    # -- transitions ---------------------------------------------------------------------------------------
+    def mark_enqueued(self, job_id: str) -> None:
+        with self._tx() as conn:
+            conn.execute("update jobs set enqueued_at = ? where id = ?", (self.clock(), job_id))
+
+    def claim(self, job_id: str, worker: str) -> JobRecord | None:
+        now = self.clock()
+        with self._tx() as conn:
+            row = conn.execute(
+                "update jobs set status = 'running', attempts = attempts + 1, worker = ?, started_at = ?, "
+                f"heartbeat_at = ? where id = ? and status = 'queued' returning {_COLUMNS}",
+                (worker, now, now, job_id),
+            ).fetchone()
+        return JobRecord.from_row(dict(row)) if row is not None else None
+
+    def heartbeat(self, job_id: str, worker: str, attempt: int) -> bool:
+        with self._tx() as conn:
+            cursor = conn.execute(
+                "update jobs set heartbeat_at = ? where id = ? and status = 'running' and worker = ? and attempts = ?",
+                (self.clock(), job_id, worker, attempt),
+            )
+        return cursor.rowcount == 1
+
+    def release(self, job_id: str, worker: str, attempt: int) -> bool:
+        with self._tx() as conn:
+            cursor = conn.execute(
+                "update jobs set status = 'queued', attempts = attempts - 1, worker = null, heartbeat_at = null, "
+                "enqueued_at = null where id = ? and status = 'running' and worker = ? and attempts = ?",
+                (job_id, worker, attempt),
+            )
+        return cursor.rowcount == 1
+
+    def finish(
+        self,
+        job_id: str,
+        worker: str,
+        attempt: int,
+        status: JobStatus,
+        result: Any = None,
+        error: dict[str, Any] | None = None,
+    ) -> JobRecord | None:
+        now = self.clock()
+        with self._tx() as conn:
+            row = conn.execute(
+                "update jobs set status = ?, result = ?, error = ?, finished_at = ?, expires_at = ?, "
+                "heartbeat_at = null where id = ? and status = 'running' and worker = ? and attempts = ? "
+                f"returning {_COLUMNS}",
+                (status.value, json.dumps(result), json.dumps(error), now, now + self.ttl_s, job_id, worker, attempt),
+            ).fetchone()
+            if row is not None:
+                conn.execute("delete from job_inputs where job_id = ?", (job_id,))
+        return JobRecord.from_row(dict(row)) if row is not None else None
+
+    def cancel(self, job_id: str) -> JobRecord | None:
+        now = self.clock()
+        error = {"code": "cancelled", "message": "The job was cancelled."}
+        with self._tx() as conn:
+            row = conn.execute(
+                "update jobs set status = 'cancelled', error = ?, finished_at = ?, expires_at = ?, "
+                "heartbeat_at = null where id = ? and status in ('queued', 'running') "
+                f"returning {_COLUMNS}",
+                (json.dumps(error), now, now + self.ttl_s, job_id),
+            ).fetchone()
+            if row is not None:
+                conn.execute("delete from job_inputs where job_id = ?", (job_id,))
+        return JobRecord.from_row(dict(row)) if row is not None else None
+
+    def recover(self, stale_before: float, is_dead: Callable[[str], bool]) -> Recovery:
+        with self._lock:
+            rows = self._conn.execute(
+                "select id, worker, heartbeat_at, attempts, max_attempts from jobs where status = 'running'"
+            ).fetchall()
+        stale = [r for r in rows if (r["heartbeat_at"] or 0) < stale_before or is_dead(r["worker"] or "")]
+        recovery = Recovery()
+        now = self.clock()
+        for r in stale:
+            with self._tx() as conn:
+                if r["attempts"] < r["max_attempts"]:
+                    cursor = conn.execute(
+                        "update jobs set status = 'queued', worker = null, heartbeat_at = null, enqueued_at = null "
+                        "where id = ? and status = 'running' and attempts = ?",
+                        (r["id"], r["attempts"]),
+                    )
+                    if cursor.rowcount == 1:
+                        recovery.requeued.append(r["id"])
+                    continue
+                error = {
+                    "code": "worker_lost",
+                    "message": f"The worker stopped during the job {r['attempts']} times; giving up.",
+                }
+                cursor = conn.execute(
+                    "update jobs set status = 'failed', error = ?, finished_at = ?, expires_at = ?, "
+                    "heartbeat_at = null where id = ? and status = 'running' and attempts = ?",
+                    (json.dumps(error), now, now + self.ttl_s, r["id"], r["attempts"]),
+                )
+                if cursor.rowcount == 1:
+                    conn.execute("delete from job_inputs where job_id = ?", (r["id"],))
+                    recovery.failed.append(r["id"])
+        return recovery
+
+    def unsent(self, created_before: float) -> list[str]:
+        with self._lock:
+            rows = self._conn.execute(
+                "select id from jobs where status = 'queued' and enqueued_at is null and created_at < ?",
+                (created_before,),
+            ).fetchall()
+        return [r["id"] for r in rows]
+
+    def set_callback(self, job_id: str, report: dict[str, Any]) -> None:
+        with self._tx() as conn:
+            conn.execute("update jobs set callback = ? where id = ?", (json.dumps(report), job_id))
+
+    def purge_expired(self) -> int:
+        with self._tx() as conn:
+            cursor = conn.execute("delete from jobs where expires_at is not null and expires_at <= ?", (self.clock(),))
+        return cursor.rowcount
+
+    def close(self) -> None:
+        with self._lock:
+            self._conn.close()
+
+
+def build_store(settings: Settings, clock: Clock = time.time) -> JobStore:
+    """SQLite under DATA_DIR, or Redis when QUEUE_URL is a redis:// URL."""
+    if settings.queue_url:
+        from app.jobs.redis_store import RedisJobStore
+
+        return RedisJobStore(settings.queue_url, ttl_s=settings.job_ttl, clock=clock)
+    return SqliteJobStore(Path(settings.data_dir) / "jobs.sqlite3", ttl_s=settings.job_ttl, clock=clock)

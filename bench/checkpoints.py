@@ -1,0 +1,209 @@
+"""Full-size Florence-2 checkpoints with random weights, built offline from the published configs.
+
+Speed does not depend on the weights' values, so these measure what the real Florence-2-large and
+-base cost without a download. Values below are the published ones (microsoft/Florence-2-{base,large}
+config.json, as converted by transformers' convert_florence2_original_pytorch_to_hf.py):
+
+- vision (DaViT): depths (1, 1, 9, 1), patch sizes (7, 3, 3, 3), strides (4, 2, 2, 2), paddings
+  (3, 1, 1, 1), pre-norm (F, T, T, T), window 12; large: embed_dim (256, 512, 1024, 2048), heads and
+  groups (8, 16, 32, 64), projection 1024; base: (128, 256, 512, 1024), (4, 8, 16, 32), projection 768.
+- text (BART): large d_model 1024, 12 + 12 layers, 16 heads, FFN 4096; base d_model 768, 6 + 6
+  layers, 12 heads, FFN 3072; vocab 51289 (BART's 50265 + 24 task tokens + 1000 location tokens),
+  plus `<image>`, padded to a multiple of 64 (51328) as the community conversion does.
+- processor: 768x768 bicubic resize, ImageNet mean/std, 577 image tokens ((768 / 32)^2 + 1).
+
+The tokenizer is a small byte-level BPE padded with filler entries to BART's 50265 ids, so every id
+the random model emits decodes to text of a realistic length.
+
+    python bench/checkpoints.py large /tmp/florence-2-large-random
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parents[1]
+if str(ROOT) not in sys.path:
+    sys.path.insert(0, str(ROOT))
+
+from tests.tiny_models import _CORPUS, FLORENCE_EXTRA_TOKENS, POST_PROCESSOR_CONFIG  # noqa: E402
+
+BART_VOCAB = 50265
+IMAGE_SIDE = 768
+IMAGE_TOKENS = (IMAGE_SIDE // 32) ** 2 + 1  # 577
+
+_VISION_COMMON: dict[str, Any] = {
+    "depths": [1, 1, 9, 1],
+    "patch_size": [7, 3, 3, 3],
+    "patch_stride": [4, 2, 2, 2],
+    "patch_padding": [3, 1, 1, 1],
+    "patch_prenorm": [False, True, True, True],
+    "window_size": 12,
+    "drop_path_rate": 0.1,
+    "max_temporal_embeddings": 100,
+    "max_position_embeddings": 50,
+}
+_TEXT_COMMON: dict[str, Any] = {
+    "model_type": "bart",
+    "max_position_embeddings": 1024,
+    "activation_function": "gelu",
+    "scale_embedding": False,
+    "bos_token_id": 0,
+    "pad_token_id": 1,
+    "eos_token_id": 2,
+    "decoder_start_token_id": 2,
+    "forced_eos_token_id": 2,
+}
+CONFIGS: dict[str, dict[str, dict[str, Any]]] = {
+    "large": {
+        "vision": {
+            **_VISION_COMMON,
+            "embed_dim": [256, 512, 1024, 2048],
+            "num_heads": [8, 16, 32, 64],
+            "num_groups": [8, 16, 32, 64],
+            "projection_dim": 1024,
+        },
+        "text": {
+            **_TEXT_COMMON,
+            "d_model": 1024,
+            "encoder_layers": 12,
+            "decoder_layers": 12,
+            "encoder_attention_heads": 16,
+            "decoder_attention_heads": 16,
+            "encoder_ffn_dim": 4096,
+            "decoder_ffn_dim": 4096,
+        },
+    },
+    "base": {
+        "vision": {
+            **_VISION_COMMON,
+            "embed_dim": [128, 256, 512, 1024],
+            "num_heads": [4, 8, 16, 32],
+            "num_groups": [4, 8, 16, 32],
+            "projection_dim": 768,
+        },
+        "text": {
+            **_TEXT_COMMON,
+            "d_model": 768,
+            "encoder_layers": 6,
+            "decoder_layers": 6,
+            "encoder_attention_heads": 12,
+            "decoder_attention_heads": 12,
+            "encoder_ffn_dim": 3072,
+            "decoder_ffn_dim": 3072,
+        },
+    },
+}
+
+
+def build_processor(path: Path) -> Any:
+    """BART-sized byte-level tokenizer + 768x768 PIL image processor, saved to `path`."""
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, processors, trainers
+    from transformers import CLIPImageProcessorPil, Florence2Processor, PreTrainedTokenizerFast
+
+    trained = Tokenizer(models.BPE(unk_token="<unk>"))
+    trained.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    trained.decoder = decoders.ByteLevel()
+    trained.post_processor = processors.ByteLevel(trim_offsets=False)
+    trainer = trainers.BpeTrainer(
+        vocab_size=600,
+        special_tokens=["<s>", "<pad>", "</s>", "<unk>"],
+        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
+        show_progress=False,
+    )
+    trained.train_from_iterator(_CORPUS, trainer=trainer)
+    spec = json.loads(trained.to_str())
+    vocab: dict[str, int] = spec["model"]["vocab"]
+    filler = 0
+    while len(vocab) < BART_VOCAB:  # unreachable by merges, but decodable: " w123"
+        vocab.setdefault(f"Ġw{filler}", len(vocab))
+        filler += 1
+    tokenizer = Tokenizer.from_str(json.dumps(spec))
+    # Task and location tokens take ids 50265..51288 and `<image>` 51289, as in the published tokenizer.
+    tokenizer.add_tokens(FLORENCE_EXTRA_TOKENS + [f"<loc_{i}>" for i in range(1000)])
+    fast = PreTrainedTokenizerFast(
+        tokenizer_object=tokenizer,
+        bos_token="<s>",
+        eos_token="</s>",
+        pad_token="<pad>",
+        unk_token="<unk>",
+        model_max_length=1024,
+        extra_special_tokens={"image_token": "<image>"},
+    )
+    image_processor = CLIPImageProcessorPil(
+        size={"height": IMAGE_SIDE, "width": IMAGE_SIDE},
+        crop_size={"height": IMAGE_SIDE, "width": IMAGE_SIDE},
+        do_center_crop=False,
+        do_resize=True,
+        resample=3,
+        image_mean=[0.485, 0.456, 0.406],
+        image_std=[0.229, 0.224, 0.225],
+    )
+    image_processor.image_seq_length = IMAGE_TOKENS
+    processor = Florence2Processor(
+        image_processor=image_processor, tokenizer=fast, post_processor_config=POST_PROCESSOR_CONFIG
+    )
+    processor.save_pretrained(path)
+    return processor
+
+
+def build_model(size: str, processor: Any, device: str = "cpu", seed: int = 0) -> Any:
+    import torch
+    from transformers import Florence2Config, Florence2ForConditionalGeneration, GenerationConfig
+
+    spec = CONFIGS[size]
+    tokenizer = processor.tokenizer
+    image_token_id = tokenizer.convert_tokens_to_ids("<image>")
+    vocab_size = -(-len(tokenizer) // 64) * 64
+    config = Florence2Config(
+        text_config={**spec["text"], "vocab_size": vocab_size},
+        vision_config=spec["vision"],
+        image_token_id=image_token_id,
+    )
+    torch.manual_seed(seed)
+    with torch.device(device):
+        model = Florence2ForConditionalGeneration(config).eval()
+    model.generation_config = GenerationConfig(
+        bos_token_id=0,
+        pad_token_id=1,
+        eos_token_id=2,
+        decoder_start_token_id=2,
+        forced_bos_token_id=0,
+        forced_eos_token_id=2,
+        no_repeat_ngram_size=3,
+        num_beams=3,
+        max_new_tokens=1024,
+    )
+    return model
+
+
+def build_checkpoint(size: str, path: Path, device: str = "cpu") -> Path:
+    """Write a random full-size checkpoint (bf16 weights, like the published fp16 ones) to `path`."""
+    import torch
+
+    path.mkdir(parents=True, exist_ok=True)
+    if (path / "model.safetensors").exists() or (path / "model.safetensors.index.json").exists():
+        return path
+    processor = build_processor(path)
+    model = build_model(size, processor, device=device)
+    model.to(torch.bfloat16).save_pretrained(path)
+    return path
+
+
+def count_parameters(model: Any) -> dict[str, int]:
+    inner = model.model
+    return {
+        "vision": sum(p.numel() for p in inner.vision_tower.parameters()),
+        "text_encoder": sum(p.numel() for p in inner.language_model.encoder.parameters()),
+        "decoder": sum(p.numel() for p in inner.language_model.decoder.parameters()),
+        "total": sum(p.numel() for p in model.parameters()),
+    }
+
+
+if __name__ == "__main__":
+    size_arg = sys.argv[1] if len(sys.argv) > 1 else "large"
+    target = Path(sys.argv[2] if len(sys.argv) > 2 else f"/tmp/florence-2-{size_arg}-random")
+    print(build_checkpoint(size_arg, target))

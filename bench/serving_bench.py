@@ -1,0 +1,483 @@
+"""Serving benchmark: the original demo's naive loop against this server's batched path.
+
+Builds a full-size Florence-2 checkpoint with random weights (bench/checkpoints.py), forces fixed
+output lengths (min_new_tokens = max_new_tokens: 20 like a caption, 100 like detection, 300 like OCR
+with regions) and measures images/s, p50/p95 latency and peak GPU memory for:
+
+- naive: one request at a time, float32, processor called per request (the demo's loop);
+- server: `ModelManager.analyze` from C concurrent in-process clients (bf16 on CUDA, SDPA,
+  dynamic batching, inputs built by `app/models/florence_inputs.py`), greedy and 3 beams;
+- variants: static KV cache, torch.compile of the decoder step;
+- ceilings: measured bf16 matmul rate and copy bandwidth, the vision encoder's FLOPs and the
+  decoder's weight bytes per step;
+- oom: a real CUDA out-of-memory inside a batch (memory capped), which must split and recover.
+
+Results go to OUT/results.jsonl (one JSON object per measurement) and a table on stdout.
+
+    python bench/serving_bench.py --size large --stages ceilings,server20,naive,server --out bench/results
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import sys
+import threading
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parents[1]
+if str(ROOT) not in sys.path:
+    sys.path.insert(0, str(ROOT))
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+
+import numpy as np  # noqa: E402
+import torch  # noqa: E402
+from PIL import Image  # noqa: E402
+
+TASK_FOR_LENGTH = {20: "<CAPTION>", 100: "<OD>", 300: "<OCR_WITH_REGION>"}
+DEVICE = "cuda" if torch.cuda.is_available() else "cpu"
+
+
+class Recorder:
+    def __init__(self, out: Path, deadline: float) -> None:
+        out.mkdir(parents=True, exist_ok=True)
+        self.path = out / "results.jsonl"
+        self.rows: list[dict[str, Any]] = []
+        self.deadline = deadline
+
+    def add(self, **row: Any) -> None:
+        self.rows.append(row)
+        with self.path.open("a") as fh:
+            fh.write(json.dumps(row) + "\n")
+        print(json.dumps(row), flush=True)
+
+    def left(self) -> float:
+        return self.deadline - time.monotonic()
+
+
+# -- machine ---------------------------------------------------------------------------------------------
+def machine_info() -> dict[str, Any]:
+    cpu = platform.processor()
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    import transformers
+
+    info: dict[str, Any] = {
+        "cpu": cpu,
+        "cpu_cores": os.cpu_count(),
+        "torch": torch.__version__,
+        "transformers": transformers.__version__,
+        "python": platform.python_version(),
+    }
+    if torch.cuda.is_available():
+        props = torch.cuda.get_device_properties(0)
+        info.update(
+            gpu=props.name,
+            gpu_memory_gib=round(props.total_memory / 2**30, 1),
+            sms=props.multi_processor_count,
+            cuda=torch.version.cuda,
+        )
+    return info
+
+
+def sync() -> None:
+    if torch.cuda.is_available():
+        torch.cuda.synchronize()
+
+
+def peak_gib() -> float | None:
+    return round(torch.cuda.max_memory_allocated() / 2**30, 2) if torch.cuda.is_available() else None
+
+
+@contextmanager
+def peak_window() -> Iterator[None]:
+    if torch.cuda.is_available():
+        torch.cuda.reset_peak_memory_stats()
+    yield
+
+
+def timed(fn: Callable[[], Any], repeat: int, warmup: int = 1) -> list[float]:
+    for _ in range(warmup):
+        fn()
+    sync()
+    times = []
+    for _ in range(repeat):
+        started = time.perf_counter()
+        fn()
+        sync()
+        times.append(time.perf_counter() - started)
+    return times
+
+
+def stats_ms(latencies: list[float]) -> dict[str, float]:
+    arr = np.array(latencies) * 1000
+    return {"p50_ms": round(float(np.percentile(arr, 50)), 1), "p95_ms": round(float(np.percentile(arr, 95)), 1)}
+
+
+def sample_images() -> list[Image.Image]:
+    try:
+        from skimage import data
+
+        return [Image.fromarray(x) for x in (data.astronaut(), data.chelsea(), data.coffee(), data.rocket())]
+    except Exception:  # noqa: BLE001 - scikit-image missing or without its sample files: noise photos
+        rng = np.random.default_rng(0)
+        sizes = [(512, 512), (451, 300), (600, 400), (427, 640)]
+        return [Image.fromarray(rng.integers(0, 256, (h, w, 3), dtype=np.uint8)) for w, h in sizes]
+
+
+# -- ceilings --------------------------------------------------------------------------------------------
+def measure_ceilings(rec: Recorder, model: Any, processor: Any) -> None:
+    from torch.utils.flop_counter import FlopCounterMode
+
+    device = "cuda"
+    n = 8192
+    a = torch.randn(n, n, device=device, dtype=torch.bfloat16)
+    b = torch.randn(n, n, device=device, dtype=torch.bfloat16)
+    t = min(timed(lambda a=a, b=b: a @ b, repeat=10, warmup=3))
+    matmul_tflops = 2 * n**3 / t / 1e12
+    src = torch.randn(2**30 // 2, device=device, dtype=torch.bfloat16)  # 1 GiB
+    dst = torch.empty_like(src)
+    t = min(timed(lambda s=src, d=dst: d.copy_(s), repeat=10, warmup=2))
+    bandwidth = 2 * src.numel() * 2 / t / 1e12
+    del a, b, src, dst
+    torch.cuda.empty_cache()
+
+    dtype = next(model.parameters()).dtype
+    pixels = torch.randn(1, 3, 768, 768, device=device, dtype=dtype)
+    with torch.inference_mode(), FlopCounterMode(display=False) as counter:
+        model.model.get_image_features(pixel_values=pixels)
+    vision_flops = counter.get_total_flops()
+    inputs = processor(images=[sample_images()[0]], text=["<CAPTION>"], return_tensors="pt").to(device)
+    inputs["pixel_values"] = inputs["pixel_values"].to(dtype)
+    with torch.inference_mode(), FlopCounterMode(display=False) as counter:
+        model.generate(**inputs, max_new_tokens=1, num_beams=1, do_sample=False)
+    encode_flops = counter.get_total_flops()  # vision + text encoder + one decoder step
+    decoder = model.model.language_model.decoder
+    # Per step the decoder reads its layer weights and the whole LM head (tied to the token embedding,
+    # of which a step reads only one row per sequence), so the embedding tables are left out here.
+    skip = {id(decoder.embed_tokens.weight), id(decoder.embed_positions.weight)}
+    decoder_bytes = sum(p.numel() * p.element_size() for p in decoder.parameters() if id(p) not in skip)
+    lm_head_bytes = model.lm_head.weight.numel() * model.lm_head.weight.element_size()
+    rec.add(
+        stage="ceilings",
+        matmul_bf16_tflops=round(matmul_tflops, 1),
+        copy_tb_s=round(bandwidth, 2),
+        vision_gflops_per_image=round(vision_flops / 1e9, 1),
+        encode_gflops_per_image=round(encode_flops / 1e9, 1),
+        decoder_weight_mb_per_step=round((decoder_bytes + lm_head_bytes) / 1e6, 1),
+        vision_floor_ms=round(vision_flops / (matmul_tflops * 1e12) * 1000, 2),
+        encode_floor_ms=round(encode_flops / (matmul_tflops * 1e12) * 1000, 2),
+        decoder_step_floor_ms=round((decoder_bytes + lm_head_bytes) / (bandwidth * 1e12) * 1000, 3),
+    )
+    for batch in (1, 8, 64):
+        pixels = torch.randn(batch, 3, 768, 768, device=device, dtype=dtype)
+        with torch.inference_mode(), peak_window():
+            times = timed(lambda p=pixels: model.model.get_image_features(pixel_values=p), repeat=3)
+        best = min(times)
+        rec.add(
+            stage="vision_encoder",
+            batch=batch,
+            ms=round(best * 1000, 1),
+            ms_per_image=round(best * 1000 / batch, 2),
+            achieved_tflops=round(vision_flops * batch / best / 1e12, 1),
+            peak_gib=peak_gib(),
+        )
+        del pixels
+
+
+# -- naive loop --------------------------------------------------------------------------------------------
+def run_naive(rec: Recorder, ckpt: Path, lengths: list[int], beams_list: list[int], cap_s: float) -> dict:
+    from transformers import AutoProcessor, Florence2ForConditionalGeneration
+
+    processor = AutoProcessor.from_pretrained(ckpt)
+    model = Florence2ForConditionalGeneration.from_pretrained(ckpt, dtype=torch.float32).to(DEVICE).eval()
+    images = sample_images()
+    found: dict[tuple[int, int], float] = {}
+
+    def one(image: Image.Image, task: str, length: int, beams: int) -> None:
+        inputs = processor(text=task, images=image, return_tensors="pt").to(DEVICE)
+        with torch.inference_mode():
+            ids = model.generate(
+                input_ids=inputs["input_ids"],
+                pixel_values=inputs["pixel_values"],
+                max_new_tokens=length,
+                min_new_tokens=length,
+                num_beams=beams,
+                do_sample=False,
+            )
+        text = processor.batch_decode(ids, skip_special_tokens=False)[0]
+        processor.post_process_generation(text, task=task, image_size=image.size)
+
+    one(images[0], "<CAPTION>", 4, 1)
+    for length in lengths:
+        for beams in beams_list:
+            if rec.left() < 30:
+                rec.add(stage="naive", skipped=f"tokens={length} beams={beams}: out of time")
+                continue
+            task = TASK_FOR_LENGTH[length]
+            latencies: list[float] = []
+            with peak_window():
+                started = time.perf_counter()
+                while len(latencies) < 2 or (time.perf_counter() - started < cap_s and len(latencies) < 20):
+                    t0 = time.perf_counter()
+                    one(images[len(latencies) % len(images)], task, length, beams)
+                    sync()
+                    latencies.append(time.perf_counter() - t0)
+                wall = time.perf_counter() - started
+            ips = len(latencies) / wall
+            found[(length, beams)] = ips
+            rec.add(
+                stage="naive", dtype="float32", tokens=length, beams=beams, concurrency=1,
+                requests=len(latencies), images_per_s=round(ips, 2), **stats_ms(latencies), peak_gib=peak_gib(),
+            )  # fmt: skip
+    return found
+
+
+# -- server path -------------------------------------------------------------------------------------------
+def make_manager(ckpt: Path, **overrides: Any) -> Any:
+    from app.config import Settings
+    from app.models.manager import ModelManager
+
+    settings = Settings(
+        _env_file=None,  # type: ignore[call-arg]
+        model_id=str(ckpt),
+        device=DEVICE,
+        num_beams=1,
+        max_new_tokens=1024,
+        warmup=True,
+        max_batch_size=overrides.pop("max_batch_size", 64),
+        batch_wait_ms=overrides.pop("batch_wait_ms", 5),
+        max_queue_size=4096,
+        **overrides,
+    )
+    manager = ModelManager(settings)
+    started = time.perf_counter()
+    manager.get()
+    return manager, time.perf_counter() - started
+
+
+def run_clients(manager: Any, length: int, beams: int, concurrency: int, cap_s: float, min_requests: int) -> dict:
+    from app.models.florence import FlorenceRequest, GenerationOptions
+    from app.tasks import get_task
+
+    images = sample_images()
+    spec = get_task(TASK_FOR_LENGTH[length])
+    requests = [FlorenceRequest.create(image, spec) for image in images]
+    options = GenerationOptions(num_beams=beams, max_new_tokens=length, min_new_tokens=length)
+    latencies: list[float] = []
+    errors: list[str] = []
+    lock = threading.Lock()
+    issued = 0
+    started = time.perf_counter()
+
+    def client() -> None:
+        nonlocal issued
+        while True:
+            with lock:
+                if issued >= min_requests and time.perf_counter() - started > cap_s:
+                    return
+                index = issued
+                issued += 1
+            t0 = time.perf_counter()
+            try:
+                manager.analyze([requests[index % len(requests)]], options)
+            except Exception as exc:  # noqa: BLE001 - a benchmark records failures and goes on
+                errors.append(f"{type(exc).__name__}: {exc}")
+                return
+            with lock:
+                latencies.append(time.perf_counter() - t0)
+
+    before = batching_counts(manager)
+    with peak_window():
+        threads = [threading.Thread(target=client) for _ in range(concurrency)]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+        wall = time.perf_counter() - started
+    after = batching_counts(manager)
+    batches, served = after[0] - before[0], after[1] - before[1]
+    row: dict[str, Any] = {
+        "requests": len(latencies),
+        "images_per_s": round(len(latencies) / wall, 2),
+        **(stats_ms(latencies) if latencies else {}),
+        "peak_gib": peak_gib(),
+        "mean_batch": round(served / batches, 1) if batches else None,
+    }
+    if errors:
+        row["errors"] = errors[:3]
+    return row
+
+
+def batching_counts(manager: Any) -> tuple[int, int, int]:
+    batching = manager.status()[0].get("batching", {})
+    return batching.get("batches", 0), batching.get("requests", 0), batching.get("split_retries", 0)
+
+
+def run_server(
+    rec: Recorder, manager: Any, variant: str, lengths: list[int], beams_list: list[int], conc: list[int], cap_s: float
+) -> None:
+    for length in lengths:
+        for beams in beams_list:
+            for concurrency in conc:
+                if rec.left() < 25:
+                    rec.add(stage="server", variant=variant, skipped=f"{length}/{beams}/{concurrency}: out of time")
+                    continue
+                row = run_clients(manager, length, beams, concurrency, cap_s, min_requests=max(concurrency, 3))
+                rec.add(stage="server", variant=variant, tokens=length, beams=beams, concurrency=concurrency, **row)
+
+
+def run_oom(rec: Recorder, manager: Any) -> None:
+    """Cap this process's GPU memory so a big batch really runs out, then check every request is served."""
+    from app.models.florence import FlorenceRequest, GenerationOptions
+    from app.tasks import get_task
+
+    splits_before = batching_counts(manager)[2]
+    allocated = torch.cuda.memory_allocated()
+    total = torch.cuda.get_device_properties(0).total_memory
+    torch.cuda.empty_cache()
+    torch.cuda.set_per_process_memory_fraction(min(1.0, (allocated + 6 * 2**30) / total))
+    images = sample_images()
+    spec = get_task("<OCR_WITH_REGION>")
+    options = GenerationOptions(num_beams=3, max_new_tokens=300, min_new_tokens=300)
+    results: list[Any] = [None] * 48
+    errors: list[str] = []
+
+    def call(i: int) -> None:
+        try:
+            results[i] = manager.analyze([FlorenceRequest.create(images[i % 4], spec)], options)[0]
+        except Exception as exc:  # noqa: BLE001
+            errors.append(f"{type(exc).__name__}: {getattr(exc, 'message', exc)}")
+
+    started = time.perf_counter()
+    threads = [threading.Thread(target=call, args=(i,)) for i in range(48)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    wall = time.perf_counter() - started
+    # A request that cannot fit even alone (memory capped just above the weights) fails with a clear
+    # error, and once memory is back the next request is served.
+    splits_mid = batching_counts(manager)[2]
+    torch.cuda.empty_cache()
+    torch.cuda.set_per_process_memory_fraction((torch.cuda.memory_allocated() + 48 * 2**20) / total)
+    single_error = None
+    try:
+        manager.analyze([FlorenceRequest.create(images[0], spec)], options)
+    except Exception as exc:  # noqa: BLE001
+        single_error = f"{type(exc).__name__}: {getattr(exc, 'message', exc)}"
+    torch.cuda.set_per_process_memory_fraction(1.0)
+    after = manager.analyze([FlorenceRequest.create(images[1], get_task("<CAPTION>"))])
+    rec.add(
+        stage="oom",
+        memory_cap_gib=round((allocated + 6 * 2**30) / 2**30, 1),
+        served=sum(r is not None for r in results),
+        of=len(results),
+        errors=errors[:3],
+        split_retries=splits_mid - splits_before,
+        seconds=round(wall, 1),
+        too_big_alone=single_error,
+        served_after=type(after[0]).__name__,
+    )
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--size", default="large", choices=["large", "base", "tiny"])
+    parser.add_argument("--ckpt", type=Path, default=None)
+    parser.add_argument("--out", type=Path, default=ROOT / "bench" / "results")
+    parser.add_argument("--stages", default="ceilings,server20,naive,server,oom")
+    parser.add_argument("--budget-s", type=float, default=540)
+    parser.add_argument("--cap-s", type=float, default=8, help="seconds of load per measured configuration")
+    parser.add_argument("--lengths", default="20,100,300")
+    parser.add_argument("--concurrency", default="1,8,64")
+    args = parser.parse_args()
+
+    rec = Recorder(args.out, time.monotonic() + args.budget_s)
+    stages = args.stages.split(",")
+    lengths = [int(x) for x in args.lengths.split(",")]
+    conc = [int(x) for x in args.concurrency.split(",")]
+    rec.add(stage="machine", size=args.size, **machine_info())
+
+    from checkpoints import build_checkpoint
+
+    ckpt = args.ckpt or Path(f"/tmp/florence-2-{args.size}-random")
+    started = time.perf_counter()
+    if args.size == "tiny":  # a smoke test of this script on a laptop
+        from tests.tiny_models import build_tiny_florence
+
+        if not (ckpt / "config.json").exists():
+            build_tiny_florence(ckpt)
+    else:
+        build_checkpoint(args.size, ckpt, device=DEVICE)
+    rec.add(stage="checkpoint", path=str(ckpt), seconds=round(time.perf_counter() - started, 1))
+
+    manager, load_s = make_manager(ckpt)
+    backend = manager.get()
+    rec.add(stage="server_load", seconds=round(load_s, 1), dtype=backend.dtype_name, device=backend.device)
+    if "ceilings" in stages and torch.cuda.is_available():
+        measure_ceilings(rec, backend._model, backend._processor)
+    if "server20" in stages:
+        run_server(rec, manager, "eager", [20], [1], conc, args.cap_s)
+    naive: dict = {}
+    if "naive" in stages:
+        naive = run_naive(rec, ckpt, lengths, [3, 1], args.cap_s)
+        if torch.cuda.is_available():
+            torch.cuda.empty_cache()  # the float32 model is gone with run_naive's frame
+    if "server" in stages:
+        run_server(rec, manager, "eager", [20], [3], conc, args.cap_s)
+        run_server(rec, manager, "eager", [x for x in lengths if x != 20], [1, 3], conc, args.cap_s)
+    if "oom" in stages and torch.cuda.is_available():
+        run_oom(rec, manager)
+    manager.shutdown()
+    for variant, overrides in (("static_cache", {"kv_cache": "static"}), ("compile", {"torch_compile": True})):
+        if variant not in stages:
+            continue
+        del manager
+        if torch.cuda.is_available():
+            torch.cuda.empty_cache()
+        manager, load_s = make_manager(ckpt, **overrides)
+        rec.add(stage="variant_load", variant=variant, seconds=round(load_s, 1))
+        for concurrency in conc:
+            if rec.left() < 40:
+                rec.add(stage="variant", variant=variant, skipped=f"concurrency {concurrency}: out of time")
+                continue
+            t0 = time.perf_counter()  # first calls at a new batch shape pay for compilation / capture
+            run_clients(manager, 20, 1, concurrency, cap_s=0, min_requests=max(2 * concurrency, 3))
+            warm_s = round(time.perf_counter() - t0, 1)
+            rec.add(stage="variant_warm", variant=variant, concurrency=concurrency, seconds=warm_s)
+            run_server(rec, manager, variant, [20], [1], [concurrency], args.cap_s)
+        manager.shutdown()
+    print_table(rec.rows, naive)
+
+
+def print_table(rows: list[dict[str, Any]], naive: dict) -> None:
+    print("\nvariant      tokens beams conc  images/s   p50 ms   p95 ms  peak GiB  batch  x naive")
+    for row in rows:
+        if row.get("stage") not in ("server", "naive") or "images_per_s" not in row:
+            continue
+        base = naive.get((row["tokens"], row["beams"]))
+        ratio = f"{row['images_per_s'] / base:7.1f}" if base and row["stage"] == "server" else "      -"
+        name = row.get("variant", "naive fp32") if row["stage"] == "server" else "naive fp32"
+        print(
+            f"{name:12s} {row['tokens']:6d} {row['beams']:5d} {row['concurrency']:4d} {row['images_per_s']:9.2f} "
+            f"{row.get('p50_ms', 0):8.1f} {row.get('p95_ms', 0):8.1f} {row.get('peak_gib') or 0:9.2f} "
+            f"{row.get('mean_batch') or 1:6} {ratio}"
+        )
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,195 @@
+"""The Chainlit chat: a thin adapter from Chainlit events to `app.chat.flow` and back to Chainlit elements.
+
+Loaded by Chainlit itself (mounted by `app.server`); the services come from the server's lifespan.
+Conversation logic lives in `app.chat`; this module only picks the task, unpacks messages and renders.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Sequence
+from contextlib import asynccontextmanager
+from pathlib import Path
+from typing import Any
+
+import chainlit as cl
+
+from app.chat.flow import ChatFlow, ImageReply, RegionPicker
+from app.chat.inputs import Upload
+from app.chat.replies import error_markdown, welcome_markdown
+from app.chat.session import DEFAULT_TASK, ChatSession
+from app.errors import AppError
+from app.services.container import get_services
+from app.tasks import TASKS, InputKind, OutputKind
+
+SESSION_KEY = "chat_session"
+OFFERED_ACTIONS_KEY = "chat_offered_actions"
+TASK_MODE_ID = "task"
+EVERYTHING_ACTION = "analyze_everything"
+REGION_ACTION = "region_picked"  # called by public/elements/RegionPicker.jsx
+REGION_PICKER_ELEMENT = "RegionPicker"
+
+_ICONS = {OutputKind.TEXT: "text", OutputKind.BOXES: "scan", OutputKind.POLYGONS: "shapes", OutputKind.OCR: "scan-text"}
+
+
+def task_modes() -> list[cl.Mode]:
+    """The composer's Task picker: the whole catalogue, human names and one-line descriptions."""
+    options = []
+    for spec in TASKS:
+        hint = {InputKind.TEXT: " Uses your message.", InputKind.REGION: " Needs a box."}.get(spec.input_kind, "")
+        options.append(
+            cl.ModeOption(
+                id=spec.short_name,
+                name=spec.name,
+                description=spec.description + hint,
+                icon="square-dashed-mouse-pointer" if spec.needs_region else _ICONS.get(spec.output_kind, "scan"),
+                default=spec.token == DEFAULT_TASK,
+            )
+        )
+    return [cl.Mode(id=TASK_MODE_ID, name="Task", options=options)]
+
+
+def _flow() -> ChatFlow:
+    return ChatFlow(get_services())
+
+
+def _session() -> ChatSession:
+    existing = cl.user_session.get(SESSION_KEY)
+    if isinstance(existing, ChatSession):
+        return existing
+    user = cl.user_session.get("user")
+    identifier = getattr(user, "identifier", None)
+    identity = f"chat-user:{identifier}" if identifier else f"chat-session:{cl.context.session.id}"
+    created = ChatSession(identity=identity)
+    cl.user_session.set(SESSION_KEY, created)
+    return created
+
+
+class _Step:
+    def __init__(self, step: cl.Step) -> None:
+        self.step = step
+
+    def finish(self, title: str, detail: str) -> None:
+        # Chainlit fetches an avatar named after the step: keep names to letters, digits, spaces, "." and "-".
+        self.step.name, self.step.output = title, detail
+
+
+class _Progress:
+    def __init__(self, message: cl.Message) -> None:
+        self.message = message
+
+    async def show(self, markdown: str) -> None:
+        self.message.content = markdown
+        await self.message.update()
+
+
+class ChainlitUI:
+    """`app.chat.flow.ChatUI` on Chainlit messages, steps and elements."""
+
+    async def notify(self, markdown: str) -> None:
+        await cl.Message(content=markdown).send()
+
+    async def show_replies(self, replies: Sequence[ImageReply]) -> None:
+        for position, reply in enumerate(replies):
+            elements: list[Any] = []
+            if reply.picture is not None:
+                elements.append(
+                    cl.Image(
+                        name=reply.picture_name,
+                        content=reply.picture.content,
+                        mime=reply.picture.mime,
+                        display="inline",
+                        size="large",
+                    )
+                )
+            elements.extend(
+                cl.File(name=d.name, content=d.content, mime=d.mime, display="inline") for d in reply.downloads
+            )
+            last = position == len(replies) - 1
+            actions = [_everything_action()] if last else []
+            if actions:
+                await _withdraw_offered_actions()
+                cl.user_session.set(OFFERED_ACTIONS_KEY, actions)
+            await cl.Message(content=reply.markdown, elements=elements, actions=actions).send()
+
+    async def ask_region(self, markdown: str, pickers: Sequence[RegionPicker]) -> None:
+        elements = [
+            cl.CustomElement(name=REGION_PICKER_ELEMENT, props=picker.props(), display="inline") for picker in pickers
+        ]
+        await cl.Message(content=markdown, elements=elements).send()
+
+    @asynccontextmanager
+    async def progress(self, markdown: str, failed: str) -> AsyncIterator[_Progress]:
+        message = cl.Message(content=markdown)
+        await message.send()
+        try:
+            yield _Progress(message)
+        except Exception:
+            message.content = failed
+            await message.update()
+            raise
+
+    @asynccontextmanager
+    async def step(self, name: str) -> AsyncIterator[_Step]:
+        step = cl.Step(name=name, type="tool", show_input=False)
+        failure: Exception | None = None
+        async with step:
+            try:
+                yield _Step(step)
+            except Exception as exc:  # noqa: BLE001 - shown as a failed step, then re-raised for the chat message
+                failure = exc
+                step.is_error = True
+                step.output = exc.message if isinstance(exc, AppError) else "Failed."
+        if failure is not None:
+            raise failure
+
+
+def _everything_action() -> cl.Action:
+    return cl.Action(
+        name=EVERYTHING_ACTION,
+        payload={},
+        label="Analyze everything",
+        tooltip="Caption, object detection and OCR on the current image(s), in one reply",
+        icon="sparkles",
+    )
+
+
+async def _withdraw_offered_actions() -> None:
+    """Only the newest reply keeps its button, so an old one cannot look tied to old images."""
+    for action in cl.user_session.get(OFFERED_ACTIONS_KEY) or []:
+        await action.remove()
+    cl.user_session.set(OFFERED_ACTIONS_KEY, [])
+
+
+def _uploads(message: cl.Message) -> list[Upload]:
+    return [
+        Upload(name=element.name or "image", path=Path(element.path) if element.path else None)
+        for element in message.elements or []
+    ]
+
+
+@cl.on_chat_start
+async def on_chat_start() -> None:
+    _session()
+    await cl.context.emitter.set_modes(task_modes())
+    try:
+        services = get_services()
+        text = welcome_markdown(services.manager.status(), services.settings)
+    except Exception as exc:  # noqa: BLE001 - the welcome must never fail the page
+        text = error_markdown(exc)
+    await cl.Message(content=text).send()
+
+
+@cl.on_message
+async def on_message(message: cl.Message) -> None:
+    task_key = (message.modes or {}).get(TASK_MODE_ID)
+    await _flow().on_message(_session(), ChainlitUI(), message.content or "", _uploads(message), task_key)
+
+
+@cl.action_callback(EVERYTHING_ACTION)
+async def on_analyze_everything(action: cl.Action) -> None:
+    await _flow().on_analyze_everything(_session(), ChainlitUI())
+
+
+@cl.action_callback(REGION_ACTION)
+async def on_region_picked(action: cl.Action) -> None:
+    await _flow().on_region_picked(_session(), ChainlitUI(), action.payload or {})

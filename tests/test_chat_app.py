@@ -1,0 +1,147 @@
+"""`chainlit_app.py` under a Chainlit context: what it sends to the browser (task picker, steps, elements)."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from PIL import Image
+
+from app.config import Settings
+from app.models.manager import ModelManager
+from app.services.container import set_services
+from app.tasks import TASKS
+from tests.chat_support import make_services
+
+os.environ.setdefault("CHAINLIT_APP_ROOT", str(Path(__file__).resolve().parents[1]))
+
+import chainlit as cl  # noqa: E402
+from chainlit.context import init_http_context  # noqa: E402
+from chainlit.emitter import BaseChainlitEmitter  # noqa: E402
+
+import chainlit_app  # noqa: E402
+
+
+class RecordingEmitter(BaseChainlitEmitter):
+    """Keeps what Chainlit would send over the websocket."""
+
+    def __init__(self, session: Any) -> None:
+        super().__init__(session)
+        self.steps: list[dict[str, Any]] = []
+        self.elements: list[dict[str, Any]] = []
+        self.events: list[tuple[str, Any]] = []
+        self.modes: list[Any] = []
+
+    async def send_step(self, step_dict: Any) -> None:
+        self.steps.append(dict(step_dict))
+
+    async def update_step(self, step_dict: Any) -> None:
+        self.steps.append(dict(step_dict))
+
+    async def send_element(self, element_dict: Any) -> None:
+        self.elements.append(dict(element_dict))
+
+    async def emit(self, event: str, data: Any) -> None:
+        self.events.append((event, data))
+
+    async def set_modes(self, modes: Any) -> None:
+        self.modes = list(modes)
+
+    def last(self, step_id: str) -> dict[str, Any]:
+        return [s for s in self.steps if s["id"] == step_id][-1]
+
+
+@pytest.fixture
+def chat(tiny_settings: Settings, tiny_manager: ModelManager) -> Iterator[None]:
+    set_services(make_services(tiny_settings, tiny_manager))
+    yield
+    set_services(None)
+
+
+def in_context(coro_fn: Any) -> RecordingEmitter:
+    """Run `coro_fn(emitter)` inside a fresh Chainlit HTTP context; return what was sent."""
+
+    async def main() -> RecordingEmitter:
+        context = init_http_context()
+        emitter = RecordingEmitter(context.session)
+        context.emitter = emitter
+        try:
+            await coro_fn(emitter)
+        finally:
+            context.session.delete()  # its uploaded/persisted files
+        return emitter
+
+    return asyncio.run(main())
+
+
+def test_chat_start_offers_the_task_picker_and_a_welcome(chat: None) -> None:
+    emitter = in_context(lambda _: chainlit_app.on_chat_start())
+    (mode,) = emitter.modes
+    assert (mode.id, mode.name) == ("task", "Task")
+    assert [(o.id, o.name, o.description.split(" Uses")[0].split(" Needs")[0]) for o in mode.options] == [
+        (spec.short_name, spec.name, spec.description) for spec in TASKS
+    ]
+    assert [o.id for o in mode.options if o.default] == ["CAPTION"]
+    (welcome,) = [s for s in emitter.steps if s["type"] == "assistant_message"]
+    assert welcome["output"].startswith("Model `")
+
+
+def test_message_renders_step_picture_downloads_and_action(chat: None, photo: Image.Image, tmp_path: Path) -> None:
+    path = tmp_path / "cat.png"
+    photo.save(path)
+
+    async def converse(emitter: RecordingEmitter) -> None:
+        await chainlit_app.on_chat_start()
+        message = cl.Message(content="", elements=[cl.Image(path=str(path), name="cat.png")])
+        message.modes = {"task": "OD"}
+        await chainlit_app.on_message(message)
+
+    emitter = in_context(converse)
+    (tool_id,) = {s["id"] for s in emitter.steps if s["type"] == "tool"}
+    tool = emitter.last(tool_id)
+    assert tool["name"].startswith("Object detection in ") and tool["output"].startswith("1 image in ")
+    reply = [s for s in emitter.steps if s["type"] == "assistant_message"][-1]
+    assert reply["output"].startswith("**cat\\.png** — Object detection\n\n")
+    sent = [e for e in emitter.elements if e["forId"] == reply["id"]]
+    kinds = [(e["type"], e["name"], e["mime"], e["display"]) for e in sent]
+    assert kinds[0] == ("image", "cat.annotated.png", "image/png", "inline")
+    assert ("file", "cat.od.json", "application/json", "inline") in kinds
+    (action,) = [data for event, data in emitter.events if event == "action"]
+    assert (action["name"], action["label"], action["forId"]) == (
+        "analyze_everything",
+        "Analyze everything",
+        reply["id"],
+    )
+
+
+def test_region_picker_element_and_its_callback(chat: None, photo: Image.Image, tmp_path: Path) -> None:
+    path = tmp_path / "cat.png"
+    photo.save(path)
+
+    async def converse(emitter: RecordingEmitter) -> None:
+        await chainlit_app.on_chat_start()
+        message = cl.Message(content="", elements=[cl.Image(path=str(path), name="cat.png")])
+        message.modes = {"task": "REGION_TO_CATEGORY"}
+        await chainlit_app.on_message(message)
+        (picker,) = [e for e in emitter.elements if e["type"] == "custom"]
+        props = json.loads(picker["props"]) if isinstance(picker.get("props"), str) else picker["props"]
+        payload = {
+            "task": props["task"],
+            "batch": props["batch"],
+            "image_index": props["imageIndex"],
+            "xyxy": [10, 10, 120, 90],
+        }
+        await chainlit_app.on_region_picked(cl.Action(name="region_picked", payload=payload))
+
+    emitter = in_context(converse)
+    (picker,) = [e for e in emitter.elements if e["type"] == "custom"]
+    assert picker["name"] == "RegionPicker" and picker["display"] == "inline"
+    reply = [s for s in emitter.steps if s["type"] == "assistant_message"][-1]
+    assert reply["output"].startswith("**cat\\.png** — Region to category\n\nRegion (10, 10, 120, 90)")
+    files = [e for e in emitter.elements if e["forId"] == reply["id"] and e["type"] == "file"]
+    assert [f["name"] for f in files] == ["cat.region_to_category.json"]
