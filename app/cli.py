@@ -19,6 +19,12 @@ Handler = Callable[[argparse.Namespace, Settings], int]
 
 
 def _cmd_analyze(args: argparse.Namespace, settings: Settings) -> int:
+    from pathlib import Path
+
+    if args.jsonl is not None or any(Path(p).is_dir() for p in args.images):
+        from app.jobs.commands import folder_command  # a folder: resumable, one JSON line per image
+
+        return folder_command(args, settings)
     from app.cli_analyze import run_analyze
 
     return run_analyze(args, settings)
@@ -44,6 +50,14 @@ def _cmd_token(args: argparse.Namespace, settings: Settings) -> int:
     return 0
 
 
+def _cmd_hash_password(args: argparse.Namespace, settings: Settings) -> int:
+    from app.chat.auth import hash_password, read_new_password
+
+    encoded = hash_password(read_new_password())
+    print(f"{args.user}:{encoded}" if args.user else encoded)
+    return 0
+
+
 class _OneLineParser(argparse.ArgumentParser):
     """Usage mistakes end like every other error: one `error:` line on stderr, exit code 2."""
 
@@ -66,12 +80,13 @@ def build_parser() -> argparse.ArgumentParser:
     commands = parser.add_subparsers(dest="command", required=True)
 
     analyze = commands.add_parser("analyze", help="run one task on images and print/write the results")
-    analyze.add_argument("images", nargs="+", help="image files")
+    analyze.add_argument("images", nargs="+", help="image files, or one folder (with --jsonl)")
     analyze.add_argument("--task", required=True, help="task token (<OD>) or short name (OD, caption, ...)")
     analyze.add_argument("--text", help="text input for text tasks")
     analyze.add_argument("--region", help="region x1,y1,x2,y2 in pixels for region tasks")
     analyze.add_argument("--json", dest="json_out", help="write results as JSON to this file, or - for stdout")
     analyze.add_argument("--annotate", dest="annotate_dir", help="write annotated PNGs into this directory")
+    analyze.add_argument("--jsonl", help="for a folder: append one JSON line per image here; rerun to resume")
     analyze.set_defaults(handler=_cmd_analyze)
 
     serve = commands.add_parser("serve", help="serve the chat and HTTP API on one port")
@@ -91,6 +106,10 @@ def build_parser() -> argparse.ArgumentParser:
     token.add_argument("--ttl", default="1h", help="lifetime such as 30m, 1h or 7d (default 1h)")
     token.add_argument("--private-key", help="PEM private key for RS256/ES256 (default: HS256 with JWT_SECRET)")
     token.set_defaults(handler=_cmd_token)
+
+    hash_pw = commands.add_parser("hash-password", help="hash a chat password for CHAT_USERS (asks, or reads stdin)")
+    hash_pw.add_argument("--user", help="print `user:hash`, ready to append to CHAT_USERS")
+    hash_pw.set_defaults(handler=_cmd_hash_password)
     return parser
 
 

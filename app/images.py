@@ -12,7 +12,8 @@ from PIL import Image, ImageOps
 from app.errors import InvalidImage, PayloadTooLarge, UnsupportedMediaType
 
 # Formats a user may upload; decoding with this explicit list keeps exotic decoders away.
-ALLOWED_FORMATS = ("JPEG", "PNG", "WEBP", "GIF", "BMP", "TIFF", "MPO")
+# (Multi-picture JPEGs, "MPO", open through the JPEG decoder.)
+ALLOWED_FORMATS = ("JPEG", "PNG", "WEBP", "GIF", "BMP", "TIFF")
 # Pillow registers some decoders (MPO) only on a full init; without it `formats=[...]` raises KeyError.
 Image.init()
 ALLOWED_EXTENSIONS = (".jpg", ".jpeg", ".png", ".webp", ".gif", ".bmp", ".tif", ".tiff")
@@ -47,7 +48,7 @@ def load_image_bytes(data: bytes, limits: ImageLimits, name: str = "image") -> L
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("error", Image.DecompressionBombWarning)
-            opened = Image.open(io.BytesIO(data), formats=list(ALLOWED_FORMATS))
+            opened = Image.open(io.BytesIO(data), formats=_decoder_formats())
             source_format = opened.format or "unknown"
             width, height = opened.size
             # Header dimensions are checked before any pixel is decoded.
@@ -66,7 +67,7 @@ def load_image_bytes(data: bytes, limits: ImageLimits, name: str = "image") -> L
         raise
     except Image.UnidentifiedImageError:
         raise UnsupportedMediaType(
-            f"{name}: not a supported image (allowed: {', '.join(f.lower() for f in ALLOWED_FORMATS[:6])}).",
+            f"{name}: not a supported image (allowed: {', '.join(f.lower() for f in ALLOWED_FORMATS)}).",
             code="unsupported_image_format",
         ) from None
     except (Image.DecompressionBombError, Image.DecompressionBombWarning):
@@ -76,6 +77,12 @@ def load_image_bytes(data: bytes, limits: ImageLimits, name: str = "image") -> L
             f"{name}: the image could not be decoded ({type(exc).__name__}).", code="corrupt_image"
         ) from None
     return LoadedImage(image=rgb, source_format=source_format, name=name)
+
+
+def _decoder_formats() -> list[str]:
+    """The allowed formats this Pillow can decode: a name it does not register makes `open` raise KeyError."""
+    Image.init()
+    return [fmt for fmt in ALLOWED_FORMATS if fmt in Image.OPEN]
 
 
 def load_image_path(path: Path, limits: ImageLimits) -> LoadedImage:

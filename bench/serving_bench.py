@@ -20,6 +20,7 @@ Results go to OUT/results.jsonl (one JSON object per measurement) and a table on
 from __future__ import annotations
 
 import argparse
+import asyncio
 import json
 import os
 import platform
@@ -269,6 +270,9 @@ def make_manager(ckpt: Path, **overrides: Any) -> Any:
     return manager, time.perf_counter() - started
 
 
+CLIENTS = "async"  # "async": asyncio tasks awaiting analyze_async (how the API and chat call it); "threads"
+
+
 def run_clients(manager: Any, length: int, beams: int, concurrency: int, cap_s: float, min_requests: int) -> dict:
     from app.models.florence import FlorenceRequest, GenerationOptions
     from app.tasks import get_task
@@ -300,13 +304,34 @@ def run_clients(manager: Any, length: int, beams: int, concurrency: int, cap_s: 
             with lock:
                 latencies.append(time.perf_counter() - t0)
 
+    async def async_client() -> None:
+        nonlocal issued
+        while True:
+            if issued >= min_requests and time.perf_counter() - started > cap_s:
+                return
+            index = issued
+            issued += 1
+            t0 = time.perf_counter()
+            try:
+                await manager.analyze_async([requests[index % len(requests)]], options)
+            except Exception as exc:  # noqa: BLE001 - a benchmark records failures and goes on
+                errors.append(f"{type(exc).__name__}: {exc}")
+                return
+            latencies.append(time.perf_counter() - t0)
+
+    async def run_async_clients() -> None:
+        await asyncio.gather(*(async_client() for _ in range(concurrency)))
+
     before = batching_counts(manager)
     with peak_window():
-        threads = [threading.Thread(target=client) for _ in range(concurrency)]
-        for thread in threads:
-            thread.start()
-        for thread in threads:
-            thread.join()
+        if CLIENTS == "async":
+            asyncio.run(run_async_clients())
+        else:
+            threads = [threading.Thread(target=client) for _ in range(concurrency)]
+            for thread in threads:
+                thread.start()
+            for thread in threads:
+                thread.join()
         wall = time.perf_counter() - started
     after = batching_counts(manager)
     batches, served = after[0] - before[0], after[1] - before[1]
@@ -316,6 +341,7 @@ def run_clients(manager: Any, length: int, beams: int, concurrency: int, cap_s: 
         **(stats_ms(latencies) if latencies else {}),
         "peak_gib": peak_gib(),
         "mean_batch": round(served / batches, 1) if batches else None,
+        "clients": CLIENTS,
     }
     if errors:
         row["errors"] = errors[:3]
@@ -404,7 +430,12 @@ def main() -> None:
     parser.add_argument("--cap-s", type=float, default=8, help="seconds of load per measured configuration")
     parser.add_argument("--lengths", default="20,100,300")
     parser.add_argument("--concurrency", default="1,8,64")
+    parser.add_argument("--clients", default="async", choices=["async", "threads"])
+    parser.add_argument("--batch-wait-ms", type=float, default=5)
+    parser.add_argument("--max-batch-size", type=int, default=64)
     args = parser.parse_args()
+    global CLIENTS
+    CLIENTS = args.clients
 
     rec = Recorder(args.out, time.monotonic() + args.budget_s)
     stages = args.stages.split(",")
@@ -425,7 +456,8 @@ def main() -> None:
         build_checkpoint(args.size, ckpt, device=DEVICE)
     rec.add(stage="checkpoint", path=str(ckpt), seconds=round(time.perf_counter() - started, 1))
 
-    manager, load_s = make_manager(ckpt)
+    batching = {"max_batch_size": args.max_batch_size, "batch_wait_ms": args.batch_wait_ms}
+    manager, load_s = make_manager(ckpt, **batching)
     backend = manager.get()
     rec.add(stage="server_load", seconds=round(load_s, 1), dtype=backend.dtype_name, device=backend.device)
     if "ceilings" in stages and torch.cuda.is_available():
@@ -449,7 +481,7 @@ def main() -> None:
         del manager
         if torch.cuda.is_available():
             torch.cuda.empty_cache()
-        manager, load_s = make_manager(ckpt, **overrides)
+        manager, load_s = make_manager(ckpt, **batching, **overrides)
         rec.add(stage="variant_load", variant=variant, seconds=round(load_s, 1))
         for concurrency in conc:
             if rec.left() < 40:

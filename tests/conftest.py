@@ -59,3 +59,30 @@ def astronaut() -> Image.Image:
     from skimage import data
 
     return Image.fromarray(data.astronaut())
+
+
+# -- classifiers (issue 5): tiny ResNet / CLIP / SigLIP checkpoints and settings that point at them -----
+@pytest.fixture(scope="session")
+def tiny_resnet_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Tiny ImageNet-1k ResNet whose logits are `tiny_models.RESNET_BIAS_LOGITS` for every image."""
+    from tests.tiny_models import RESNET_BIAS_LOGITS, build_tiny_resnet
+
+    return build_tiny_resnet(tmp_path_factory.mktemp("tiny-resnet"), bias_logits=RESNET_BIAS_LOGITS)
+
+
+@pytest.fixture(scope="session")
+def tiny_clip_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    from tests.tiny_models import build_tiny_clip
+
+    return build_tiny_clip(tmp_path_factory.mktemp("tiny-clip"))
+
+
+@pytest.fixture(scope="session")
+def classify_settings(tiny_settings: Settings, tiny_resnet_dir: Path, tiny_clip_dir: Path) -> Settings:
+    """`tiny_settings` with the tiny classifier and CLIP checkpoints."""
+    values = {
+        **tiny_settings.model_dump(),
+        "classifier_model_id": str(tiny_resnet_dir),
+        "zero_shot_model_id": str(tiny_clip_dir),
+    }
+    return Settings(_env_file=None, **values)  # type: ignore[call-arg]

@@ -1,8 +1,9 @@
 """Property-based testing of the OpenAPI schema with schemathesis (bounded: a few examples per operation).
 
-Every generated request must get a documented status with a body that matches the schema and never
-a 5xx. `positive_data_acceptance` is left out: a schema can say "a string of base64" but not "bytes
-that decode to an image", so schema-valid requests are legitimately refused with 400/413/415.
+Every generated request must get a documented status with a body that matches the schema, and no
+5xx other than a deliberate 503 (the offline test machine has no classifier weights, for example).
+`positive_data_acceptance` is left out: a schema can say "a string of base64" but not "bytes that
+decode to an image", so schema-valid requests are legitimately refused with 400/413/415.
 """
 
 from __future__ import annotations
@@ -22,8 +23,18 @@ from app.server import create_app
 from tests.api_support import api_settings, auth_header
 
 EXAMPLES_PER_OPERATION = 10
+
+
+def no_crash(ctx: object, response: schemathesis.Response, case: schemathesis.Case) -> None:
+    """No 5xx except a deliberate 503 (busy, or a model that is not installed here) in the error shape."""
+    if response.status_code >= 500:
+        body = response.json()
+        assert response.status_code == 503, f"{response.status_code}: {response.text[:300]}"
+        assert set(body["error"]) >= {"code", "message"}
+
+
 CHECKS = [
-    schemathesis.checks.not_a_server_error,
+    no_crash,
     openapi_checks.status_code_conformance,
     openapi_checks.content_type_conformance,
     openapi_checks.response_headers_conformance,

@@ -20,11 +20,11 @@ from tests.chat_support import make_services
 
 os.environ.setdefault("CHAINLIT_APP_ROOT", str(Path(__file__).resolve().parents[1]))
 
-import chainlit as cl  # noqa: E402
-from chainlit.context import init_http_context  # noqa: E402
-from chainlit.emitter import BaseChainlitEmitter  # noqa: E402
+import chainlit as cl
+from chainlit.context import init_http_context
+from chainlit.emitter import BaseChainlitEmitter
 
-import chainlit_app  # noqa: E402
+import chainlit_app
 
 
 class RecordingEmitter(BaseChainlitEmitter):
@@ -73,7 +73,7 @@ def in_context(coro_fn: Any) -> RecordingEmitter:
         try:
             await coro_fn(emitter)
         finally:
-            context.session.delete()  # its uploaded/persisted files
+            await context.session.delete()  # its uploaded/persisted files
         return emitter
 
     return asyncio.run(main())

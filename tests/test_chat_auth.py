@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 import hashlib
+import io
 
 import pytest
 
@@ -59,3 +60,18 @@ def test_bad_user_entries_are_refused_with_a_hint(spec: str) -> None:
     with pytest.raises(InvalidInput) as raised:
         ChatUsers.parse(spec)
     assert "CHAT_USERS" in raised.value.message
+
+
+def test_hash_password_command_prints_a_chat_users_entry(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from app.cli import main
+
+    monkeypatch.setattr("sys.stdin", io.StringIO("correct horse\n"))
+    assert main(["hash-password", "--user", "bob"]) == 0
+    entry = capsys.readouterr().out.strip()
+    assert ChatUsers.parse(entry).authenticate("bob", "correct horse")
+
+    monkeypatch.setattr("sys.stdin", io.StringIO("short\n"))
+    assert main(["hash-password"]) == 2
+    assert capsys.readouterr().err == "error: Use a password of at least 8 characters.\n"

@@ -171,7 +171,7 @@ def test_box_reference_without_a_detection_explains_what_to_do(services: Service
     run(ChatFlow(services).on_message(ChatSession(identity="t"), ui, "box 2", [cat_upload], "REGION_TO_OCR"))
     assert ui.replies == []
     assert ui.notices == [
-        "⚠️ There is no earlier detection reply to take box 2 from. Run Object detection first, "
+        "**Cannot run that.** There is no earlier detection reply to take box 2 from. Run Object detection first, "
         "or type the region as x1,y1,x2,y2."
     ]
 
@@ -259,7 +259,9 @@ def test_rate_limit_refuses_model_work_and_says_when_to_retry(
 
     assert len(ui.replies) == 2
     (notice,) = ui.notices
-    assert re.fullmatch(r"⏳ Rate limit of 2 per minute reached\. Try again in \d+ s\.", notice)
+    assert re.fullmatch(
+        r"\*\*Too many requests\.\*\* Rate limit of 2 per minute reached\. Try again in \d+ s\.", notice
+    )
     # Another session has its own budget.
     other = RecordingUI()
     run(flow.on_message(ChatSession(identity="someone-else"), other, "", [cat_upload], "CAPTION"))
@@ -278,7 +280,9 @@ def test_second_request_while_busy_is_told_to_wait(services: Services, cat_uploa
 
     run(two_at_once())
     assert len(ui.replies) == 1 and ui.replies[0].downloads[0].name == "cat.caption.json"
-    assert ui.notices == ["⚠️ I'm still working on your previous request. Wait for its answer, then send this again."]
+    assert ui.notices == [
+        "**Busy.** I'm still working on your previous request. Wait for its answer, then send this again."
+    ]
     assert not session.busy  # released afterwards: the session keeps working
     run(flow.on_message(session, ui, "", [], "OD"))
     assert ui.replies[-1].downloads[0].name == "cat.od.json"
@@ -296,7 +300,7 @@ def test_full_model_queue_gives_a_clear_busy_message(
     finally:
         batcher.release(tiny_manager.settings.max_queue_size)
     assert ui.replies == []
-    assert ui.notices == ["⚠️ The model is busy with other requests; try again in a few seconds."]
+    assert ui.notices == ["**Busy.** The model is busy with other requests; try again in a few seconds."]
     assert ui.steps[0].failed
 
 
@@ -313,7 +317,7 @@ def test_bad_upload_gets_a_message_and_the_session_keeps_working(
     run(flow.on_message(session, ui, "", [Upload("notes.png", fake)], "CAPTION"))
     with pytest.raises(AppError) as decoding:  # the chat shows the intake's own message for this file
         load_image_bytes(fake.read_bytes(), ImageLimits(10**7, 10**7), name="notes.png")
-    assert ui.notices == [f"⚠️ {decoding.value.message}"]
+    assert ui.notices == [f"**File refused.** {decoding.value.message}"]
     assert [loaded.name for loaded in session.images] == ["cat.png"]  # the earlier image stays
     assert len(ui.replies) == 1
 
@@ -331,12 +335,12 @@ def test_upload_limits_come_from_settings(
 
     ui = RecordingUI()
     run(flow.on_message(ChatSession(identity="t"), ui, "", [small, small, small], "CAPTION"))
-    assert ui.notices == ["⚠️ You sent 3 files; at most 2 images fit in one message."]
+    assert ui.notices == ["**Cannot run that.** You sent 3 files; at most 2 images fit in one message."]
 
     ui = RecordingUI()
     run(flow.on_message(ChatSession(identity="t"), ui, "", [big, small], "CAPTION"))
     size = big.path.stat().st_size  # type: ignore[union-attr]
-    assert ui.notices == [f"⚠️ big.png: {size:,} bytes is over the 50,000-byte limit per image."]
+    assert ui.notices == [f"**File refused.** big.png: {size:,} bytes is over the 50,000-byte limit per image."]
     assert [r.image_name for r in ui.replies] == ["small.png"]
 
 
@@ -359,7 +363,7 @@ def test_first_request_shows_loading_progress(tiny_settings: Settings, cat_uploa
     finally:
         manager.shutdown()
     (progress,) = ui.progresses
-    assert progress.texts[0] == f"⏳ Loading `{tiny_settings.model_id}` (first request only)…"
+    assert progress.texts[0] == f"Loading `{tiny_settings.model_id}` (first request only)…"
     assert re.fullmatch(
         rf"Model `{re.escape(tiny_settings.model_id)}` loaded in \d+\.\d+ s on cpu \(float32\)\.", progress.texts[-1]
     )
@@ -380,7 +384,7 @@ def test_model_that_cannot_load_says_why_and_how_to_fix(
         manager.shutdown()
     assert ui.replies == [] and ui.progresses[0].failed
     (notice,) = ui.notices
-    assert notice.startswith("The model is not available.\n\nModel directory ")
+    assert notice.startswith("**The model is not available.**\n\nModel directory ")
     assert "does not exist" in notice and "To fix it" in notice
 
 

@@ -17,7 +17,7 @@ from app.chat.replies import (
     welcome_markdown,
 )
 from app.config import Settings
-from app.errors import AppError, Busy, InvalidInput, ModelUnavailable, RateLimited
+from app.errors import AppError, Busy, InvalidImage, InvalidInput, ModelUnavailable, RateLimited
 from app.results import DetectionResult, OCRResult, SegmentationResult, TextResult
 from app.tasks import get_task
 
@@ -105,14 +105,16 @@ def test_welcome_reports_model_device_dtype_and_state() -> None:
 
 
 def test_errors_become_friendly_messages_without_internals() -> None:
-    assert (
-        error_markdown(RateLimited("Slow down. Try again in 7 s.", retry_after=7)) == "⏳ Slow down. Try again in 7 s."
+    assert error_markdown(RateLimited("Slow down. Try again in 7 s.", retry_after=7)) == (
+        "**Too many requests.** Slow down. Try again in 7 s."
     )
     assert error_markdown(ModelUnavailable("Missing weights. To fix it, ...")) == (
-        "The model is not available.\n\nMissing weights. To fix it, ..."
+        "**The model is not available.**\n\nMissing weights. To fix it, ..."
     )
-    assert error_markdown(Busy("Busy.")) == "⚠️ Busy."
-    assert error_markdown(AppError("Plain.")) == "⚠️ Plain."
+    assert error_markdown(Busy("Queue full.")) == "**Busy.** Queue full."
+    assert error_markdown(InvalidImage("x.png: broken.")) == "**File refused.** x.png: broken."
+    assert error_markdown(InvalidInput("No box 3.")) == "**Cannot run that.** No box 3."
+    assert error_markdown(AppError("Plain.")) == "**Error.** Plain."
     hidden = error_markdown(KeyError("/etc/secret"))
     assert "secret" not in hidden and hidden.startswith("Something went wrong on our side (reference `")
 

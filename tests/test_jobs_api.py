@@ -5,7 +5,6 @@ from __future__ import annotations
 import base64
 import json
 import threading
-import time
 from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
@@ -60,8 +59,10 @@ def jobs_settings(tiny_settings: Settings, data_dir: Path, **overrides: Any) -> 
 
 
 @pytest.fixture(scope="module")
-def served(tiny_settings: Settings, tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[FastAPI, TestClient]]:
-    with running_app(jobs_settings(tiny_settings, tmp_path_factory.mktemp("jobs-data"))) as running:
+def served(
+    classify_settings: Settings, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[tuple[FastAPI, TestClient]]:
+    with running_app(jobs_settings(classify_settings, tmp_path_factory.mktemp("jobs-data"))) as running:
         yield running
 
 
@@ -232,6 +233,66 @@ def test_seed_compatible_routes(client: TestClient) -> None:
     assert bad_config.status_code == 400 and bad_config.json()["error"]["code"] == "invalid_config"
     unknown = client.post("/api/tasks/painting/m/jobs", headers=auth_header(), json={"image": DATA_URL})
     assert unknown.status_code == 404
+
+
+def test_classify_and_zero_shot_jobs_answer_like_the_synchronous_routes(client: TestClient) -> None:
+    job = submit(client, {"kind": "classify", "images": [DATA_URL], "numberofpredictions": 4, "language": "de"})
+    done = wait_done(client, job["id"])
+    sync = client.post(
+        "/api/v1/classify",
+        headers=auth_header(),
+        json={"images": [DATA_URL], "numberofpredictions": 4, "language": "de"},
+    ).json()
+    assert done["status"] == "complete"
+    assert done["result"]["results"][0]["predictions"] == sync["results"][0]["predictions"]
+    assert len(sync["results"][0]["predictions"]) == 4
+
+    labels = ["a cat", "a dog", "a car"]
+    job = submit(client, {"kind": "zero-shot", "image_data": DATA_URL, "labels": labels})
+    done = wait_done(client, job["id"])
+    sync = client.post("/api/zero-shot", headers=auth_header(), json={"image_data": DATA_URL, "labels": labels})
+    assert done["result"]["results"][0]["result"] == sync.json()["result"]
+    bad = client.post(JOBS, headers=auth_header(), json={"kind": "classify", "images": [DATA_URL], "language": "xx"})
+    assert bad.status_code == 400 and bad.json()["error"]["code"] == "unknown_language"
+
+
+def test_seed_zero_shot_probabilities_follow_the_order_of_classes(client: TestClient) -> None:
+    classes = ["a cat", "a dog", "a car"]
+    answers = []
+    for order in (classes, classes[::-1]):
+        body = {"image": DATA_URL, "classes": order, "config": {}}
+        created = client.post(
+            "/api/tasks/zero-shot-image-classification/openai-clip/jobs", headers=auth_header(), json=body
+        )
+        assert created.status_code == 202 and set(created.json()) == {"id", "status"}
+        done = wait_done(client, created.json()["id"], path="/api/tasks/zero-shot-image-classification/jobs")
+        assert done["status"] == "complete"
+        answers.append(done["result"]["probabilities"])
+    sync = client.post("/api/zero-shot", headers=auth_header(), json={"image_data": DATA_URL, "labels": classes})
+    expected = [round(sync.json()["result"][label], 6) for label in classes]
+    assert answers[0] == expected and answers[1] == expected[::-1]
+    assert sum(answers[0]) == pytest.approx(1.0, abs=1e-5)
+
+    batched = client.post(
+        "/api/tasks/zero-shot-image-classification/batched/openai-clip/jobs",
+        headers=auth_header(),
+        json={"images": [DATA_URL, BLUE_URL], "classes": classes, "config": {"multi_label": False}},
+    )
+    done = wait_done(client, batched.json()["id"], path="/api/tasks/zero-shot-image-classification/jobs")
+    assert len(done["result"]["probabilities"]) == 2 and done["result"]["probabilities"][0] == expected
+    assert done["result"]["errors"] == [None, None]
+
+    ranked = client.post(
+        "/api/tasks/image-classification/resnet-50/jobs",
+        headers=auth_header(),
+        json={"image": DATA_URL, "config": {"top_n": 2}},
+    )
+    predictions = wait_done(client, ranked.json()["id"], path="/api/tasks/image-classification/jobs")["result"]
+    assert [set(p) for p in predictions["predictions"]] == [{"class", "name", "probability"}] * 2
+    no_classes = client.post(
+        "/api/tasks/zero-shot-image-classification/m/jobs", headers=auth_header(), json={"image": DATA_URL}
+    )
+    assert no_classes.status_code == 400 and no_classes.json()["error"]["code"] == "missing_classes"
 
 
 def test_cancel_and_restart_lose_no_job(tiny_settings: Settings, tmp_path: Path) -> None:

@@ -22,8 +22,8 @@ TERMINAL = ("complete", "failed", "cancelled")
 @pytest.mark.slow
 def test_two_workers_and_a_kill_9_lose_no_job(tiny_settings: Settings, tmp_path: Path) -> None:
     with redis_server() as url:
-        # Long enough answers (48 tokens) that a job is still running when its worker is killed.
-        env = worker_env(tiny_settings, QUEUE_URL=url, JOB_LEASE_S="2", MAX_NEW_TOKENS="48", DATA_DIR=str(tmp_path))
+        # Long enough answers (64 tokens) that a job is still running when its worker is killed.
+        env = worker_env(tiny_settings, QUEUE_URL=url, JOB_LEASE_S="2", MAX_NEW_TOKENS="64", DATA_DIR=str(tmp_path))
         logs = REPO / "test-artifacts" / "jobs-redis"
         logs.mkdir(parents=True, exist_ok=True)
         workers = {name: start_worker(name, env, logs) for name in ("w1", "w2")}
@@ -34,19 +34,18 @@ def test_two_workers_and_a_kill_9_lose_no_job(tiny_settings: Settings, tmp_path:
                 store = app.state.jobs.queue.store
                 ids = []
                 for i in range(6):
-                    body = {"kind": "analyze", "task": "CAPTION", "images": [IMAGES[i % 3], IMAGES[(i + 1) % 3]]}
+                    # The first job is the long one (16 images): it is the one interrupted.
+                    images = [IMAGES[k % 3] for k in range(16)] if i == 0 else [IMAGES[i % 3], IMAGES[(i + 1) % 3]]
+                    body = {"kind": "analyze", "task": "CAPTION", "images": images}
                     response = client.post("/api/v1/jobs", headers=auth_header(), json=body)
                     assert response.status_code == 202, response.text
                     ids.append(response.json()["id"])
 
-                def running_job() -> JobRecord | None:
-                    for job_id in ids:
-                        record = store.get(job_id)
-                        if record is not None and record.status.value == "running":
-                            return record
-                    return None
+                def long_job_running() -> JobRecord | None:
+                    record = store.get(ids[0])
+                    return record if record is not None and record.status.value == "running" else None
 
-                victim_job = wait_for(running_job, 120, "a worker to start a job")
+                victim_job = wait_for(long_job_running, 120, "a worker to start the long job", interval_s=0.01)
                 victim = next(name for name in workers if f":{name}:" in (victim_job.worker or ""))
                 workers[victim].kill()  # SIGKILL: no goodbye, the job stays "running" in Redis
                 workers[victim].wait()
@@ -62,13 +61,17 @@ def test_two_workers_and_a_kill_9_lose_no_job(tiny_settings: Settings, tmp_path:
                 rerun = next(r for r in finished if r.id == victim_job.id)
                 assert rerun.attempts == 2 and f":{survivor}:" in (rerun.worker or "")
                 view = client.get(f"/api/v1/jobs/{rerun.id}", headers=auth_header()).json()
-                assert view["status"] == "complete" and len(view["result"]["results"]) == 2
+                assert view["status"] == "complete" and len(view["result"]["results"]) == 16
 
                 # SIGTERM is graceful: the job in hand is finished, then the worker exits 0.
                 last = client.post(
-                    "/api/v1/jobs", headers=auth_header(), json={"kind": "analyze", "task": "OD", "images": IMAGES}
+                    "/api/v1/jobs",
+                    headers=auth_header(),
+                    json={"kind": "analyze", "task": "OD", "images": [IMAGES[k % 3] for k in range(16)]},
                 ).json()["id"]
-                wait_for(lambda: (r := store.get(last)) is not None and r.status.value == "running", 60, "last job")
+                wait_for(
+                    lambda: (r := store.get(last)) is not None and r.status.value == "running", 60, "last job", 0.01
+                )
                 assert stop_process(workers[survivor], signal.SIGTERM) == 0
                 final = store.get(last)
                 assert final is not None and final.status.value == "complete" and final.attempts == 1

@@ -155,11 +155,12 @@ def build_tiny_florence(path: Path, seed: int = 0) -> Path:
     return path
 
 
-
 # -- classifiers (issue 5) -------------------------------------------------------------------------------
 CLASSIFIER_IMAGE_SIDE = 32
 ZERO_SHOT_IMAGE_SIDE = 32
 ZERO_SHOT_TEXT_LENGTH = 32  # SigLIP pads every prompt to this many tokens, as it was trained
+# Logits the tiny ResNet gives every image (0 for the other 996 classes); 0 and 1 tie on purpose.
+RESNET_BIAS_LOGITS = {281: 6.0, 282: 4.5, 0: 3.0, 1: 3.0}
 _LABEL_CORPUS = [
     "a photo of a cat dog bird car truck person tree house street boat plane flower",
     "a drawing of something that is not a thumbnail of a casual gaming stream",
@@ -310,6 +311,7 @@ def build_tiny_siglip(path: Path, seed: int = 0) -> Path:
     )
     SiglipProcessor(image_processor=image_processor, tokenizer=tokenizer).save_pretrained(path)
     return path
+
 
 if __name__ == "__main__":
     target = Path(sys.argv[1] if len(sys.argv) > 1 else "tiny-florence")

@@ -17,22 +17,22 @@ from typing import Any
 from fastapi import APIRouter, Depends, Header, Query, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, Field, ValidationError
 
 from app.api.auth import Principal, require_principal
 from app.api.deps import ApiState, get_api_state, get_services
 from app.api.errors import error_responses
 from app.api.intake import ImageSource, decode_base64, decode_data_url
+from app.api.intake import _check_image_count as check_image_count
 from app.api.schemas import AnalyzeRequest, ImageBase64, ImageInput, ImageURL
+from app.api.schemas_classify import ClassifyRequest, ZeroShotRequestBody
 from app.config import Settings
-from app.errors import AppError, InvalidInput, ModelUnavailable, PayloadTooLarge, UnsupportedMediaType
+from app.errors import AppError, InvalidInput, ModelUnavailable, UnsupportedMediaType
 from app.images import ImageLimits, load_image_bytes
 from app.jobs.callbacks import CallbackPoster
 from app.jobs.kinds import (
     ANALYZE,
     CLASSIFY,
-    MAX_LABELS,
-    MAX_TOP_N,
     analyze_params,
     classify_params,
     normalize_kind,
@@ -98,24 +98,19 @@ def body_fingerprint(*parts: Any) -> str:
     return hashlib.sha256(canonical.encode()).hexdigest()
 
 
-def check_image_count(count: int, settings: Settings) -> None:
-    if count > settings.max_images_per_request:
-        raise PayloadTooLarge(
-            f"{count} images is over the limit of {settings.max_images_per_request} per request.",
-            code="too_many_images",
-        )
-
-
 def source_from_input(item: ImageInput | str, name: str, settings: Settings) -> ImageSource:
-    """A JSON image input (`{"url"}`, `{"base64"}`, a data URL, or a bare http(s) URL string)."""
+    """A JSON image input: `{"url"}`, `{"base64"}`, or a string (data URL, http(s) URL or bare base64)."""
     try:
         if isinstance(item, ImageURL):
             return ImageSource(name, url=item.url)
         if isinstance(item, ImageBase64):
             return ImageSource(name, data=decode_base64(item.base64, settings.max_image_bytes, name))
-        if item.startswith(("http://", "https://")):
-            return ImageSource(name, url=item)
-        return ImageSource(name, data=decode_data_url(item, settings.max_image_bytes, name))
+        text = item.strip()
+        if text.startswith(("http://", "https://")):
+            return ImageSource(name, url=text)
+        if text[:5].lower() == "data:":
+            return ImageSource(name, data=decode_data_url(text, settings.max_image_bytes, name))
+        return ImageSource(name, data=decode_base64(text, settings.max_image_bytes, name))
     except AppError as exc:
         return ImageSource(name, error=exc)
 
@@ -137,40 +132,25 @@ def parse_analyze(body: dict[str, Any], settings: Settings) -> tuple[dict[str, A
     return params, sources
 
 
-class ClassifyJobBody(BaseModel):
-    """Body of a `classify` job: ImageNet top-N in a language."""
-
-    model_config = ConfigDict(extra="forbid")
-    images: list[ImageInput] = Field(min_length=1)
-    top_n: int = Field(5, ge=1, le=MAX_TOP_N)
-    language: str = Field("en", min_length=2, max_length=16)
-
-
-class ZeroShotJobBody(BaseModel):
-    """Body of a `zero-shot` job: probabilities for labels you give."""
-
-    model_config = ConfigDict(extra="forbid")
-    images: list[ImageInput] = Field(min_length=1)
-    labels: list[str] = Field(min_length=1, max_length=MAX_LABELS)
-    multi_label: bool = False
-    templates: list[str] | None = Field(None, min_length=1, max_length=20)
-
-
 def parse_classification(
-    kind: str, body: dict[str, Any], settings: Settings
+    kind: str, body: dict[str, Any], services: Services, settings: Settings
 ) -> tuple[dict[str, Any], list[ImageSource]]:
+    """The bodies of `POST /api/v1/classify` and `POST /api/zero-shot`, checked the same way."""
+    items: Sequence[ImageInput | str]
     try:
         if kind == CLASSIFY:
-            classify = ClassifyJobBody.model_validate(body)
-            images, params = classify.images, classify_params(classify.top_n, classify.language)
+            classify = ClassifyRequest.model_validate(body)
+            items = classify.images
+            params = classify_params(services.classification, classify.numberofpredictions, classify.language)
         else:
-            zero_shot = ZeroShotJobBody.model_validate(body)
-            images = zero_shot.images
-            params = zero_shot_params(zero_shot.labels, zero_shot.multi_label, zero_shot.templates)
+            zero_shot = ZeroShotRequestBody.model_validate(body)
+            items = [zero_shot.image_data] if zero_shot.image_data is not None else list(zero_shot.images or [])
+            params = zero_shot_params(zero_shot.labels, zero_shot.categories, zero_shot.multi_label,
+                                      zero_shot.templates)  # fmt: skip
     except ValidationError as exc:
         raise validation_error(exc) from None
-    check_image_count(len(images), settings)
-    return params, [source_from_input(item, f"images[{i}]", settings) for i, item in enumerate(images)]
+    check_image_count(len(items), settings)
+    return params, [source_from_input(item, f"images[{i}]", settings) for i, item in enumerate(items)]
 
 
 async def stored_inputs(sources: Sequence[ImageSource], api: ApiState) -> tuple[list[JobInput], dict[str, Any]]:
@@ -282,7 +262,7 @@ async def create_job(
     if kind == ANALYZE:
         params, sources = parse_analyze(body, api.settings)
     else:
-        params, sources = parse_classification(kind, body, api.settings)
+        params, sources = parse_classification(kind, body, services, api.settings)
     record, created = await submit_job(
         principal=principal, services=services, api=api, jobs=jobs, kind=kind, params=params, sources=sources,
         idempotency_key=key, fingerprint=fingerprint, callback_url=callback_url,

@@ -53,6 +53,7 @@ from app.services.container import Services
 
 router = APIRouter(prefix="/api/tasks", tags=["jobs (seed-compatible)"])
 MAX_CLASSES = 100
+SEED_TOP_K = 5  # what the seed's image-classification returned
 MAX_IMAGE_FIELD_CHARS = 40 * 1024 * 1024
 
 
@@ -95,7 +96,9 @@ def seed_task(name: str) -> SeedTask:
         raise NotFound(f"No task {name[:60]!r}; use one of {', '.join(SEED_TASKS)}.", code="unknown_task") from None
 
 
-def seed_params(name: str, task: SeedTask, classes: list[str] | None, config: dict[str, Any]) -> dict[str, Any]:
+def seed_params(
+    name: str, task: SeedTask, classes: list[str] | None, config: dict[str, Any], services: Services
+) -> dict[str, Any]:
     """The job parameters for a seed task, with its `config` checked key by key."""
     unknown = sorted(set(config) - set(task.config_keys))
     if unknown:
@@ -107,9 +110,18 @@ def seed_params(name: str, task: SeedTask, classes: list[str] | None, config: di
     if not task.needs_classes and classes:
         raise InvalidInput(f"{name} takes no 'classes'.", code="unexpected_classes")
     if task.kind == ZERO_SHOT:
-        return zero_shot_params(classes or [], config.get("multi_label", False), config.get("templates"))
+        multi_label, templates = config.get("multi_label", False), config.get("templates")
+        if not isinstance(multi_label, bool):
+            raise InvalidInput("config.multi_label must be true or false.", code="invalid_config")
+        if templates is not None and not (isinstance(templates, list) and all(isinstance(t, str) for t in templates)):
+            raise InvalidInput("config.templates must be a list of strings with `{}`.", code="invalid_config")
+        return zero_shot_params(classes or [], None, multi_label, templates)
     if task.kind == CLASSIFY:
-        return classify_params(config.get("top_n", config.get("top_k", 5)), config.get("language", "en"))
+        top_n, language = config.get("top_n", config.get("top_k", SEED_TOP_K)), config.get("language", "en")
+        if not isinstance(top_n, int) or isinstance(top_n, bool) or not isinstance(language, str):
+            raise InvalidInput("config.top_n must be a whole number and config.language a string.",
+                               code="invalid_config")  # fmt: skip
+        return classify_params(services.classification, top_n, language)
     if name == "image-captioning":
         detail = config.get("detail", "basic")
         if detail not in _CAPTION_TASKS:
@@ -177,7 +189,7 @@ async def _submit(
         raise validation_error(exc) from None
     images = parsed.images if isinstance(parsed, SeedBatch) else [parsed.image]
     check_image_count(len(images), api.settings)
-    params = seed_params(name, task, parsed.classes, parsed.config)
+    params = seed_params(name, task, parsed.classes, parsed.config, services)
     params["seed"] = {
         "task": name,
         "batched": batched,

@@ -7,9 +7,11 @@ be made and checked with common tools and carry their own cost (iterations can b
 from __future__ import annotations
 
 import base64
+import getpass
 import hashlib
 import hmac
 import secrets
+import sys
 from dataclasses import dataclass
 from functools import lru_cache
 
@@ -27,6 +29,19 @@ def hash_password(password: str, *, iterations: int = DEFAULT_ITERATIONS, salt: 
     salt = salt or secrets.token_urlsafe(16)
     digest = hashlib.pbkdf2_hmac("sha256", password.encode("utf-8"), salt.encode("ascii"), iterations)
     return f"{ALGORITHM}${iterations}${salt}${base64.b64encode(digest).decode('ascii')}"
+
+
+def read_new_password() -> str:
+    """Ask twice on a terminal; read one line from a pipe (`echo pw | python -m app hash-password`)."""
+    if not sys.stdin.isatty():
+        password = sys.stdin.readline().rstrip("\r\n")
+    else:
+        password = getpass.getpass("New chat password: ")
+        if getpass.getpass("Repeat it: ") != password:
+            raise InvalidInput("The two passwords differ.", code="password_mismatch")
+    if len(password) < 8:
+        raise InvalidInput("Use a password of at least 8 characters.", code="weak_password")
+    return password
 
 
 def verify_password(password: str, encoded: str) -> bool:

@@ -241,7 +241,7 @@ class ChatFlow:
             return
         model_id = self.settings.model_id
         started = time.perf_counter()
-        loading_text = f"⏳ Loading `{model_id}` (first request only)…"
+        loading_text = f"Loading `{model_id}` (first request only)…"
         async with ui.progress(loading_text, failed=f"Loading `{model_id}` failed.") as progress:
             loading = asyncio.ensure_future(asyncio.to_thread(manager.get))
             while not loading.done():

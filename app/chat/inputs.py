@@ -25,7 +25,7 @@ class Upload:
 
 @dataclass(frozen=True)
 class UploadCheck:
-    images: list[LoadedImage]
+    accepted: list[tuple[Upload, LoadedImage]]
     errors: list[AppError]
 
 
@@ -41,17 +41,18 @@ def load_uploads(uploads: Sequence[Upload], settings: Settings) -> UploadCheck:
             f"You sent {len(uploads)} files; at most {limit} images fit in one message.", code="too_many_images"
         )
     limits = ImageLimits(max_bytes=settings.max_image_bytes, max_pixels=settings.max_image_pixels)
-    images: list[LoadedImage] = []
+    accepted: list[tuple[Upload, LoadedImage]] = []
     errors: list[AppError] = []
     for upload in uploads:
         try:
-            images.append(_load_one(upload, limits))
+            accepted.append((upload, load_upload(upload, limits)))
         except AppError as exc:
             errors.append(exc)
-    return UploadCheck(images, errors)
+    return UploadCheck(accepted, errors)
 
 
-def _load_one(upload: Upload, limits: ImageLimits) -> LoadedImage:
+def load_upload(upload: Upload, limits: ImageLimits) -> LoadedImage:
+    """Decode one stored upload (blocking), refusing an oversized file before reading it."""
     name = upload.name or "image"
     if upload.path is None:
         raise InvalidImage(f"{name}: the upload did not arrive; try again.", code="missing_upload")

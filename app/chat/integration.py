@@ -15,7 +15,7 @@ import re
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from fastapi import FastAPI
 
@@ -76,6 +76,7 @@ async def chat_lifespan() -> AsyncIterator[None]:
     """
     from chainlit.config import config
     from chainlit.data import get_data_layer
+    from chainlit.session import ws_sessions_id
 
     if config.code.on_app_startup:
         await config.code.on_app_startup()
@@ -86,6 +87,13 @@ async def chat_lifespan() -> AsyncIterator[None]:
             await config.code.on_app_shutdown()
         if data_layer := get_data_layer():
             await data_layer.close()
+        # Uploaded files of this process's sessions (Chainlit would delete all of `.files`, which
+        # another server started from the same directory may still be using).
+        for session in list(ws_sessions_id.values()):
+            try:
+                await session.delete()
+            except Exception:  # clean-up must not stop the shutdown
+                log.warning("could not delete the files of chat session %s", session.id, exc_info=True)
 
 
 def _without_external_links(render: Callable[[str], str]) -> Callable[[str], str]:
@@ -143,10 +151,3 @@ async def _login(users: ChatUsers, username: str, password: str) -> cl.User | No
     if await asyncio.to_thread(users.authenticate, username, password):
         return cl.User(identifier=username, metadata={"provider": "password"})
     return None
-
-
-def login_callback_installed() -> bool:
-    from chainlit.config import config
-
-    callback: Any = config.code.password_auth_callback
-    return callback is not None

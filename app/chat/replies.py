@@ -12,7 +12,17 @@ from pathlib import PurePath
 from typing import Any
 
 from app.config import Settings
-from app.errors import AppError, ModelUnavailable, RateLimited
+from app.errors import (
+    AppError,
+    Busy,
+    InferenceError,
+    InvalidImage,
+    InvalidInput,
+    ModelUnavailable,
+    PayloadTooLarge,
+    RateLimited,
+    UnsupportedMediaType,
+)
 from app.geometry import XYXY
 from app.results import AnyResult, DetectionResult, OCRResult, SegmentationResult, TextResult
 from app.tasks import TaskSpec
@@ -180,13 +190,28 @@ def no_images_markdown() -> str:
 
 def error_markdown(exc: BaseException) -> str:
     """The one place errors become chat text. `AppError` messages are written for users; anything
-    else is logged with a reference and shown without details (never a stack trace)."""
-    if isinstance(exc, RateLimited):
-        return f"⏳ {exc.message}"
+    else is logged with a reference and shown without details (never a stack trace).
+
+    Plain bold lead words rather than emoji: headless and minimal systems often lack an emoji font.
+    """
     if isinstance(exc, ModelUnavailable):
-        return f"The model is not available.\n\n{exc.message}"
+        return f"**The model is not available.**\n\n{exc.message}"
     if isinstance(exc, AppError):
-        return f"⚠️ {exc.message}"
+        return f"**{_lead(exc)}** {exc.message}"
     reference = uuid.uuid4().hex[:8]
     log.error("chat request failed (ref %s)", reference, exc_info=exc)
     return f"Something went wrong on our side (reference `{reference}`). It has been logged; please try again."
+
+
+def _lead(exc: AppError) -> str:
+    if isinstance(exc, RateLimited):
+        return "Too many requests."
+    if isinstance(exc, Busy):
+        return "Busy."
+    if isinstance(exc, InvalidImage | UnsupportedMediaType | PayloadTooLarge):
+        return "File refused."
+    if isinstance(exc, InvalidInput):
+        return "Cannot run that."
+    if isinstance(exc, InferenceError):
+        return "The model failed."
+    return "Error."

@@ -5,22 +5,26 @@ from __future__ import annotations
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
-from enum import StrEnum
 
+from app.chat.inputs import Upload
 from app.errors import Busy
-from app.images import LoadedImage
 from app.results import DetectionResult
 from app.tasks import TaskSpec, get_task
 
 DEFAULT_TASK = "<CAPTION>"
 
 
-class Awaiting(StrEnum):
-    """What the next plain message answers (a text or region task asked for its input)."""
+@dataclass(frozen=True)
+class SessionImage:
+    """An accepted upload: where Chainlit stored it and its size. Pixels are decoded per request, so an
+    idle session holds no decoded images (16 photos of 12 MP would be ~600 MB)."""
 
-    NOTHING = "nothing"
-    TEXT = "text"
-    REGION = "region"
+    upload: Upload
+    image_wh: tuple[int, int]
+
+    @property
+    def name(self) -> str:
+        return self.upload.name
 
 
 @dataclass
@@ -29,10 +33,9 @@ class ChatSession:
 
     identity: str  # rate-limit key: the login name, or the session id when the chat is open
     task: TaskSpec = field(default_factory=lambda: get_task(DEFAULT_TASK))
-    images: list[LoadedImage] = field(default_factory=list)
+    images: list[SessionImage] = field(default_factory=list)
     # Boxes of the last detection reply, per image index, for "box 2".
     detections: dict[int, DetectionResult] = field(default_factory=dict)
-    awaiting: Awaiting = Awaiting.NOTHING
     upload_batch: int = 0  # increases with every new set of images; stale region pickers are refused
     _busy: bool = False
 
@@ -41,14 +44,11 @@ class ChatSession:
         return self._busy
 
     def choose_task(self, spec: TaskSpec) -> None:
-        if spec != self.task:
-            self.task = spec
-            self.awaiting = Awaiting.NOTHING
+        self.task = spec
 
-    def replace_images(self, images: list[LoadedImage]) -> None:
+    def replace_images(self, images: list[SessionImage]) -> None:
         self.images = list(images)
         self.detections = {}
-        self.awaiting = Awaiting.NOTHING
         self.upload_batch += 1
 
     def remember_detections(self, results: dict[int, DetectionResult]) -> None:

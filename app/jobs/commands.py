@@ -31,8 +31,12 @@ def folder_command(args: argparse.Namespace, settings: Settings) -> int:
 
     if len(args.images) != 1:
         raise InvalidInput("Give one folder (or only image files) to analyze.", code="invalid_arguments")
+    if not Path(args.images[0]).is_dir():
+        raise InvalidInput(f"{args.images[0]} is not a folder; --jsonl is for folders.", code="not_a_folder")
     if not args.jsonl:
         raise InvalidInput("A folder needs --jsonl FILE for its results (one line per image).", code="missing_jsonl")
+    if getattr(args, "json_out", None):
+        raise InvalidInput("For a folder, results go to --jsonl (not --json).", code="invalid_arguments")
     spec = get_task(args.task)
     region = parse_region(args.region) if args.region is not None else None
     text = validate_task_inputs(spec, args.text, region)

@@ -8,21 +8,19 @@ result has the same per-image shape as the matching synchronous API route.
 from __future__ import annotations
 
 import base64
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 from app.errors import AppError, InferenceError, InvalidInput
 from app.geometry import XYXY
 from app.images import LoadedImage
+from app.services.classification import ClassificationOutcome, ClassificationService, ZeroShotRequest
 from app.services.container import Services
 from app.tasks import get_task, validate_task_inputs
 
 ANALYZE, CLASSIFY, ZERO_SHOT = "analyze", "classify", "zero-shot"
 KINDS = (ANALYZE, CLASSIFY, ZERO_SHOT)
 _ALIASES = {"zero_shot": ZERO_SHOT, "zeroshot": ZERO_SHOT, "classification": CLASSIFY, "classify-image": CLASSIFY}
-
-MAX_TOP_N = 100
-MAX_LABELS = 100
 
 ImageOrError = LoadedImage | AppError
 
@@ -42,41 +40,31 @@ def analyze_params(task: str, text: str | None, region: XYXY | None, annotate: b
     return {"task": spec.token, "text": checked_text, "region": list(region) if region else None, "annotate": annotate}
 
 
-def classify_params(top_n: object, language: object) -> dict[str, Any]:
-    if not isinstance(top_n, int) or isinstance(top_n, bool) or not 1 <= top_n <= MAX_TOP_N:
-        raise InvalidInput(f"top_n must be a whole number from 1 to {MAX_TOP_N}.", code="invalid_top_n")
-    if not isinstance(language, str) or not language.strip():
-        raise InvalidInput("language must be a language code such as 'en' or 'de'.", code="invalid_language")
-    return {"top_n": top_n, "language": language.strip().lower()}
+def classify_params(service: ClassificationService, top_n: int, language: str) -> dict[str, Any]:
+    """Checked by the classification service itself (range of `top_n`, known label language)."""
+    checked_top_n, checked_language = service.check_classify_input(top_n, language)
+    return {"top_n": checked_top_n, "language": checked_language}
 
 
-def zero_shot_params(labels: Sequence[str], multi_label: object = False, templates: object = None) -> dict[str, Any]:
-    cleaned = [str(label).strip() for label in labels]
-    if not cleaned or len(cleaned) > MAX_LABELS or not all(cleaned):
-        raise InvalidInput(f"Give 1 to {MAX_LABELS} non-empty labels.", code="invalid_labels")
-    if len(set(cleaned)) != len(cleaned):
-        raise InvalidInput("The labels must be different from each other.", code="invalid_labels")
-    if not isinstance(multi_label, bool):
-        raise InvalidInput("multi_label must be true or false.", code="invalid_config")
-    if templates is not None and (
-        not isinstance(templates, list) or not templates or not all(isinstance(t, str) and t for t in templates)
-    ):
-        raise InvalidInput("templates must be a list of prompt templates such as 'a photo of a {}'.",
-                           code="invalid_config")  # fmt: skip
-    return {"labels": cleaned, "multi_label": multi_label, "templates": templates}
+def zero_shot_params(
+    labels: Sequence[str],
+    categories: Mapping[str, str] | None = None,
+    multi_label: bool = False,
+    templates: Sequence[str] | None = None,
+) -> dict[str, Any]:
+    request = ZeroShotRequest.create(labels, categories, multi_label, templates)
+    return {
+        "labels": list(request.labels),
+        "categories": dict(request.categories) if request.categories is not None else None,
+        "multi_label": request.multi_label,
+        "templates": list(request.templates),
+    }
 
 
 def scores_by_label(entry: dict[str, Any]) -> dict[str, float]:
-    """label → probability from one image's classification answer (list of predictions, or label/score lists)."""
-    if isinstance(entry.get("labels"), list) and isinstance(entry.get("scores"), list):
-        return {str(label): float(score) for label, score in zip(entry["labels"], entry["scores"], strict=False)}
-    scores: dict[str, float] = {}
-    for item in entry.get("predictions", []) or []:
-        if isinstance(item, dict):
-            label = item.get("label", item.get("name"))
-            score = item.get("score", item.get("probability"))
-            scores[str(label)] = float(score or 0.0)
-    return scores
+    """label → probability from one image's zero-shot answer (`{"result": {label: p}}`)."""
+    result = entry.get("result")
+    return {str(k): float(v) for k, v in result.items()} if isinstance(result, dict) else {}
 
 
 def error_entry(name: str, error: AppError) -> dict[str, Any]:
@@ -142,42 +130,22 @@ def _run_analyze(
 def _run_classification(
     services: Services, kind: str, params: dict[str, Any], names: Sequence[str], images: Sequence[ImageOrError]
 ) -> list[dict[str, Any]]:
-    classifier = getattr(services, "classification", None)
-    if classifier is None:
-        raise InferenceError("Image classification is not available on this worker.", code="classifier_unavailable")
     loaded, positions = _split(images)
-    answers: list[Any] = []
+    outcomes: list[ClassificationOutcome] = []
     if loaded and kind == CLASSIFY:
-        answers = list(classifier.classify(loaded, params.get("top_n", 5), params.get("language", "en")))
+        outcomes = services.classification.classify_sync(loaded, params["top_n"], params["language"])
     elif loaded:
-        answers = list(
-            classifier.zero_shot(
-                loaded,
-                params["labels"],
-                params.get("categories"),
-                params.get("multi_label", False),
-                params.get("templates"),
-            )
+        outcomes = services.classification.zero_shot_sync(
+            loaded, params["labels"], params.get("categories"), params["multi_label"], params.get("templates")
         )
-    by_position = dict(zip(positions, answers, strict=True))
+    by_position = dict(zip(positions, outcomes, strict=True))
     entries: list[dict[str, Any]] = []
     for index, (name, image) in enumerate(zip(names, images, strict=True)):
+        outcome = by_position.get(index)
         if isinstance(image, AppError):
             entries.append(error_entry(name, image))
+        elif outcome is None or outcome.result is None:
+            entries.append(error_entry(name, (outcome.error if outcome else None) or InferenceError("No result.")))
         else:
-            entries.append({"name": name, **_to_json(by_position[index])})
+            entries.append({"name": name, **outcome.result.to_dict()})
     return entries
-
-
-def _to_json(answer: Any) -> dict[str, Any]:
-    """One image's classification answer as a dict (the service's own `to_dict` when it has one)."""
-    error = getattr(answer, "error", None)
-    if isinstance(error, AppError):
-        return {"error": {**error.to_dict(), "status": error.http_status}}
-    result = getattr(answer, "result", answer)
-    if hasattr(result, "to_dict"):
-        converted: dict[str, Any] = result.to_dict()
-        return converted
-    if isinstance(result, dict):
-        return result
-    return {"predictions": result}

@@ -25,19 +25,22 @@ from typing import Any
 import httpx
 
 from app import REPOSITORY, __version__
+from app.classification_results import ClassificationResult
 from app.config import Settings
-from app.errors import AppError, InvalidImage, ModelUnavailable, PayloadTooLarge
+from app.errors import AppError, InvalidImage, PayloadTooLarge
 from app.images import ImageLimits, LoadedImage, load_image_bytes
+from app.services.classification import MAX_TOP_N
 from app.services.container import Services
 
 log = logging.getLogger(__name__)
 TASK_TYPE = "classifyimage"
 DEFAULT_PREDICTIONS = 5
-MAX_PREDICTIONS = 100
 COMPLETE_ATTEMPTS = 3
 
-# (image, number of predictions, language) → [{"class", "name", "probability"}, ...] best first
-Classifier = Callable[[LoadedImage, int, str], list[dict[str, Any]]]
+# (image, number of predictions, language) →
+#     ([{"class", "name", "probability"}, ...] best first, {"library", "model"} that produced them)
+ClassifierAnswer = tuple[list[dict[str, Any]], dict[str, str]]
+Classifier = Callable[[LoadedImage, int, str], ClassifierAnswer]
 
 
 class TaskBridgeError(Exception):
@@ -121,29 +124,29 @@ def task_options(task: dict[str, Any]) -> tuple[int, str]:
     except (TypeError, ValueError):
         count = DEFAULT_PREDICTIONS
     language = data.get("targetlanguage") or data.get("language") or "en"
-    return max(1, min(count, MAX_PREDICTIONS)), str(language).strip().lower()
+    return max(1, min(count, MAX_TOP_N)), str(language).strip().lower()
 
 
 class TaskBridgeWorker:
     def __init__(
-        self, client: TaskBridgeClient, classify: Classifier, settings: Settings, model_name: str,
-        poll_interval_s: float = 3.0,
-    ) -> None:  # fmt: skip
+        self, client: TaskBridgeClient, classify: Classifier, settings: Settings, poll_interval_s: float = 3.0
+    ) -> None:
         self.client = client
         self.classify = classify
         self.limits = ImageLimits(settings.max_image_bytes, settings.max_image_pixels)
-        self.model_name = model_name
+        self.model_name = settings.classifier_model_id
         self.poll_interval_s = poll_interval_s
         self.stop_event = threading.Event()
         self.done = 0
 
-    def metadata(self, started: float) -> dict[str, Any]:
+    def metadata(self, started: float, run: dict[str, str] | None = None) -> dict[str, Any]:
+        """`duration` covers the whole task (download included), like the reference worker's."""
         return {
             "duration": round(time.perf_counter() - started, 3),
             "repository": REPOSITORY,
             "version": __version__,
-            "library": _library(),
-            "model": self.model_name,
+            "library": (run or {}).get("library") or _library(),
+            "model": (run or {}).get("model") or self.model_name,
         }
 
     def process(self, task: dict[str, Any]) -> dict[str, Any]:
@@ -151,9 +154,11 @@ class TaskBridgeWorker:
         started = time.perf_counter()
         task_id = task["id"]
         count, language = task_options(task)
+        run: dict[str, str] | None = None
         try:
             image = load_image_bytes(self.client.file(task_id), self.limits, name=f"task {task_id}")
-            body: dict[str, Any] = {"predictions": self.classify(image, count, language)}
+            predictions, run = self.classify(image, count, language)
+            body: dict[str, Any] = {"predictions": predictions}
         except AppError as exc:
             body = {"error": exc.message}
         except TaskBridgeError as exc:
@@ -161,7 +166,7 @@ class TaskBridgeWorker:
         except Exception as exc:
             log.exception("task %s failed", task_id)
             body = {"error": f"classification failed: {type(exc).__name__}"}
-        return {**body, **self.metadata(started)}
+        return {**body, **self.metadata(started, run)}
 
     def run_once(self) -> bool:
         """Take and finish one task; False when none was open."""
@@ -208,37 +213,18 @@ def _library() -> str:
         return "transformers"
 
 
-def service_classifier(services: Services) -> tuple[Classifier, str]:
-    """The classification service as a TaskBridge classifier, and the model name to report."""
-    service = getattr(services, "classification", None)
-    if service is None:
-        raise ModelUnavailable("This build has no image classifier.", code="classifier_unavailable")
+def service_classifier(services: Services) -> Classifier:
+    """The classification service (ImageNet, names in the task's language) as a TaskBridge classifier."""
 
-    def classify(image: LoadedImage, count: int, language: str) -> list[dict[str, Any]]:
-        answer = service.classify([image], count, language)[0]
-        return taskbridge_predictions(answer)
+    def classify(image: LoadedImage, count: int, language: str) -> ClassifierAnswer:
+        outcome = services.classification.classify_sync([image], count, language)[0]
+        if outcome.result is None or not isinstance(outcome.result, ClassificationResult):
+            raise outcome.error or AppError("The classifier gave no result.", code="inference_failed")
+        result = outcome.result
+        predictions = [p.to_dict() for p in result.predictions]
+        return predictions, {"library": result.run.library, "model": result.run.model}
 
-    return classify, str(getattr(services.settings, "classifier_model_id", "") or "classifier")
-
-
-def taskbridge_predictions(answer: Any) -> list[dict[str, Any]]:
-    """One image's classification answer → `[{"class", "name", "probability"}]`, best first."""
-    error = getattr(answer, "error", None)
-    if isinstance(error, AppError):
-        raise error
-    result = getattr(answer, "result", answer)
-    body = result.to_dict() if hasattr(result, "to_dict") else result
-    items = body.get("predictions", []) if isinstance(body, dict) else list(body)
-    predictions = []
-    for item in items:
-        predictions.append(
-            {
-                "class": str(item.get("class_id", item.get("class", item.get("id", "")))),
-                "name": str(item.get("name", item.get("label", ""))),
-                "probability": float(item.get("probability", item.get("score", 0.0))),
-            }
-        )
-    return predictions
+    return classify
 
 
 def run_taskbridge(settings: Settings, url: str, worker: str | None, poll_interval_s: float = 3.0) -> int:
@@ -247,8 +233,10 @@ def run_taskbridge(settings: Settings, url: str, worker: str | None, poll_interv
 
     services = Services.build(settings)
     try:
-        classify, model_name = service_classifier(services)
         client = TaskBridgeClient(url, worker or socket.gethostname(), max_file_bytes=settings.max_image_bytes)
-        return TaskBridgeWorker(client, classify, settings, model_name, poll_interval_s).run()
+        worker_loop = TaskBridgeWorker(client, service_classifier(services), settings, poll_interval_s)
+        log.info("TaskBridge worker %s: loading the classifier", client.worker)
+        services.manager.get("classifier")
+        return worker_loop.run()
     finally:
         services.close()

@@ -1,0 +1,212 @@
+"""End to end in headless Chromium: the real server (`python -m app serve`) with the tiny checkpoint.
+
+Debian's `chromium` driven by the Python `playwright` package (no browser download). Screenshots of
+every step go to test-artifacts/screenshots/.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+from PIL import Image
+
+pytestmark = pytest.mark.browser
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+ARTIFACTS = REPO_ROOT / "test-artifacts"
+SCREENSHOTS = ARTIFACTS / "screenshots"
+CHROMIUM_ARGS = [
+    "--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
+    "--disable-component-update", "--no-first-run", "--disable-sync",
+]  # fmt: skip
+RATE_LIMIT_PER_MINUTE = 3
+TIMEOUT_MS = 45_000
+
+
+def _chromium() -> str:
+    path = shutil.which("chromium")
+    if path is None:
+        if os.environ.get("CI"):
+            pytest.fail("Debian `chromium` is required for the browser test in CI")
+        pytest.skip("Debian `chromium` is not installed")
+    return path
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def _wait_until_serving(url: str, process: subprocess.Popen[bytes], log: Path) -> None:
+    deadline = time.monotonic() + 90
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            pytest.fail(f"the server exited with {process.returncode}:\n{log.read_text()[-3000:]}")
+        try:
+            if httpx.get(url + "/healthz", timeout=2).status_code == 200:
+                return
+        except httpx.HTTPError:
+            pass
+        time.sleep(0.25)  # polling a starting process, not timing the app
+    pytest.fail(f"the server did not answer within 90 s:\n{log.read_text()[-3000:]}")
+
+
+@pytest.fixture(scope="module")
+def server(tiny_florence_dir: Path) -> Iterator[str]:
+    ARTIFACTS.mkdir(exist_ok=True)
+    port = _free_port()
+    url = f"http://127.0.0.1:{port}"
+    env = {
+        **os.environ,
+        "MODEL_ID": str(tiny_florence_dir),
+        "WARMUP": "false",
+        "PRELOAD": "false",  # the first request shows the model loading
+        "NUM_BEAMS": "1",
+        "MAX_NEW_TOKENS": "24",
+        "RATE_LIMIT": f"{RATE_LIMIT_PER_MINUTE}/minute",
+        "RATE_LIMIT_STORAGE": "memory://",
+        "CHAT_USERS": "",
+        "HF_HUB_OFFLINE": "1",
+        "LOG_LEVEL": "INFO",
+    }
+    log = ARTIFACTS / "browser-server.log"
+    with log.open("wb") as sink:
+        process = subprocess.Popen(
+            [sys.executable, "-m", "app", "serve", "--host", "127.0.0.1", "--port", str(port)],
+            cwd=REPO_ROOT,
+            env=env,
+            stdout=sink,
+            stderr=subprocess.STDOUT,
+        )
+        try:
+            _wait_until_serving(url, process, log)
+            yield url
+        finally:
+            process.terminate()
+            try:
+                process.wait(timeout=15)
+            except subprocess.TimeoutExpired:
+                process.kill()
+                process.wait()
+
+
+@pytest.fixture(scope="module")
+def png(tmp_path_factory: pytest.TempPathFactory, photo: Image.Image) -> Path:
+    path = tmp_path_factory.mktemp("upload") / "cat.png"
+    photo.save(path)
+    return path
+
+
+def _shot(page: Any, name: str) -> None:
+    SCREENSHOTS.mkdir(parents=True, exist_ok=True)
+    page.screenshot(path=str(SCREENSHOTS / f"{name}.png"))
+
+
+def _pick_task(page: Any, name: str) -> None:
+    page.click("#mode-picker-trigger-task")
+    page.get_by_role("menuitem", name=name).or_(page.get_by_text(name, exact=True)).first.click()
+    page.locator("#mode-picker-trigger-task", has_text=name[:12]).wait_for()
+
+
+def _send(page: Any, text: str) -> None:
+    page.fill("#chat-input", text)
+    page.click("#chat-submit")
+
+
+def test_chat_end_to_end(server: str, png: Path, tmp_path: Path) -> None:
+    from playwright.sync_api import sync_playwright
+
+    executable = _chromium()
+    requested: list[str] = []
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=executable, args=CHROMIUM_ARGS)
+        try:
+            context = browser.new_context(viewport={"width": 1280, "height": 1000}, accept_downloads=True)
+            context.set_default_timeout(TIMEOUT_MS)
+            page = context.new_page()
+            page.on("request", lambda request: requested.append(request.url))
+
+            # 1. The welcome says which model and that it is not loaded yet.
+            page.goto(server + "/")
+            page.get_by_text("not loaded yet").wait_for()
+            _shot(page, "01-welcome")
+
+            # 2. The task picker: human names with one-line descriptions.
+            page.click("#mode-picker-trigger-task")
+            page.get_by_text("Boxes and category names for the objects.").wait_for()
+            _shot(page, "02-task-picker")
+            page.keyboard.press("Escape")
+            _pick_task(page, "Object detection")
+
+            # 3. Upload a PNG and run object detection: loading progress, annotated image, JSON download.
+            with page.expect_response(lambda r: "/project/file" in r.url and r.request.method == "POST"):
+                page.set_input_files("#upload-button-input", str(png))
+            _send(page, "detect")
+            page.get_by_text("loaded in").wait_for()
+            json_link = page.get_by_text("cat.od.json", exact=True)
+            json_link.wait_for()
+            picture = page.locator('img[alt="cat.annotated.png"]').first
+            picture.wait_for()
+            assert picture.evaluate("img => img.naturalWidth") == 451
+            json_link.scroll_into_view_if_needed()
+            _shot(page, "03-object-detection")
+            with page.expect_download() as download_info:
+                json_link.click()
+            saved = tmp_path / "download.json"
+            download_info.value.save_as(saved)
+            body = json.loads(saved.read_text())
+            assert (body["image"], body["kind"], body["task"], body["image_wh"]) == (
+                "cat.png", "detections", "<OD>", [451, 300]
+            )  # fmt: skip
+            page.keyboard.press("Escape")
+
+            # 4. A region task by typed coordinates; the task picked before stays until changed.
+            _pick_task(page, "Region to description")
+            _send(page, "40,30,400,290")
+            region_reply = page.get_by_text("Region (40, 30, 400, 290)")
+            region_reply.wait_for()
+            page.get_by_text("cat.region_to_description.json", exact=True).scroll_into_view_if_needed()
+            _shot(page, "04-region-typed")
+
+            # 5. The same task by dragging a box on the picker element.
+            _send(page, "let me draw it")
+            frame = page.get_by_test_id("region-picker-frame").last
+            frame.scroll_into_view_if_needed()
+            box = frame.bounding_box()
+            assert box is not None
+            page.mouse.move(box["x"] + box["width"] * 0.1, box["y"] + box["height"] * 0.1)
+            page.mouse.down()
+            page.mouse.move(box["x"] + box["width"] * 0.5, box["y"] + box["height"] * 0.6, steps=6)
+            page.mouse.up()
+            picked = page.get_by_test_id("region-box").last.inner_text()
+            x1, y1, x2, y2 = (int(v) for v in picked.split(","))
+            assert 30 <= x1 < x2 <= 240 and 20 <= y1 < y2 <= 190, picked
+            page.get_by_test_id("region-run").last.click()
+            page.get_by_text(f"Region ({x1}, {y1}, {x2}, {y2})").wait_for()
+            page.get_by_text("Sent: the answer is below.").scroll_into_view_if_needed()
+            _shot(page, "05-region-picker")
+
+            # 6. Over the rate limit: the reply says when to try again.
+            _send(page, "10,10,200,200")  # the fourth model request this minute
+            limit = page.get_by_text(f"Rate limit of {RATE_LIMIT_PER_MINUTE} per minute reached")
+            limit.wait_for()
+            assert "Try again in" in limit.inner_text()
+            _shot(page, "06-rate-limited")
+        finally:
+            browser.close()
+
+    local = (server, "data:", "blob:" + server)
+    external = [url for url in requested if not url.startswith(local)]
+    assert requested and external == []

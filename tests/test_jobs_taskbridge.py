@@ -1,0 +1,138 @@
+"""The TaskBridge drop-in worker against a small local server implementing the three TaskBridge routes."""
+
+from __future__ import annotations
+
+import json
+import re
+import threading
+from collections.abc import Iterator
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
+
+import pytest
+
+from app import REPOSITORY, __version__
+from app.config import Settings
+from app.images import ImageLimits, load_image_bytes
+from app.jobs.taskbridge import TaskBridgeClient, TaskBridgeWorker, service_classifier, task_options
+from app.services.container import Services
+from tests.api_support import png_bytes
+from tests.jobs_support import wait_for
+
+PNG = png_bytes((64, 48), "red")
+
+
+class FakeTaskBridge:
+    """`POST api/tasks/take/`, `GET api/tasks/file/{id}`, `POST api/tasks/complete/{id}/`, as the real server."""
+
+    def __init__(self) -> None:
+        self.tasks: list[dict[str, Any]] = []
+        self.files: dict[str, bytes] = {}
+        self.results: dict[str, dict[str, Any]] = {}
+        self.takers: list[dict[str, Any]] = []
+        bridge = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def log_message(self, format: str, *args: Any) -> None:
+                pass
+
+            def _json(self) -> Any:
+                return json.loads(self.rfile.read(int(self.headers.get("Content-Length", "0"))))
+
+            def _send(self, status: int, body: bytes = b"", content_type: str = "application/json") -> None:
+                self.send_response(status)
+                self.send_header("Content-Type", content_type)
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                self.wfile.write(body)
+
+            def do_POST(self) -> None:
+                if self.path == "/api/tasks/take/":
+                    request = self._json()
+                    bridge.takers.append(request)
+                    for task in bridge.tasks:
+                        if task["status"] == "open" and task["type"] == request["type"]:
+                            task["status"] = "inprogress"
+                            self._send(200, json.dumps({"id": task["id"], "data": task["data"]}).encode())
+                            return
+                    self._send(404)
+                elif match := re.fullmatch(r"/api/tasks/complete/([\w-]+)/", self.path):
+                    bridge.results[match.group(1)] = self._json()
+                    self._send(200)
+                else:
+                    self._send(404)
+
+            def do_GET(self) -> None:
+                match = re.fullmatch(r"/api/tasks/file/([\w-]+)", self.path)
+                if match and match.group(1) in bridge.files:
+                    self._send(200, bridge.files[match.group(1)], "application/octet-stream")
+                else:
+                    self._send(404)
+
+        self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self.httpd.server_address[1]}"  # no trailing slash: the worker adds it
+        threading.Thread(target=self.httpd.serve_forever, daemon=True).start()
+
+    def add(self, task_id: str, data: dict[str, Any], file: bytes | None, kind: str = "classifyimage") -> None:
+        self.tasks.append({"id": task_id, "type": kind, "data": data, "status": "open"})
+        if file is not None:
+            self.files[task_id] = file
+
+    def close(self) -> None:
+        self.httpd.shutdown()
+        self.httpd.server_close()
+
+
+@pytest.fixture(scope="module")
+def services(classify_settings: Settings) -> Iterator[Services]:
+    built = Services.build(classify_settings)
+    yield built
+    built.close()
+
+
+def test_worker_takes_classifies_and_completes_tasks(services: Services, classify_settings: Settings) -> None:
+    bridge = FakeTaskBridge()
+    bridge.add("t-good", {"numberofpredictions": 3, "targetlanguage": "de"}, PNG)
+    bridge.add("t-other-type", {}, PNG, kind="transcribe")
+    bridge.add("t-broken", {"numberofpredictions": "2", "targetlanguage": "en"}, PNG[:40])
+    bridge.add("t-language", {"numberofpredictions": 2, "language": "xx"}, PNG)
+    bridge.add("t-no-file", {"numberofpredictions": 2}, None)
+    client = TaskBridgeClient(bridge.url, "GPU-1", max_file_bytes=classify_settings.max_image_bytes)
+    worker = TaskBridgeWorker(client, service_classifier(services), classify_settings, poll_interval_s=0.05)
+    thread = threading.Thread(target=worker.run, daemon=True)
+    try:
+        thread.start()
+        wait_for(lambda: len(bridge.results) == 4, 60, "four completed tasks")
+        worker.stop_event.set()
+        thread.join(timeout=10)
+        assert not thread.is_alive()
+    finally:
+        bridge.close()
+
+    assert bridge.takers[0] == {"type": "classifyimage", "worker": "GPU-1"}
+    assert "t-other-type" not in bridge.results
+    good = bridge.results["t-good"]["result"]
+    image = load_image_bytes(PNG, ImageLimits(10**8, 10**8))
+    expected = services.classification.classify_sync([image], 3, "de")[0].result
+    assert expected is not None
+    assert good["predictions"] == [p.to_dict() for p in expected.predictions]
+    assert [set(p) for p in good["predictions"]] == [{"class", "name", "probability"}] * 3
+    assert re.fullmatch(r"n\d{8}", good["predictions"][0]["class"])  # WordNet synset ids
+    assert good["repository"] == REPOSITORY and good["version"] == __version__
+    assert good["model"] == classify_settings.classifier_model_id and good["library"].startswith("transformers-")
+    assert isinstance(good["duration"], float) and good["duration"] >= 0
+
+    for failed in ("t-broken", "t-language", "t-no-file"):
+        result = bridge.results[failed]["result"]
+        assert "predictions" not in result and result["error"], failed
+        assert {"duration", "repository", "version", "library", "model"} <= set(result)
+    assert "xx" in bridge.results["t-language"]["result"]["error"]
+    assert worker.done == 4
+
+
+def test_task_options() -> None:
+    assert task_options({"id": "x", "data": {"numberofpredictions": "7", "targetlanguage": "DE"}}) == (7, "de")
+    assert task_options({"id": "x", "data": {"language": "en"}}) == (5, "en")
+    assert task_options({"id": "x"}) == (5, "en")
+    assert task_options({"id": "x", "data": {"numberofpredictions": "lots"}}) == (5, "en")
+    assert task_options({"id": "x", "data": {"numberofpredictions": 0}})[0] == 1
