@@ -66,6 +66,11 @@ def load_image_bytes(data: bytes, limits: ImageLimits, name: str = "image") -> L
     except (InvalidImage, PayloadTooLarge):
         raise
     except Image.UnidentifiedImageError:
+        damaged = _signature_format(data)
+        if damaged is not None:
+            raise InvalidImage(
+                f"{name}: the image could not be decoded (a damaged {damaged} file).", code="corrupt_image"
+            ) from None
         raise UnsupportedMediaType(
             f"{name}: not a supported image (allowed: {', '.join(f.lower() for f in ALLOWED_FORMATS)}).",
             code="unsupported_image_format",
@@ -77,6 +82,25 @@ def load_image_bytes(data: bytes, limits: ImageLimits, name: str = "image") -> L
             f"{name}: the image could not be decoded ({type(exc).__name__}).", code="corrupt_image"
         ) from None
     return LoadedImage(image=rgb, source_format=source_format, name=name)
+
+
+# File signatures of the allowed formats: a file that starts like one but does not decode is damaged,
+# not of an unsupported kind.
+_SIGNATURES = (
+    (b"\x89PNG\r\n\x1a\n", "PNG"),
+    (b"\xff\xd8\xff", "JPEG"),
+    (b"GIF87a", "GIF"),
+    (b"GIF89a", "GIF"),
+    (b"II*\x00", "TIFF"),
+    (b"MM\x00*", "TIFF"),
+    (b"BM", "BMP"),
+)
+
+
+def _signature_format(data: bytes) -> str | None:
+    if data[:4] == b"RIFF" and data[8:12] == b"WEBP":
+        return "WEBP"
+    return next((fmt for signature, fmt in _SIGNATURES if data.startswith(signature)), None)
 
 
 def _decoder_formats() -> list[str]:

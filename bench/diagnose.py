@@ -1,8 +1,8 @@
-"""Where the time goes in one Florence-2 batch (GPU): first vs repeated calls, per-step cost by batch
-size, a profiler table of host-side hot spots, and the compile variants (decoder step with CUDA
-graphs, vision encoder), timed on the backend directly (no manager, no client threads).
+"""Where the time goes in one Florence-2 batch (GPU), timed on the backend directly (no manager, no
+client threads): first vs repeated calls, per-step cost by batch size, a profiler table of host-side
+hot spots, and torch.compile of the vision encoder.
 
-    python bench/diagnose.py --out bench/results --stages steps,profile,compile_decoder,compile_vision
+    python bench/diagnose.py --out bench/results --stages steps,profile,compile_vision
 """
 
 from __future__ import annotations
@@ -90,26 +90,6 @@ def stage_profile(rec: Recorder, backend: Any, out: Path) -> None:
         rec.add(stage="profile", batch=batch, file=f"profile_b{batch}.txt")
 
 
-def stage_compile_decoder(rec: Recorder, ckpt: Path) -> None:
-    import torch._inductor.config as inductor_config
-
-    # cudagraph trees keep per-thread state that torch 2.11 does not set up for new threads.
-    inductor_config.triton.cudagraph_trees = False
-    backend = load_backend(ckpt, torch_compile=True)
-    for batch in (1, 4):
-        if rec.left() < 60:
-            rec.add(stage="compile_decoder", skipped=f"batch {batch}")
-            continue
-        prepared = batch_of(backend, batch)
-        first = call(backend, prepared, 20)
-        second = call(backend, prepared, 20)
-        again = [call(backend, prepared, 20) for _ in range(3)]
-        rec.add(
-            stage="compile_decoder", batch=batch, first_s=round(first, 1), second_ms=round(second * 1000, 1),
-            repeat_20_ms=round(min(again) * 1000, 1),
-        )  # fmt: skip
-
-
 def stage_compile_vision(rec: Recorder, backend: Any) -> None:
     model = backend._model
     tower = model.model.vision_tower
@@ -143,7 +123,7 @@ def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--ckpt", type=Path, default=Path("/tmp/florence-2-large-random"))
     parser.add_argument("--out", type=Path, default=ROOT / "bench" / "results")
-    parser.add_argument("--stages", default="steps,profile,compile_vision,compile_decoder")
+    parser.add_argument("--stages", default="steps,profile,compile_vision")
     parser.add_argument("--budget-s", type=float, default=400)
     args = parser.parse_args()
     rec = Recorder(args.out, time.monotonic() + args.budget_s)
@@ -153,16 +133,13 @@ def main() -> None:
     build_checkpoint("large", args.ckpt, device="cuda")
     stages = args.stages.split(",")
     backend = load_backend(args.ckpt)
-    if "steps" in stages:
-        stage_steps(rec, backend)
-    if "profile" in stages:
-        stage_profile(rec, backend, args.out)
-    if "compile_vision" in stages:
-        stage_compile_vision(rec, backend)
-    del backend
-    torch.cuda.empty_cache()
-    if "compile_decoder" in stages:
-        stage_compile_decoder(rec, args.ckpt)
+    for stage in stages:
+        if stage == "steps":
+            stage_steps(rec, backend)
+        elif stage == "profile":
+            stage_profile(rec, backend, args.out)
+        elif stage == "compile_vision":
+            stage_compile_vision(rec, backend)
 
 
 if __name__ == "__main__":

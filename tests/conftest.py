@@ -33,6 +33,9 @@ def tiny_settings(tiny_florence_dir: Path) -> Settings:
         max_new_tokens=24,
         warmup=False,
         rate_limit="1000/minute",
+        # One PyTorch thread: the tiny model gains nothing from more, and on a busy machine idle
+        # OpenMP threads spin-wait (the engine tests ran 4x slower with the default).
+        cpu_threads=1,
     )
 
 

@@ -33,7 +33,7 @@ def wait_for(check: Callable[[], T | None], timeout_s: float, what: str, interva
         time.sleep(interval_s)
 
 
-def _free_port(candidates: range) -> int:
+def free_port(candidates: range) -> int:
     for port in candidates:
         with socket.socket() as probe:
             try:
@@ -61,7 +61,7 @@ def redis_server() -> Iterator[str]:
     import redis
 
     binary = require_redis_server()
-    port = _free_port(REDIS_PORTS)
+    port = free_port(REDIS_PORTS)
     process = subprocess.Popen(
         [binary, "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"],
         stdout=subprocess.DEVNULL,

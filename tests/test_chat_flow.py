@@ -13,7 +13,7 @@ from PIL import Image
 
 from app.chat.flow import ChatFlow
 from app.chat.inputs import Upload
-from app.chat.session import ChatSession
+from app.chat.session import ChatSession, SessionImage
 from app.config import Settings
 from app.errors import AppError
 from app.images import ImageLimits, LoadedImage, load_image_bytes
@@ -323,6 +323,23 @@ def test_bad_upload_gets_a_message_and_the_session_keeps_working(
 
     run(flow.on_message(session, ui, "", [Upload("notes.png", fake), cat_upload], "OD"))
     assert len(ui.notices) == 2 and ui.replies[-1].downloads[0].name == "cat.od.json"
+
+
+def test_session_keeps_files_not_pixels_and_decodes_them_per_request(
+    services: Services, tmp_path: Path, photo: Image.Image
+) -> None:
+    upload = save_upload(photo, tmp_path, "cat.png")
+    ui, session = RecordingUI(), ChatSession(identity="t")
+    flow = ChatFlow(services)
+    run(flow.on_message(session, ui, "", [upload], "CAPTION"))
+    assert session.images == [SessionImage(upload, (451, 300))]
+
+    run(flow.on_message(session, ui, "again", [], None))  # decoded again from the stored file
+    assert len(ui.replies) == 2 and decode_picture(ui.replies[1]).size == (451, 300)
+
+    upload.path.unlink()  # type: ignore[union-attr]
+    run(flow.on_message(session, ui, "once more", [], None))
+    assert ui.notices == ["**File refused.** cat.png: the uploaded file could not be read; upload it again."]
 
 
 def test_upload_limits_come_from_settings(

@@ -271,7 +271,11 @@ def test_truncated_answer_keeps_only_complete_instances(backend: FlorenceBackend
 
 
 def test_answer_without_locations_gives_empty_results(backend: FlorenceBackend) -> None:
-    requests = [request((333, 517), "OD"), request((333, 517), "OCR_WITH_REGION"), request((333, 517), "REGION_PROPOSAL")]
+    requests = [
+        request((333, 517), "OD"),
+        request((333, 517), "OCR_WITH_REGION"),
+        request((333, 517), "REGION_PROPOSAL"),
+    ]
     results = run_scripted(backend, requests, ["a cat", "HELLO", ""])
     assert [len(r.to_dict().get("detections", r.to_dict().get("regions", []))) for r in results] == [0, 0, 0]
     assert results[0].summary() == "Nothing found."

@@ -103,7 +103,7 @@ def test_every_task_runs_end_to_end_on_the_photo(
     (outcome,) = service.analyze([photo_upload], spec.token, **extra_input(spec))
     assert outcome.error is None and outcome.name == "chelsea.jpg"
     result = outcome.result
-    assert isinstance(result, RESULT_TYPES[spec.output_kind])
+    assert result is not None and isinstance(result, RESULT_TYPES[spec.output_kind])
     assert result.task == spec.token
     assert result.image_wh == (451, 300)
     assert result.region == ((40.0, 30.0, 300.0, 280.0) if spec.needs_region else None)
@@ -186,7 +186,9 @@ EXPECTED_PIXELS: dict[str, dict[tuple[int, int], tuple[int, int, int]]] = {
 }
 
 
-def test_every_image_kind_is_converted_and_analysed_in_order(backend: FlorenceBackend, tiny_manager: ModelManager) -> None:
+def test_every_image_kind_is_converted_and_analysed_in_order(
+    backend: FlorenceBackend, tiny_manager: ModelManager
+) -> None:
     images = {kind: make() for kind, make in IMAGE_KINDS.items()}
     requests = [FlorenceRequest.create(image, get_task("OD")) for image in images.values()]
     for kind, request in zip(images, requests, strict=True):

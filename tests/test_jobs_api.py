@@ -330,3 +330,18 @@ def test_cancel_and_restart_lose_no_job(tiny_settings: Settings, tmp_path: Path)
         for job_id in burst:
             done = wait_done(client, job_id)
             assert (done["status"], done["attempts"]) == ("complete", 1)
+
+
+def test_an_unreachable_queue_is_a_503_not_a_crash(tiny_settings: Settings, tmp_path: Path) -> None:
+    from tests.jobs_support import REDIS_PORTS, free_port
+
+    nothing_there = f"redis://127.0.0.1:{free_port(REDIS_PORTS)}/0"
+    settings = jobs_settings(tiny_settings, tmp_path, queue_url=nothing_there, preload=False)
+    with running_app(settings) as (_, client):
+        response = client.post(
+            JOBS, headers=auth_header(), json={"kind": "analyze", "task": "OD", "images": [DATA_URL]}
+        )
+        assert response.status_code == 503 and response.json()["error"]["code"] == "queue_unavailable"
+        assert response.headers["retry-after"] == "5"
+        assert client.get(f"{JOBS}/abc", headers=auth_header()).status_code == 503
+        assert client.get("/healthz").status_code == 200  # the rest of the server is up

@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import threading
 import time
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
+from typing import ClassVar
 
 import pytest
 from huggingface_hub import constants
@@ -22,7 +25,7 @@ def empty_hub_cache(tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytes
 
 
 def settings_for(model_id: str, **overrides: object) -> Settings:
-    return Settings(_env_file=None, model_id=model_id, warmup=False, **overrides)  # type: ignore[arg-type, call-arg]
+    return Settings(_env_file=None, model_id=model_id, warmup=False, **overrides)  # type: ignore[arg-type]
 
 
 def failed_load(settings: Settings) -> tuple[ModelUnavailable, float, ModelManager]:
@@ -41,7 +44,7 @@ def failed_load(settings: Settings) -> tuple[ModelUnavailable, float, ModelManag
 
 def test_default_model_offline_fails_fast_with_an_actionable_message(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(constants, "HF_HUB_OFFLINE", True)
-    error, elapsed, _ = failed_load(Settings(_env_file=None, warmup=False))  # type: ignore[call-arg]
+    error, elapsed, _ = failed_load(Settings(_env_file=None, warmup=False))
     assert elapsed < 15
     assert error.code == "model_missing"
     assert DEFAULT_MODEL_ID in error.message
@@ -66,10 +69,39 @@ def test_unreachable_hub_fails_within_the_probe_timeout(monkeypatch: pytest.Monk
     assert "cannot be reached" in error.message and "MODEL_ID" in error.message
 
 
+class _NotTheHub(BaseHTTPRequestHandler):
+    """Answers every request with 404, like a proxy or captive portal in front of a dead network."""
+
+    paths: ClassVar[list[str]] = []
+
+    def do_HEAD(self) -> None:
+        self.paths.append(self.path)
+        self.send_response(404)
+        self.end_headers()
+
+    def log_message(self, *args: object) -> None:
+        pass
+
+
+def test_a_server_that_is_not_the_hub_does_not_count_as_reachable(monkeypatch: pytest.MonkeyPatch) -> None:
+    server = ThreadingHTTPServer(("127.0.0.1", 0), _NotTheHub)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        endpoint = f"http://127.0.0.1:{server.server_address[1]}"
+        monkeypatch.setattr(constants, "HF_HUB_OFFLINE", False)
+        monkeypatch.setattr(constants, "ENDPOINT", endpoint)
+        error, elapsed, _ = failed_load(settings_for(DEFAULT_MODEL_ID, model_revision="refs/pr/1"))
+    finally:
+        server.shutdown()
+        server.server_close()
+    assert elapsed < 15
+    assert _NotTheHub.paths == [f"/{DEFAULT_MODEL_ID}/resolve/refs%2Fpr%2F1/config.json"]
+    assert "HTTP 404" in error.message and "HF_TOKEN" in error.message and "MODEL_ID" in error.message
+
+
 @pytest.mark.parametrize("relative", [False, True])
-def test_a_local_directory_that_does_not_exist(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, relative: bool
-) -> None:
+def test_a_local_directory_that_does_not_exist(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, relative: bool) -> None:
     monkeypatch.chdir(tmp_path)
     model_id = "./models/Florence-2-large" if relative else str(tmp_path / "no-such-checkpoint")
     error, elapsed, _ = failed_load(settings_for(model_id))

@@ -49,8 +49,8 @@ def test_every_env_example_line_is_a_setting() -> None:
 
 
 def test_env_example_values_parse_and_equal_the_defaults() -> None:
-    from_example = Settings(_env_file=ENV_EXAMPLE)  # type: ignore[call-arg]
-    defaults = Settings(_env_file=None)  # type: ignore[call-arg]
+    from_example = Settings(_env_file=ENV_EXAMPLE)
+    defaults = Settings(_env_file=None)
     differing = {
         name: (getattr(from_example, name), getattr(defaults, name))
         for name in Settings.model_fields
@@ -60,7 +60,7 @@ def test_env_example_values_parse_and_equal_the_defaults() -> None:
 
 
 def test_documented_defaults_of_the_issue() -> None:
-    settings = Settings(_env_file=None)  # type: ignore[call-arg]
+    settings = Settings(_env_file=None)
     assert settings.model_id == "florence-community/Florence-2-large"
     assert settings.model_revision is None
     assert (settings.device, settings.dtype) == ("auto", "auto")
@@ -71,13 +71,13 @@ def test_documented_defaults_of_the_issue() -> None:
 def test_empty_value_means_unset_for_optional_settings(tmp_path: Path) -> None:
     env_file = tmp_path / ".env"
     env_file.write_text("MODEL_REVISION=\n")
-    assert Settings(_env_file=env_file).model_revision is None  # type: ignore[call-arg]
+    assert Settings(_env_file=env_file).model_revision is None
 
 
 def test_environment_overrides_defaults_and_the_env_file(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     env_file = tmp_path / ".env"
     env_file.write_text("NUM_BEAMS=2\nMODEL_ID=./models/from-file\nPORT=9000\n")
-    from_file = Settings(_env_file=env_file)  # type: ignore[call-arg]
+    from_file = Settings(_env_file=env_file)
     assert (from_file.num_beams, from_file.model_id, from_file.port) == (2, "./models/from-file", 9000)
 
     monkeypatch.setenv("NUM_BEAMS", "5")
@@ -86,7 +86,7 @@ def test_environment_overrides_defaults_and_the_env_file(tmp_path: Path, monkeyp
     monkeypatch.setenv("WARMUP", "false")
     monkeypatch.setenv("DEVICE", "cpu")
     monkeypatch.setenv("MAX_IMAGE_PIXELS", "1000")
-    settings = Settings(_env_file=env_file)  # type: ignore[call-arg]
+    settings = Settings(_env_file=env_file)
     assert settings.num_beams == 5  # the environment wins over the file
     assert settings.port == 9000 and settings.model_id == "./models/from-file"
     assert settings.model_revision == "v1.0"
@@ -118,5 +118,5 @@ def test_environment_overrides_defaults_and_the_env_file(tmp_path: Path, monkeyp
 def test_invalid_values_are_rejected(monkeypatch: pytest.MonkeyPatch, name: str, value: str) -> None:
     monkeypatch.setenv(name, value)
     with pytest.raises(ValidationError) as caught:
-        Settings(_env_file=None)  # type: ignore[call-arg]
+        Settings(_env_file=None)
     assert caught.value.errors()[0]["loc"] == (name.lower(),)

@@ -270,7 +270,10 @@ async def create_job(
     return accepted(record, created, f"/api/v1/jobs/{record.id}")
 
 
-@router.get("/jobs", response_model=JobList, summary="Your jobs, newest first (results left out)")
+@router.get(
+    "/jobs", response_model=JobList, summary="Your jobs, newest first (results left out)",
+    responses=error_responses(401, 429, 503),
+)  # fmt: skip
 async def list_jobs(
     principal: Principal = Depends(require_principal),
     jobs: JobSystem = Depends(get_jobs),
@@ -282,7 +285,7 @@ async def list_jobs(
 
 @router.get(
     "/jobs/{job_id}", response_model=JobView, summary="A job's status, timestamps and result or error",
-    responses=error_responses(401, 404),
+    responses=error_responses(401, 404, 503),
 )  # fmt: skip
 async def get_job(
     job_id: str, principal: Principal = Depends(require_principal), jobs: JobSystem = Depends(get_jobs)
@@ -293,7 +296,7 @@ async def get_job(
 
 @router.delete(
     "/jobs/{job_id}", response_model=JobView, summary="Cancel a queued or running job",
-    responses=error_responses(401, 404),
+    responses=error_responses(401, 404, 503),
 )  # fmt: skip
 async def cancel_job(
     job_id: str, principal: Principal = Depends(require_principal), jobs: JobSystem = Depends(get_jobs)

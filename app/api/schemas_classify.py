@@ -62,7 +62,9 @@ class ZeroShotRequestBody(BaseModel):
     )
     labels: list[LabelText] = Field(min_length=1, max_length=MAX_LABELS, description="Candidate labels (phrases)")
     categories: dict[str, LabelText] | None = Field(
-        None, description="label → category; a category's probability is the sum over its labels"
+        None,
+        description="label → category: a category's probability is the sum over its labels (the highest one "
+        "with multi_label)",
     )
     multi_label: bool = Field(False, description="Independent score per label instead of one softmax over labels")
     templates: list[Annotated[str, Field(min_length=1, max_length=200)]] | None = Field(

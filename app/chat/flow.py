@@ -16,12 +16,13 @@ from dataclasses import dataclass, field
 from typing import Protocol
 
 from app.chat import replies
-from app.chat.inputs import Upload, load_uploads, region_from_payload, regions_from_text
+from app.chat.inputs import Upload, load_upload, load_uploads, region_from_payload, regions_from_text
 from app.chat.pictures import Picture, annotated_picture, picker_data_url
 from app.chat.replies import Download
-from app.chat.session import ChatSession
+from app.chat.session import ChatSession, SessionImage
 from app.errors import AppError, InvalidInput
 from app.geometry import XYXY
+from app.images import ImageLimits, LoadedImage
 from app.models.manager import ModelState
 from app.results import AnyResult, DetectionResult
 from app.services.analysis import ImageOutcome
@@ -128,17 +129,19 @@ class ChatFlow:
     ) -> None:
         if task_key:
             session.choose_task(get_task(task_key))
+        fresh: list[LoadedImage] | None = None
         if uploads:
             check = await asyncio.to_thread(load_uploads, uploads, self.settings)
             if check.errors:
                 await ui.notify("\n\n".join(replies.error_markdown(e) for e in check.errors))
-            if not check.images:
+            if not check.accepted:
                 return  # the session keeps its earlier images and stays usable
-            session.replace_images(check.images)
+            session.replace_images([SessionImage(upload, loaded.image_wh) for upload, loaded in check.accepted])
+            fresh = [loaded for _, loaded in check.accepted]
         if not session.images:
             await ui.notify(replies.no_images_markdown())
             return
-        await self._run_selected_task(session, ui, text.strip())
+        await self._run_selected_task(session, ui, text.strip(), fresh)
 
     async def _region_picked(self, session: ChatSession, ui: ChatUI, payload: Mapping[str, object]) -> None:
         if payload.get("batch") != session.upload_batch:
@@ -158,45 +161,53 @@ class ChatFlow:
             return
         self.services.limiter.hit(session.identity)
         await self._ensure_model(ui)
+        indices = list(range(len(session.images)))
+        pixels = await self._pixels(session, indices, None)
+        images = [pixels[i] for i in indices]
         per_task: dict[str, list[ImageOutcome]] = {}
         for token in EVERYTHING_TASKS:
             spec = get_task(token)
             async with ui.step(spec.name) as step:
                 started = time.perf_counter()
-                per_task[token] = await self.services.analysis.analyze_async(session.images, spec)
+                per_task[token] = await self.services.analysis.analyze_async(images, spec)
                 seconds = time.perf_counter() - started
                 step.finish(
                     f"{spec.name} in {replies.fmt_seconds(seconds)}",
-                    f"{len(session.images)} image(s) in {replies.fmt_seconds(seconds)}",
+                    f"{len(images)} image(s) in {replies.fmt_seconds(seconds)}",
                 )
-        built = await asyncio.to_thread(self._everything_replies, session, per_task)
-        session.remember_detections(_detections(per_task["<OD>"], range(len(session.images))))
+        built = await asyncio.to_thread(self._everything_replies, images, per_task)
+        session.remember_detections(_detections(per_task["<OD>"], indices))
         await ui.show_replies(built)
 
     # -- the selected task -----------------------------------------------------------------------------
-    async def _run_selected_task(self, session: ChatSession, ui: ChatUI, text: str) -> None:
+    async def _run_selected_task(
+        self, session: ChatSession, ui: ChatUI, text: str, fresh: Sequence[LoadedImage] | None
+    ) -> None:
         spec = session.task
         indices = list(range(len(session.images)))
         if spec.needs_text:
             if not text:
                 await ui.notify(replies.ask_text_markdown(spec))
                 return
-            await self._analyze(session, ui, spec, indices, text=text)
+            await self._analyze(session, ui, spec, indices, text=text, fresh=fresh)
         elif spec.needs_region:
             found = regions_from_text(text, len(indices), session.detections) if text else None
             if found is None:
-                await self._ask_region(session, ui, spec)
+                await self._ask_region(session, ui, spec, fresh)
                 return
-            await self._analyze(session, ui, spec, indices, regions=dict(enumerate(found)))
+            await self._analyze(session, ui, spec, indices, regions=dict(enumerate(found)), fresh=fresh)
         else:
-            await self._analyze(session, ui, spec, indices)
+            await self._analyze(session, ui, spec, indices, fresh=fresh)
 
-    async def _ask_region(self, session: ChatSession, ui: ChatUI, spec: TaskSpec) -> None:
-        shown = session.images[:MAX_PICKERS]
-        sources = await asyncio.to_thread(lambda: [picker_data_url(loaded.image) for loaded in shown])
+    async def _ask_region(
+        self, session: ChatSession, ui: ChatUI, spec: TaskSpec, fresh: Sequence[LoadedImage] | None
+    ) -> None:
+        indices = list(range(min(MAX_PICKERS, len(session.images))))
+        pixels = await self._pixels(session, indices, fresh)
+        sources = await asyncio.to_thread(lambda: [picker_data_url(pixels[i].image) for i in indices])
         pickers = [
-            RegionPicker(i, loaded.name, loaded.image_wh, src, spec.token, spec.name, session.upload_batch)
-            for i, (loaded, src) in enumerate(zip(shown, sources, strict=True))
+            RegionPicker(i, pixels[i].name, pixels[i].image_wh, src, spec.token, spec.name, session.upload_batch)
+            for i, src in zip(indices, sources, strict=True)
         ]
         await ui.ask_region(replies.ask_region_markdown(spec, bool(session.detections)), pickers)
 
@@ -208,18 +219,20 @@ class ChatFlow:
         indices: Sequence[int],
         text: str | None = None,
         regions: Mapping[int, XYXY | AppError] | None = None,
+        fresh: Sequence[LoadedImage] | None = None,
     ) -> None:
         """Rate-limit, load the model if needed, run one task on the chosen images, show one reply each."""
         self.services.limiter.hit(session.identity)
         await self._ensure_model(ui)
+        pixels = await self._pixels(session, indices, fresh)
         outcomes: dict[int, ImageOutcome] = {}
         async with ui.step(spec.name) as step:
             started = time.perf_counter()
             for group, region in _group_by_region(indices, regions):
                 if isinstance(region, AppError):
-                    outcomes.update({i: ImageOutcome(session.images[i].name, error=region) for i in group})
+                    outcomes.update({i: ImageOutcome(pixels[i].name, error=region) for i in group})
                     continue
-                images = [session.images[i] for i in group]
+                images = [pixels[i] for i in group]
                 results = await self.services.analysis.analyze_async(images, spec, text=text, region=region)
                 outcomes.update(zip(group, results, strict=True))
             seconds = time.perf_counter() - started
@@ -229,10 +242,20 @@ class ChatFlow:
                 f"{spec.name} in {replies.fmt_seconds(seconds)}",
                 f"{count} image{'s' if count != 1 else ''} in {replies.fmt_seconds(seconds)}",
             )
-        ordered = [(i, outcomes[i]) for i in indices]
-        built = await asyncio.to_thread(self._task_replies, session, spec, ordered)
-        session.remember_detections(_detections([o for _, o in ordered], [i for i, _ in ordered]))
+        ordered = [(pixels[i], outcomes[i]) for i in indices]
+        built = await asyncio.to_thread(self._task_replies, spec, ordered)
+        session.remember_detections(_detections([o for _, o in ordered], indices))
         await ui.show_replies(built)
+
+    async def _pixels(
+        self, session: ChatSession, indices: Sequence[int], fresh: Sequence[LoadedImage] | None
+    ) -> dict[int, LoadedImage]:
+        """Decoded images: the ones just validated, or decoded again from the files Chainlit keeps."""
+        if fresh is not None:
+            return {i: fresh[i] for i in indices}
+        limits = ImageLimits(max_bytes=self.settings.max_image_bytes, max_pixels=self.settings.max_image_pixels)
+        decoded = await asyncio.to_thread(lambda: [load_upload(session.images[i].upload, limits) for i in indices])
+        return dict(zip(indices, decoded, strict=True))
 
     async def _ensure_model(self, ui: ChatUI) -> None:
         """Load on first use behind a ticking progress message; a failure carries the engine's fix-it text."""
@@ -258,12 +281,9 @@ class ChatFlow:
             )
 
     # -- replies (CPU work, run in a thread) ------------------------------------------------------------
-    def _task_replies(
-        self, session: ChatSession, spec: TaskSpec, ordered: Sequence[tuple[int, ImageOutcome]]
-    ) -> list[ImageReply]:
+    def _task_replies(self, spec: TaskSpec, ordered: Sequence[tuple[LoadedImage, ImageOutcome]]) -> list[ImageReply]:
         built = []
-        for index, outcome in ordered:
-            loaded = session.images[index]
+        for loaded, outcome in ordered:
             title = replies.heading(loaded.name, spec.name)
             if outcome.result is None:
                 error = outcome.error or InvalidInput("No result.")
@@ -281,10 +301,10 @@ class ChatFlow:
         return built
 
     def _everything_replies(
-        self, session: ChatSession, per_task: Mapping[str, Sequence[ImageOutcome]]
+        self, images: Sequence[LoadedImage], per_task: Mapping[str, Sequence[ImageOutcome]]
     ) -> list[ImageReply]:
         built = []
-        for index, loaded in enumerate(session.images):
+        for index, loaded in enumerate(images):
             results: dict[str, AnyResult] = {}
             problems: list[str] = []
             for token, outcomes in per_task.items():

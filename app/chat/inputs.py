@@ -65,7 +65,9 @@ def load_upload(upload: Upload, limits: ImageLimits) -> LoadedImage:
             )
         data = upload.path.read_bytes()
     except OSError:
-        raise InvalidImage(f"{name}: the upload could not be read; try again.", code="unreadable_upload") from None
+        raise InvalidImage(
+            f"{name}: the uploaded file could not be read; upload it again.", code="unreadable_upload"
+        ) from None
     return load_image_bytes(data, limits, name=name)
 
 

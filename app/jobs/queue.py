@@ -10,19 +10,22 @@ from __future__ import annotations
 
 import json
 import logging
+import sqlite3
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from datetime import datetime
 from pathlib import Path
 from typing import Any
 
+import redis
 from huey import Huey, RedisHuey, SqliteHuey
 from huey.registry import Message
 from huey.serializer import Serializer
 
 from app.config import Settings
 from app.errors import NotFound
-from app.jobs.records import JobInput, JobRecord, JobStore, Recovery, fingerprint, new_job_id
+from app.jobs.records import JobInput, JobRecord, JobStore, QueueUnavailable, Recovery, fingerprint, new_job_id
 from app.jobs.store import Clock, build_store
 
 log = logging.getLogger(__name__)
@@ -62,6 +65,20 @@ def build_huey(settings: Settings) -> Huey:
     path = Path(settings.data_dir) / "queue.sqlite3"
     path.parent.mkdir(parents=True, exist_ok=True)
     return SqliteHuey(QUEUE_NAME, filename=str(path), results=False, serializer=JsonSerializer())
+
+
+# What an unreachable store raises (Redis down or restarting; SQLite file locked or unreadable).
+STORE_ERRORS = (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError, sqlite3.OperationalError)
+
+
+@contextmanager
+def store_errors() -> Iterator[None]:
+    """A store that cannot be reached is a 503 for the caller, not a stack trace."""
+    try:
+        yield
+    except STORE_ERRORS as exc:
+        log.error("job store unreachable: %s: %s", type(exc).__name__, exc)
+        raise QueueUnavailable("The job queue is unreachable right now; try again shortly.", retry_after=5) from None
 
 
 class JobQueue:
@@ -121,9 +138,10 @@ class JobQueue:
             fingerprint=request_fingerprint or fingerprint(kind, {**params, "callback_url": callback_url}, inputs),
             callback_url=callback_url,
         )
-        stored, created = self.store.create(record, inputs)
-        if created:
-            self.enqueue(stored.id)
+        with store_errors():
+            stored, created = self.store.create(record, inputs)
+            if created:
+                self.enqueue(stored.id)
             log.info("job %s queued (%s, %d images)", stored.id, kind, len(inputs))
         return stored, created
 
@@ -136,23 +154,27 @@ class JobQueue:
 
     def get(self, job_id: str, owner: str) -> JobRecord:
         """The job if it exists, has not expired and belongs to `owner`; otherwise 404 (no hint which)."""
-        record = self.store.get(job_id)
+        with store_errors():
+            record = self.store.get(job_id)
         if record is None or record.owner != owner:
             raise NotFound(f"No job {job_id!r}.", code="job_not_found")
         return record
 
     def find(self, owner: str, idempotency_key: str) -> JobRecord | None:
-        return self.store.find(owner, idempotency_key)
+        with store_errors():
+            return self.store.find(owner, idempotency_key)
 
     def list(self, owner: str, limit: int = 50) -> list[JobRecord]:
-        return self.store.list_for_owner(owner, limit)
+        with store_errors():
+            return self.store.list_for_owner(owner, limit)
 
     def cancel(self, job_id: str, owner: str) -> JobRecord:
         """Cancel a queued or running job (a running model call finishes, its result is discarded)."""
         record = self.get(job_id, owner)
         if record.status.terminal:
             return record
-        cancelled = self.store.cancel(job_id)
+        with store_errors():
+            cancelled = self.store.cancel(job_id)
         if cancelled is not None:
             log.info("job %s cancelled", job_id)
             return cancelled

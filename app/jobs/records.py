@@ -35,6 +35,13 @@ class IdempotencyConflict(AppError):
     http_status = 409
 
 
+class QueueUnavailable(AppError):
+    """The job store (Redis, or the SQLite file) cannot be reached right now."""
+
+    code = "queue_unavailable"
+    http_status = 503
+
+
 @dataclass(frozen=True)
 class JobInput:
     """One stored input image: the bytes as received (decoded again by the worker)."""

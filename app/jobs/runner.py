@@ -16,7 +16,7 @@ from app.errors import AppError, Busy, InferenceError
 from app.images import ImageLimits, load_image_bytes
 from app.jobs.callbacks import CallbackPoster
 from app.jobs.kinds import ImageOrError, run_kind
-from app.jobs.queue import JobQueue
+from app.jobs.queue import STORE_ERRORS, JobQueue
 from app.jobs.records import JobRecord, JobStatus
 from app.services.container import Services
 from app.services.fetch import FetchPolicy
@@ -47,8 +47,23 @@ class JobRunner:
         with self._lock:
             return dict(self._in_flight)
 
+    def _claim(self, job_id: str) -> JobRecord | None:
+        """The message is already off the queue and exists nowhere else: ride out a store outage
+        (Redis restarting) by retrying, rather than drop the job."""
+        delay = 1.0
+        while True:
+            try:
+                return self.queue.store.claim(job_id, self.name)
+            except STORE_ERRORS as exc:
+                if self.stopping.is_set():
+                    log.error("job %s: store unreachable while stopping (%s); it stays queued", job_id, exc)
+                    return None
+                log.warning("job %s: cannot reach the job store (%s); retrying in %.0f s", job_id, exc, delay)
+                time.sleep(delay)
+                delay = min(delay * 2, 30.0)
+
     def __call__(self, job_id: str) -> None:
-        record = self.queue.store.claim(job_id, self.name)
+        record = self._claim(job_id)
         if record is None:
             log.debug("job %s: nothing to claim (cancelled, finished or taken)", job_id)
             return

@@ -90,7 +90,11 @@ class JobSystem:
         return self.consumer is not None
 
     def start(self) -> None:
-        self.housekeeper.tick()  # at once: a restart re-enqueues what the previous process left running
+        try:
+            self.housekeeper.tick()  # at once: a restart re-enqueues what the previous process left running
+        except Exception:
+            # The server still starts (its other routes work); job routes answer 503 until the store is back.
+            log.exception("the job store is not reachable at start-up")
         self.housekeeper.start()
         if self.consumer is not None:
             self.consumer.start()
