@@ -124,14 +124,13 @@ def _analyze(
     settings: Settings, images: Sequence[LoadedImage], spec: TaskSpec, text: str | None, region: XYXY | None
 ) -> list[tuple[AnyResult | None, AppError | None]]:
     """One batch for every readable image; a per-image error (region outside it) stays per image."""
-    from app.models.manager import ModelManager
     from app.services.analysis import AnalysisService
 
-    manager = ModelManager(settings)
+    service = AnalysisService.from_settings(settings)
     try:
-        outcomes = AnalysisService(manager).analyze(images, spec, text=text, region=region)
+        outcomes = service.analyze(images, spec, text=text, region=region)
     finally:
-        manager.shutdown()
+        service.manager.shutdown()
     return [(o.result, o.error) for o in outcomes]
 
 

@@ -136,9 +136,7 @@ def run_folder(job: FolderJob, settings: Settings, analysis: AnalysisService | N
 
 
 def _build_service(settings: Settings) -> AnalysisService:
-    from app.models.manager import ModelManager
-
-    return AnalysisService(ModelManager(settings))
+    return AnalysisService.from_settings(settings)
 
 
 def _analyse_one(job: FolderJob, service: AnalysisService, path: Path, limits: ImageLimits) -> dict[str, Any]:

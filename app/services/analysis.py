@@ -6,11 +6,12 @@ import asyncio
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 
+from app.config import Settings
 from app.errors import AppError
 from app.images import LoadedImage
 from app.models.florence import FlorenceRequest
 from app.models.manager import ModelManager
-from app.models.registry import FLORENCE, BackendRegistry
+from app.models.registry import FLORENCE, BackendRegistry, build_manager
 from app.results import AnyResult
 from app.tasks import TaskSpec, get_task
 
@@ -33,6 +34,12 @@ class AnalysisService:
         self.manager = manager
         # The registry decides which backend serves a task (OCR_BACKEND=rapidocr routes OCR to rapidocr).
         self.registry = registry or BackendRegistry.from_settings(manager.settings)
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> AnalysisService:
+        """A standalone service (CLI, folder batches) with every registered backend, loaded lazily."""
+        registry = BackendRegistry.from_settings(settings)
+        return cls(build_manager(settings, registry), registry)
 
     def build_requests(
         self, images: Sequence[LoadedImage], task: str | TaskSpec, text: str | None, region: Sequence[float] | None
