@@ -61,7 +61,7 @@ async def read_analyze_input(request: Request, settings: Settings) -> AnalyzeInp
     return parsed
 
 
-def _check_image_count(count: int, settings: Settings) -> None:
+def check_image_count(count: int, settings: Settings) -> None:
     if count > settings.max_images_per_request:
         raise PayloadTooLarge(
             f"{count} images is over the limit of {settings.max_images_per_request} per request.",
@@ -75,10 +75,10 @@ async def _read_json(request: Request, settings: Settings) -> AnalyzeInput:
         payload = AnalyzeRequest.model_validate_json(body)
     except ValidationError as exc:
         raise RequestValidationError(exc.errors(include_input=False, include_url=False)) from None
-    _check_image_count(len(payload.images), settings)
+    check_image_count(len(payload.images), settings)
     region = payload.region
     xyxy = (region[0], region[1], region[2], region[3]) if region is not None else None
-    sources = [_source_from_json(item, index, settings) for index, item in enumerate(payload.images)]
+    sources = [source_from_json(item, index, settings) for index, item in enumerate(payload.images)]
     return AnalyzeInput(payload.task, payload.text, xyxy, payload.annotate, sources)
 
 
@@ -93,13 +93,13 @@ async def _read_multipart(request: Request, settings: Settings) -> AnalyzeInput:
         uploads = form.getlist("files")
         if not uploads:
             raise RequestValidationError([{"type": "missing", "loc": ("body", "files"), "msg": "Field required"}])
-        _check_image_count(len(uploads), settings)
+        check_image_count(len(uploads), settings)
         region = parse_region(params.region) if params.region else None
-        sources = [await _source_from_upload(upload, index, settings) for index, upload in enumerate(uploads)]
+        sources = [await source_from_upload(upload, index, settings) for index, upload in enumerate(uploads)]
     return AnalyzeInput(params.task, params.text, region, params.annotate, sources)
 
 
-def _source_from_json(item: ImageInput, index: int, settings: Settings) -> ImageSource:
+def source_from_json(item: ImageInput, index: int, settings: Settings) -> ImageSource:
     name = f"images[{index}]"
     try:
         if isinstance(item, ImageURL):
@@ -111,7 +111,7 @@ def _source_from_json(item: ImageInput, index: int, settings: Settings) -> Image
         return ImageSource(name, error=exc)
 
 
-async def _source_from_upload(upload: UploadFile | str, index: int, settings: Settings) -> ImageSource:
+async def source_from_upload(upload: UploadFile | str, index: int, settings: Settings) -> ImageSource:
     if not isinstance(upload, UploadFile):
         name = f"files[{index}]"
         return ImageSource(name, error=InvalidImage(f"{name}: expected a file upload, got a text field."))

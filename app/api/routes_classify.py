@@ -24,12 +24,12 @@ from app.api.disconnect import run_unless_disconnected
 from app.api.errors import app_error_response, error_responses
 from app.api.intake import (
     ImageSource,
-    _check_image_count,
-    _source_from_json,
-    _source_from_upload,
+    check_image_count,
     decode_base64,
     decode_data_url,
     load_sources,
+    source_from_json,
+    source_from_upload,
 )
 from app.api.schemas_classify import (
     ClassifyForm,
@@ -152,7 +152,7 @@ async def _read_seed_sources(request: Request, settings: Settings) -> list[Image
             return await _read_uploads(form, settings, "file")
     _require_json(media_type)
     payload = _parse_json(SeedClassifyRequest, await request.body())
-    _check_image_count(len(payload.root), settings)
+    check_image_count(len(payload.root), settings)
     sources = []
     for index, item in enumerate(payload.root):
         name = f"images[{index}]"
@@ -218,8 +218,8 @@ async def _read_v1_input(request: Request, settings: Settings) -> tuple[list[Ima
         return sources, params.numberofpredictions, params.language
     _require_json(media_type)
     payload = _parse_json(ClassifyRequest, await request.body())
-    _check_image_count(len(payload.images), settings)
-    sources = [_source_from_json(item, index, settings) for index, item in enumerate(payload.images)]
+    check_image_count(len(payload.images), settings)
+    sources = [source_from_json(item, index, settings) for index, item in enumerate(payload.images)]
     return sources, payload.numberofpredictions, payload.language
 
 
@@ -267,7 +267,7 @@ def _zero_shot_sources(payload: ZeroShotRequestBody, settings: Settings) -> list
     if payload.image_data is not None:
         return [_decoded("image_data", payload.image_data, settings)]
     items = payload.images or []
-    _check_image_count(len(items), settings)
+    check_image_count(len(items), settings)
     sources = []
     for index, item in enumerate(items):
         name = f"images[{index}]"
@@ -353,8 +353,8 @@ async def _read_uploads(form: FormData, settings: Settings, field: str) -> list[
     uploads = form.getlist(field)
     if not uploads:
         raise RequestValidationError([{"type": "missing", "loc": ("body", field), "msg": "Field required"}])
-    _check_image_count(len(uploads), settings)
-    return [await _source_from_upload(upload, index, settings) for index, upload in enumerate(uploads)]
+    check_image_count(len(uploads), settings)
+    return [await source_from_upload(upload, index, settings) for index, upload in enumerate(uploads)]
 
 
 def _decoded(name: str, text: str, settings: Settings) -> ImageSource:

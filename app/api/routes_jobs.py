@@ -12,7 +12,7 @@ import asyncio
 import hashlib
 import json
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, Literal
 
 from fastapi import APIRouter, Depends, Header, Query, Request
 from fastapi.exceptions import RequestValidationError
@@ -22,9 +22,8 @@ from pydantic import BaseModel, Field, ValidationError
 from app.api.auth import Principal, require_principal
 from app.api.deps import ApiState, get_api_state, get_services
 from app.api.errors import error_responses
-from app.api.intake import ImageSource, decode_base64, decode_data_url
-from app.api.intake import _check_image_count as check_image_count
-from app.api.schemas import AnalyzeRequest, ImageBase64, ImageInput, ImageURL
+from app.api.intake import ImageSource, check_image_count, decode_base64, source_from_json
+from app.api.schemas import AnalyzeRequest, ImageInput, inline_refs
 from app.api.schemas_classify import ClassifyRequest, ZeroShotRequestBody
 from app.config import Settings
 from app.errors import AppError, InvalidInput, ModelUnavailable, UnsupportedMediaType
@@ -71,6 +70,34 @@ class JobList(BaseModel):
     jobs: list[JobView]
 
 
+class _JobOptions(BaseModel):
+    callback_url: str | None = Field(
+        None, max_length=2048, description="Receives the finished job as a POST (public addresses only)"
+    )
+
+
+class AnalyzeJob(AnalyzeRequest, _JobOptions):
+    kind: Literal["analyze"]
+
+
+class ClassifyJob(ClassifyRequest, _JobOptions):
+    kind: Literal["classify"]
+
+
+class ZeroShotJob(ZeroShotRequestBody, _JobOptions):
+    kind: Literal["zero-shot"]
+
+
+def json_body(*models: type[BaseModel]) -> dict[str, Any]:
+    """`openapi_extra` for a route that reads its JSON body by hand: the schema of `models` (any of)."""
+    schemas = []
+    for model in models:
+        schema = model.model_json_schema()
+        schemas.append(inline_refs(schema, schema.get("$defs", {})))
+    body = schemas[0] if len(schemas) == 1 else {"oneOf": schemas}
+    return {"requestBody": {"required": True, "content": {"application/json": {"schema": body}}}}
+
+
 def get_jobs(request: Request) -> JobSystem:
     system: JobSystem | None = getattr(request.app.state, "jobs", None)
     if system is None:
@@ -98,21 +125,18 @@ def body_fingerprint(*parts: Any) -> str:
     return hashlib.sha256(canonical.encode()).hexdigest()
 
 
-def source_from_input(item: ImageInput | str, name: str, settings: Settings) -> ImageSource:
-    """A JSON image input: `{"url"}`, `{"base64"}`, or a string (data URL, http(s) URL or bare base64)."""
-    try:
-        if isinstance(item, ImageURL):
-            return ImageSource(name, url=item.url)
-        if isinstance(item, ImageBase64):
-            return ImageSource(name, data=decode_base64(item.base64, settings.max_image_bytes, name))
-        text = item.strip()
+def source_from_input(item: ImageInput | str, index: int, settings: Settings) -> ImageSource:
+    """A JSON image input as the analyze route reads it, plus the strings seed clients send:
+    a bare http(s) URL or bare base64."""
+    if isinstance(item, str) and item.strip()[:5].lower() != "data:":
+        name, text = f"images[{index}]", item.strip()
         if text.startswith(("http://", "https://")):
             return ImageSource(name, url=text)
-        if text[:5].lower() == "data:":
-            return ImageSource(name, data=decode_data_url(text, settings.max_image_bytes, name))
-        return ImageSource(name, data=decode_base64(text, settings.max_image_bytes, name))
-    except AppError as exc:
-        return ImageSource(name, error=exc)
+        try:
+            return ImageSource(name, data=decode_base64(text, settings.max_image_bytes, name))
+        except AppError as exc:
+            return ImageSource(name, error=exc)
+    return source_from_json(item, index, settings)
 
 
 def validation_error(exc: ValidationError) -> RequestValidationError:
@@ -128,7 +152,7 @@ def parse_analyze(body: dict[str, Any], settings: Settings) -> tuple[dict[str, A
     region = request.region
     xyxy = (region[0], region[1], region[2], region[3]) if region is not None else None
     params = analyze_params(request.task, request.text, xyxy, request.annotate)
-    sources = [source_from_input(item, f"images[{i}]", settings) for i, item in enumerate(request.images)]
+    sources = [source_from_input(item, i, settings) for i, item in enumerate(request.images)]
     return params, sources
 
 
@@ -150,7 +174,7 @@ def parse_classification(
     except ValidationError as exc:
         raise validation_error(exc) from None
     check_image_count(len(items), settings)
-    return params, [source_from_input(item, f"images[{i}]", settings) for i, item in enumerate(items)]
+    return params, [source_from_input(item, i, settings) for i, item in enumerate(items)]
 
 
 async def stored_inputs(sources: Sequence[ImageSource], api: ApiState) -> tuple[list[JobInput], dict[str, Any]]:
@@ -243,6 +267,7 @@ def accepted(record: JobRecord, created: bool, location: str) -> JSONResponse:
     response_model=JobCreated,
     summary="Queue an analyze, classify or zero-shot request",
     responses=error_responses(400, 401, 403, 409, 413, 415, 422, 429, 503),
+    openapi_extra=json_body(AnalyzeJob, ClassifyJob, ZeroShotJob),
 )
 async def create_job(
     request: Request,

@@ -31,6 +31,7 @@ from app.api.routes_jobs import (
     check_idempotency_key,
     check_image_count,
     get_jobs,
+    json_body,
     read_json_object,
     source_from_input,
     submit_job,
@@ -197,7 +198,7 @@ async def _submit(
         "requested_model": model,
         "served_model": served_model(api.settings, task),
     }
-    sources = [source_from_input(item, f"images[{i}]", api.settings) for i, item in enumerate(images)]
+    sources = [source_from_input(item, i, api.settings) for i, item in enumerate(images)]
     record, created = await submit_job(
         principal=principal, services=services, api=api, jobs=jobs, kind=task.kind, params=params,
         sources=sources, idempotency_key=key, fingerprint=fingerprint,
@@ -209,7 +210,8 @@ _ERRORS = error_responses(400, 401, 403, 404, 409, 413, 415, 422, 429, 503)
 
 
 @router.post("/{task}/batched/{model:path}/jobs", status_code=202, response_model=JobCreated, responses=_ERRORS,
-             summary="Queue a list of images for one task (seed-compatible)")  # fmt: skip
+             summary="Queue a list of images for one task (seed-compatible)",
+             openapi_extra=json_body(SeedBatch))  # fmt: skip
 async def create_batched_job(
     request: Request, task: str, model: str, principal: Principal = Depends(require_principal),
     services: Services = Depends(get_services), api: ApiState = Depends(get_api_state),
@@ -219,7 +221,7 @@ async def create_batched_job(
 
 
 @router.post("/{task}/{model:path}/jobs", status_code=202, response_model=JobCreated, responses=_ERRORS,
-             summary="Queue one image for one task (seed-compatible)")  # fmt: skip
+             summary="Queue one image for one task (seed-compatible)", openapi_extra=json_body(SeedJob))  # fmt: skip
 async def create_single_job(
     request: Request, task: str, model: str, principal: Principal = Depends(require_principal),
     services: Services = Depends(get_services), api: ApiState = Depends(get_api_state),
@@ -229,7 +231,7 @@ async def create_single_job(
 
 
 @router.get("/{task}/jobs/{job_id}", summary="A seed-compatible job's status and result",
-            responses=error_responses(401, 404))  # fmt: skip
+            responses=error_responses(401, 404, 503))  # fmt: skip
 async def get_seed_job(
     task: str, job_id: str, principal: Principal = Depends(require_principal), jobs: JobSystem = Depends(get_jobs)
 ) -> JSONResponse:

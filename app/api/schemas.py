@@ -105,15 +105,15 @@ MULTIPART_SCHEMA: dict[str, Any] = {
 }
 
 
-def _inline_refs(node: Any, defs: dict[str, Any]) -> Any:
+def inline_refs(node: Any, defs: dict[str, Any]) -> Any:
     """Replace `#/$defs/X` references by their definitions (OpenAPI resolves `#` at the document root)."""
     if isinstance(node, dict):
         ref = node.get("$ref")
         if isinstance(ref, str) and ref.startswith("#/$defs/"):
-            return _inline_refs(defs[ref.removeprefix("#/$defs/")], defs)
-        return {key: _inline_refs(value, defs) for key, value in node.items() if key != "$defs"}
+            return inline_refs(defs[ref.removeprefix("#/$defs/")], defs)
+        return {key: inline_refs(value, defs) for key, value in node.items() if key != "$defs"}
     if isinstance(node, list):
-        return [_inline_refs(item, defs) for item in node]
+        return [inline_refs(item, defs) for item in node]
     return node
 
 
@@ -124,7 +124,7 @@ def analyze_request_body() -> dict[str, Any]:
         "requestBody": {
             "required": True,
             "content": {
-                "application/json": {"schema": _inline_refs(json_schema, json_schema.get("$defs", {}))},
+                "application/json": {"schema": inline_refs(json_schema, json_schema.get("$defs", {}))},
                 "multipart/form-data": {"schema": MULTIPART_SCHEMA},
             },
         }

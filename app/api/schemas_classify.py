@@ -11,7 +11,7 @@ from typing import Annotated, Any
 
 from pydantic import BaseModel, ConfigDict, Field, RootModel, model_validator
 
-from app.api.schemas import MAX_URL_CHARS, ImageInput, ImageURL, _inline_refs
+from app.api.schemas import MAX_URL_CHARS, ImageInput, ImageURL, inline_refs
 from app.services.classification import MAX_LABEL_CHARS, MAX_LABELS, MAX_TEMPLATES, MAX_TOP_N
 
 LabelText = Annotated[str, Field(min_length=1, max_length=MAX_LABEL_CHARS)]
@@ -80,7 +80,7 @@ class ZeroShotRequestBody(BaseModel):
 
 def _json_schema(model: type[BaseModel]) -> dict[str, Any]:
     schema = model.model_json_schema()
-    inlined: dict[str, Any] = _inline_refs(schema, schema.get("$defs", {}))
+    inlined: dict[str, Any] = inline_refs(schema, schema.get("$defs", {}))
     return inlined
 
 
