@@ -144,3 +144,34 @@ def region_from_payload(payload: Mapping[str, object], image_count: int) -> tupl
             raise InvalidInput("The picked box needs four finite numbers.", code="invalid_region")
         values.append(float(value))
     return index, (values[0], values[1], values[2], values[3])
+
+
+_LABEL_SEPARATOR_RE = re.compile(r"[,\n]")
+
+
+def labels_from_text(text: str) -> tuple[list[str], dict[str, str] | None]:
+    """Zero-shot labels from a message: `cat, dog, red car`, one per line also works.
+
+    `category: label` puts a label into a category (the category's probability is the sum of its
+    labels'), e.g. `gaming: a casual gaming stream, gaming: a violent video game, news: a news report`.
+    Labels without a category count as their own. Limits (count, length) are the service's.
+    """
+    labels: list[str] = []
+    categories: dict[str, str] = {}
+    for item in _LABEL_SEPARATOR_RE.split(text):
+        category, colon, label = item.partition(":")
+        if not colon:
+            category, label = "", category
+        category, label = " ".join(category.split()), " ".join(label.split())
+        if not label:
+            if category:
+                raise InvalidInput(f"`{category[:40]}:` needs a label after the colon.", code="missing_labels")
+            continue
+        if colon and not category:
+            raise InvalidInput(f"`:{label[:40]}` needs a category before the colon.", code="invalid_category")
+        if category:
+            if categories.get(label, category) != category:
+                raise InvalidInput(f"The label {label[:40]!r} is in two categories.", code="invalid_category")
+            categories[label] = category
+        labels.append(label)
+    return labels, categories or None

@@ -121,33 +121,33 @@ def heading(image_name: str, title: str) -> str:
 
 
 # -- downloads ---------------------------------------------------------------------------------------------
-def _stem(image_name: str) -> str:
+def safe_stem(image_name: str) -> str:
     stem = PurePath(image_name).stem or "image"
     return re.sub(r"[^A-Za-z0-9._-]+", "_", stem)[:60] or "image"
 
 
-def _json_bytes(body: Any) -> bytes:
+def json_bytes(body: Any) -> bytes:
     return json.dumps(body, ensure_ascii=False, indent=2).encode("utf-8")
 
 
 def result_downloads(image_name: str, spec: TaskSpec, result: AnyResult, model_id: str) -> list[Download]:
     """The full result as JSON, plus COCO JSON when the result has boxes or polygons."""
-    stem, task = _stem(image_name), spec.short_name.lower()
+    stem, task = safe_stem(image_name), spec.short_name.lower()
     body = {"image": image_name, "model": model_id, **result.to_dict()}
-    downloads = [Download(f"{stem}.{task}.json", _json_bytes(body))]
+    downloads = [Download(f"{stem}.{task}.json", json_bytes(body))]
     if isinstance(result, DetectionResult | SegmentationResult) and len(result):
         coco = result.to_coco(file_name=image_name)
-        downloads.append(Download(f"{stem}.{task}.coco.json", _json_bytes(coco)))
+        downloads.append(Download(f"{stem}.{task}.coco.json", json_bytes(coco)))
     return downloads
 
 
 def everything_downloads(image_name: str, results: Mapping[str, AnyResult], model_id: str) -> list[Download]:
-    stem = _stem(image_name)
+    stem = safe_stem(image_name)
     body = {"image": image_name, "model": model_id, "results": {task: r.to_dict() for task, r in results.items()}}
-    downloads = [Download(f"{stem}.all.json", _json_bytes(body))]
+    downloads = [Download(f"{stem}.all.json", json_bytes(body))]
     detections = results.get("<OD>")
     if isinstance(detections, DetectionResult) and len(detections):
-        downloads.append(Download(f"{stem}.od.coco.json", _json_bytes(detections.to_coco(file_name=image_name))))
+        downloads.append(Download(f"{stem}.od.coco.json", json_bytes(detections.to_coco(file_name=image_name))))
     return downloads
 
 

@@ -6,12 +6,10 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 
+from app.chat.catalogue import DEFAULT_TASK, ChatTask, get_chat_task
 from app.chat.inputs import Upload
 from app.errors import Busy
 from app.results import DetectionResult
-from app.tasks import TaskSpec, get_task
-
-DEFAULT_TASK = "<CAPTION>"
 
 
 @dataclass(frozen=True)
@@ -32,7 +30,7 @@ class ChatSession:
     """One browser session. Lives in Chainlit's user session; never shared between sessions."""
 
     identity: str  # rate-limit key: the login name, or the session id when the chat is open
-    task: TaskSpec = field(default_factory=lambda: get_task(DEFAULT_TASK))
+    task: ChatTask = field(default_factory=lambda: get_chat_task(DEFAULT_TASK))
     images: list[SessionImage] = field(default_factory=list)
     # Boxes of the last detection reply, per image index, for "box 2".
     detections: dict[int, DetectionResult] = field(default_factory=dict)
@@ -43,8 +41,8 @@ class ChatSession:
     def busy(self) -> bool:
         return self._busy
 
-    def choose_task(self, spec: TaskSpec) -> None:
-        self.task = spec
+    def choose_task(self, task: ChatTask) -> None:
+        self.task = task
 
     def replace_images(self, images: list[SessionImage]) -> None:
         self.images = list(images)

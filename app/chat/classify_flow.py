@@ -1,0 +1,76 @@
+"""The Classify (ImageNet) and Zero-shot chat tasks: same limits and guards as the Florence-2 tasks.
+
+`app.chat.flow.ChatFlow` hands a message here when the chosen task is a classifier; the session's
+busy lock and the error-to-message mapping stay in `ChatFlow`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Sequence
+
+from app.chat.catalogue import ChatTask, ChatTaskKind
+from app.chat.classify_replies import classification_replies
+from app.chat.inputs import labels_from_text
+from app.chat.session import ChatSession
+from app.chat.ui import ChatUI
+from app.chat.work import decode_images, ensure_backend, finish_step
+from app.images import LoadedImage
+from app.services.classification import ClassificationOutcome, ZeroShotRequest
+from app.services.container import Services
+
+log = logging.getLogger(__name__)
+
+CHAT_TOP_N = 5
+_BACKENDS = {ChatTaskKind.CLASSIFY: "classifier", ChatTaskKind.ZERO_SHOT: "zero_shot"}
+
+
+def ask_labels_markdown(task: ChatTask) -> str:
+    return (
+        f"**{task.name}** needs labels: type them comma-separated, e.g. `a cat, a dog, a car`, and send "
+        "(the image stays). Group labels with `category: label`, e.g. `pet: a cat, pet: a dog, vehicle: a car`."
+    )
+
+
+class ClassificationChat:
+    def __init__(self, services: Services) -> None:
+        self.services = services
+
+    async def run(
+        self, session: ChatSession, ui: ChatUI, task: ChatTask, text: str, fresh: Sequence[LoadedImage] | None
+    ) -> None:
+        """Classify every image of the session, or score the labels in `text` against them (zero-shot)."""
+        labels: list[str] = []
+        label_categories: dict[str, str] | None = None
+        if task.kind is ChatTaskKind.ZERO_SHOT:
+            if not text:
+                await ui.notify(ask_labels_markdown(task))
+                return
+            labels, label_categories = labels_from_text(text)
+            # Checked before the rate limit and the model load: a typo costs nothing. One label gets an
+            # independent score (a softmax over one label would always say 100%).
+            ZeroShotRequest.create(labels, label_categories, multi_label=len(set(labels)) == 1)
+
+        self.services.limiter.hit(session.identity)
+        await ensure_backend(ui, self.services.manager, _BACKENDS[task.kind])
+        indices = list(range(len(session.images)))
+        pixels = await decode_images(session, indices, fresh, self.services.settings)
+        images = [pixels[i] for i in indices]
+        classification = self.services.classification
+        async with ui.step(task.name) as step:
+            started = time.perf_counter()
+            outcomes: list[ClassificationOutcome]
+            if task.kind is ChatTaskKind.CLASSIFY:
+                outcomes = await classification.classify(images, top_n=CHAT_TOP_N)
+            else:
+                outcomes = await classification.zero_shot(
+                    images, labels, label_categories, multi_label=len(set(labels)) == 1
+                )
+            seconds = time.perf_counter() - started
+            log.info("chat %s on %d image(s) in %.2fs", task.key, len(images), seconds)
+            finish_step(step, task.name, len(images), seconds)
+        names = [loaded.name for loaded in images]
+        built = await asyncio.to_thread(classification_replies, task, names, outcomes, label_categories)
+        await ui.show_replies(built)
