@@ -13,13 +13,14 @@ from typing import Any
 
 import chainlit as cl
 
-from app.chat.flow import ChatFlow, ImageReply, RegionPicker
+from app.chat.catalogue import CHAT_TASKS, DEFAULT_TASK, get_chat_task
+from app.chat.flow import ChatFlow
 from app.chat.inputs import Upload
 from app.chat.replies import error_markdown, welcome_markdown
-from app.chat.session import DEFAULT_TASK, ChatSession
+from app.chat.session import ChatSession
+from app.chat.ui import ImageReply, RegionPicker
 from app.errors import AppError
 from app.services.container import get_services
-from app.tasks import TASKS, InputKind, OutputKind
 
 SESSION_KEY = "chat_session"
 OFFERED_ACTIONS_KEY = "chat_offered_actions"
@@ -28,23 +29,20 @@ EVERYTHING_ACTION = "analyze_everything"
 REGION_ACTION = "region_picked"  # called by public/elements/RegionPicker.jsx
 REGION_PICKER_ELEMENT = "RegionPicker"
 
-_ICONS = {OutputKind.TEXT: "text", OutputKind.BOXES: "scan", OutputKind.POLYGONS: "shapes", OutputKind.OCR: "scan-text"}
-
 
 def task_modes() -> list[cl.Mode]:
-    """The composer's Task picker: the whole catalogue, human names and one-line descriptions."""
-    options = []
-    for spec in TASKS:
-        hint = {InputKind.TEXT: " Uses your message.", InputKind.REGION: " Needs a box."}.get(spec.input_kind, "")
-        options.append(
-            cl.ModeOption(
-                id=spec.short_name,
-                name=spec.name,
-                description=spec.description + hint,
-                icon="square-dashed-mouse-pointer" if spec.needs_region else _ICONS.get(spec.output_kind, "scan"),
-                default=spec.token == DEFAULT_TASK,
-            )
+    """The composer's Task picker: every chat task, human names and one-line descriptions."""
+    default = get_chat_task(DEFAULT_TASK)
+    options = [
+        cl.ModeOption(
+            id=task.key,
+            name=task.name,
+            description=task.description + task.hint,
+            icon=task.icon,
+            default=task == default,
         )
+        for task in CHAT_TASKS
+    ]
     return [cl.Mode(id=TASK_MODE_ID, name="Task", options=options)]
 
 
@@ -98,7 +96,7 @@ class ChainlitUI:
                         content=reply.picture.content,
                         mime=reply.picture.mime,
                         display="inline",
-                        size="large",
+                        size="large" if reply.picture_kind == "annotated" else "medium",
                     )
                 )
             elements.extend(

@@ -12,8 +12,8 @@ from typing import Any
 
 from PIL import Image
 
-from app.chat.flow import ImageReply, RegionPicker
 from app.chat.inputs import Upload
+from app.chat.ui import ImageReply, RegionPicker
 from app.config import Settings
 from app.models.manager import ModelManager
 from app.services.analysis import AnalysisService

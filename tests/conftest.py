@@ -14,8 +14,8 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 os.environ.setdefault("HF_HUB_DISABLE_TELEMETRY", "1")
 
-from app.config import Settings  # noqa: E402
-from tests.tiny_models import build_tiny_florence  # noqa: E402
+from app.config import Settings
+from tests.tiny_models import build_tiny_florence
 
 
 @pytest.fixture(scope="session")
@@ -33,10 +33,19 @@ def tiny_settings(tiny_florence_dir: Path) -> Settings:
         max_new_tokens=24,
         warmup=False,
         rate_limit="1000/minute",
-        # One PyTorch thread: the tiny model gains nothing from more, and on a busy machine idle
-        # OpenMP threads spin-wait (the engine tests ran 4x slower with the default).
-        cpu_threads=1,
     )
+
+
+@pytest.fixture(scope="module")
+def one_torch_thread() -> Iterator[None]:
+    """One PyTorch thread for a module: tiny models gain nothing from more, and on a busy machine the
+    idle OpenMP threads spin-wait (the engine tests ran 3-4x slower with the default)."""
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
 
 
 @pytest.fixture(scope="session")

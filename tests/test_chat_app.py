@@ -84,8 +84,14 @@ def test_chat_start_offers_the_task_picker_and_a_welcome(chat: None) -> None:
     (mode,) = emitter.modes
     assert (mode.id, mode.name) == ("task", "Task")
     assert [(o.id, o.name, o.description.split(" Uses")[0].split(" Needs")[0]) for o in mode.options] == [
-        (spec.short_name, spec.name, spec.description) for spec in TASKS
-    ]
+        *((spec.short_name, spec.name, spec.description) for spec in TASKS),
+        ("CLASSIFY", "Classify", "The most likely ImageNet classes, with a chart."),
+        ("ZERO_SHOT", "Zero-shot", "Scores for labels you type, comma-separated (category: label groups them), "
+         "with a chart."),
+    ]  # fmt: skip
+    hints = {o.id: o.description for o in mode.options}
+    assert hints["OD"].endswith("objects.") and hints["CLASSIFY"].endswith("chart.")
+    assert hints["ZERO_SHOT"].endswith(" Uses your message.") and hints["REGION_TO_OCR"].endswith(" Needs a box.")
     assert [o.id for o in mode.options if o.default] == ["CAPTION"]
     (welcome,) = [s for s in emitter.steps if s["type"] == "assistant_message"]
     assert welcome["output"].startswith("Model `")

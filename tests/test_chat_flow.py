@@ -69,7 +69,7 @@ def test_image_only_task_replies_with_picture_summary_and_downloads(
     # The boxes are kept for "box N" on the next message.
     assert isinstance(session.detections[0], DetectionResult)
     assert session.detections[0].to_dict()["detections"] == expected["detections"]
-    assert session.task == get_task("OD")
+    assert session.task == get_chat_task("OD")
 
 
 def test_the_chosen_task_sticks_for_later_messages(services: Services, cat_upload: Upload) -> None:

@@ -24,6 +24,8 @@ from app.models.manager import ModelManager
 from app.results import AnyResult, DetectionResult, OCRResult, SegmentationResult, TextResult
 from app.tasks import get_task
 
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
+
 
 class ScriptedLogits(LogitsProcessor):
     """Gives only the next scripted token id a finite score; every other id gets -inf.

@@ -26,6 +26,7 @@ from app.results import DetectionResult, OCRResult, SegmentationResult, TextResu
 from app.services.analysis import AnalysisService
 from app.tasks import TASKS, OutputKind, TaskSpec, get_task
 
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 LIMITS = ImageLimits(max_bytes=20 * 1024 * 1024, max_pixels=40_000_000)
 RESULT_TYPES: dict[OutputKind, tuple[type, ...]] = {
     OutputKind.TEXT: (TextResult,),

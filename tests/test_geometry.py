@@ -25,6 +25,7 @@ from app.geometry import (
 )
 from app.models.manager import ModelManager
 
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 LOC_TOKENS = re.compile(r"^<loc_(\d+)><loc_(\d+)><loc_(\d+)><loc_(\d+)>$")
 PROPERTY_SETTINGS = settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 

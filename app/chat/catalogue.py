@@ -45,7 +45,9 @@ _ICONS = {OutputKind.TEXT: "text", OutputKind.BOXES: "scan", OutputKind.POLYGONS
 
 
 def _florence(spec: TaskSpec) -> ChatTask:
-    icon = "square-dashed-mouse-pointer" if spec.input_kind is InputKind.REGION else _ICONS.get(spec.output_kind, "scan")
+    icon = _ICONS.get(spec.output_kind, "scan")
+    if spec.input_kind is InputKind.REGION:
+        icon = "square-dashed-mouse-pointer"
     return ChatTask(spec.short_name, spec.name, spec.description, icon, ChatTaskKind.FLORENCE, spec=spec)
 
 
@@ -60,7 +62,7 @@ CLASSIFY = ChatTask(
 ZERO_SHOT = ChatTask(
     "ZERO_SHOT",
     "Zero-shot",
-    "How well labels you type fit the image (comma-separated; `category: label` groups them).",
+    "Scores for labels you type, comma-separated (category: label groups them), with a chart.",
     "tags",
     ChatTaskKind.ZERO_SHOT,
     aliases=("ZEROSHOT", "ZERO_SHOT_CLASSIFICATION", "CLIP"),

@@ -11,19 +11,18 @@ import functools
 import logging
 import time
 from collections.abc import Awaitable, Callable, Mapping, Sequence
-from contextlib import AbstractAsyncContextManager
-from dataclasses import dataclass, field
-from typing import Protocol
 
 from app.chat import replies
-from app.chat.inputs import Upload, load_upload, load_uploads, region_from_payload, regions_from_text
-from app.chat.pictures import Picture, annotated_picture, picker_data_url
-from app.chat.replies import Download
+from app.chat.catalogue import get_chat_task
+from app.chat.classify_flow import ClassificationChat
+from app.chat.inputs import Upload, load_uploads, region_from_payload, regions_from_text
+from app.chat.pictures import annotated_picture, picker_data_url
 from app.chat.session import ChatSession, SessionImage
+from app.chat.ui import ChatUI, ImageReply, RegionPicker
+from app.chat.work import decode_images, ensure_backend, finish_step
 from app.errors import AppError, InvalidInput
 from app.geometry import XYXY
-from app.images import ImageLimits, LoadedImage
-from app.models.manager import ModelState
+from app.images import LoadedImage
 from app.results import AnyResult, DetectionResult
 from app.services.analysis import ImageOutcome
 from app.services.container import Services
@@ -33,76 +32,13 @@ log = logging.getLogger(__name__)
 
 EVERYTHING_TASKS = ("<CAPTION>", "<OD>", "<OCR>")
 MAX_PICKERS = 4  # typed coordinates still reach every image of a larger upload
-LOAD_TICK_S = 1.0
-
-
-@dataclass(frozen=True)
-class ImageReply:
-    """Everything shown for one image: heading + summary, the annotated picture, the downloads."""
-
-    image_name: str
-    markdown: str
-    picture: Picture | None = None
-    downloads: list[Download] = field(default_factory=list)
-
-    @property
-    def picture_name(self) -> str:
-        stem = self.image_name.rsplit(".", 1)[0] or "image"
-        return f"{stem}.annotated.{self.picture.extension if self.picture else 'png'}"
-
-
-@dataclass(frozen=True)
-class RegionPicker:
-    """Props of the region picker element for one image."""
-
-    image_index: int
-    image_name: str
-    image_wh: tuple[int, int]
-    src: str
-    task: str
-    task_name: str
-    batch: int
-
-    def props(self) -> dict[str, object]:
-        return {
-            "src": self.src,
-            "width": self.image_wh[0],
-            "height": self.image_wh[1],
-            "imageIndex": self.image_index,
-            "imageName": self.image_name,
-            "task": self.task,
-            "taskName": self.task_name,
-            "batch": self.batch,
-        }
-
-
-class StepHandle(Protocol):
-    def finish(self, title: str, detail: str) -> None:
-        """Final title and text, shown when the step closes."""
-
-
-class Progress(Protocol):
-    async def show(self, markdown: str) -> None:
-        """Replace the progress message's text."""
-
-
-class ChatUI(Protocol):
-    async def notify(self, markdown: str) -> None: ...
-
-    def progress(self, markdown: str, failed: str) -> AbstractAsyncContextManager[Progress]:
-        """A message whose text is updated while something long runs; it reads `failed` if that raises."""
-
-    async def show_replies(self, replies: Sequence[ImageReply]) -> None: ...
-
-    async def ask_region(self, markdown: str, pickers: Sequence[RegionPicker]) -> None: ...
-
-    def step(self, name: str) -> AbstractAsyncContextManager[StepHandle]: ...
 
 
 class ChatFlow:
     def __init__(self, services: Services) -> None:
         self.services = services
         self.settings = services.settings
+        self.classification = ClassificationChat(services)
 
     # -- entry points: one request per session, every failure becomes a chat message ------------------
     async def on_message(
@@ -128,7 +64,7 @@ class ChatFlow:
         self, session: ChatSession, ui: ChatUI, text: str, uploads: Sequence[Upload], task_key: str | None
     ) -> None:
         if task_key:
-            session.choose_task(get_task(task_key))
+            session.choose_task(get_chat_task(task_key))
         fresh: list[LoadedImage] | None = None
         if uploads:
             check = await asyncio.to_thread(load_uploads, uploads, self.settings)
@@ -160,9 +96,10 @@ class ChatFlow:
             await ui.notify(replies.no_images_markdown())
             return
         self.services.limiter.hit(session.identity)
-        await self._ensure_model(ui)
+        for token in EVERYTHING_TASKS:
+            await self._ensure_backend_for(ui, get_task(token))
         indices = list(range(len(session.images)))
-        pixels = await self._pixels(session, indices, None)
+        pixels = await decode_images(session, indices, None, self.settings)
         images = [pixels[i] for i in indices]
         per_task: dict[str, list[ImageOutcome]] = {}
         for token in EVERYTHING_TASKS:
@@ -170,11 +107,7 @@ class ChatFlow:
             async with ui.step(spec.name) as step:
                 started = time.perf_counter()
                 per_task[token] = await self.services.analysis.analyze_async(images, spec)
-                seconds = time.perf_counter() - started
-                step.finish(
-                    f"{spec.name} in {replies.fmt_seconds(seconds)}",
-                    f"{len(images)} image(s) in {replies.fmt_seconds(seconds)}",
-                )
+                finish_step(step, spec.name, len(images), time.perf_counter() - started)
         built = await asyncio.to_thread(self._everything_replies, images, per_task)
         session.remember_detections(_detections(per_task["<OD>"], indices))
         await ui.show_replies(built)
@@ -183,7 +116,11 @@ class ChatFlow:
     async def _run_selected_task(
         self, session: ChatSession, ui: ChatUI, text: str, fresh: Sequence[LoadedImage] | None
     ) -> None:
-        spec = session.task
+        task = session.task
+        if task.spec is None:  # a classifier, not a Florence-2 prompt
+            await self.classification.run(session, ui, task, text, fresh)
+            return
+        spec = task.spec
         indices = list(range(len(session.images)))
         if spec.needs_text:
             if not text:
@@ -203,7 +140,7 @@ class ChatFlow:
         self, session: ChatSession, ui: ChatUI, spec: TaskSpec, fresh: Sequence[LoadedImage] | None
     ) -> None:
         indices = list(range(min(MAX_PICKERS, len(session.images))))
-        pixels = await self._pixels(session, indices, fresh)
+        pixels = await decode_images(session, indices, fresh, self.settings)
         sources = await asyncio.to_thread(lambda: [picker_data_url(pixels[i].image) for i in indices])
         pickers = [
             RegionPicker(i, pixels[i].name, pixels[i].image_wh, src, spec.token, spec.name, session.upload_batch)
@@ -223,8 +160,8 @@ class ChatFlow:
     ) -> None:
         """Rate-limit, load the model if needed, run one task on the chosen images, show one reply each."""
         self.services.limiter.hit(session.identity)
-        await self._ensure_model(ui)
-        pixels = await self._pixels(session, indices, fresh)
+        await self._ensure_backend_for(ui, spec)
+        pixels = await decode_images(session, indices, fresh, self.settings)
         outcomes: dict[int, ImageOutcome] = {}
         async with ui.step(spec.name) as step:
             started = time.perf_counter()
@@ -236,49 +173,16 @@ class ChatFlow:
                 results = await self.services.analysis.analyze_async(images, spec, text=text, region=region)
                 outcomes.update(zip(group, results, strict=True))
             seconds = time.perf_counter() - started
-            count = len(indices)
-            log.info("chat %s on %d image(s) in %.2fs", spec.short_name, count, seconds)
-            step.finish(
-                f"{spec.name} in {replies.fmt_seconds(seconds)}",
-                f"{count} image{'s' if count != 1 else ''} in {replies.fmt_seconds(seconds)}",
-            )
+            log.info("chat %s on %d image(s) in %.2fs", spec.short_name, len(indices), seconds)
+            finish_step(step, spec.name, len(indices), seconds)
         ordered = [(pixels[i], outcomes[i]) for i in indices]
         built = await asyncio.to_thread(self._task_replies, spec, ordered)
         session.remember_detections(_detections([o for _, o in ordered], indices))
         await ui.show_replies(built)
 
-    async def _pixels(
-        self, session: ChatSession, indices: Sequence[int], fresh: Sequence[LoadedImage] | None
-    ) -> dict[int, LoadedImage]:
-        """Decoded images: the ones just validated, or decoded again from the files Chainlit keeps."""
-        if fresh is not None:
-            return {i: fresh[i] for i in indices}
-        limits = ImageLimits(max_bytes=self.settings.max_image_bytes, max_pixels=self.settings.max_image_pixels)
-        decoded = await asyncio.to_thread(lambda: [load_upload(session.images[i].upload, limits) for i in indices])
-        return dict(zip(indices, decoded, strict=True))
-
-    async def _ensure_model(self, ui: ChatUI) -> None:
-        """Load on first use behind a ticking progress message; a failure carries the engine's fix-it text."""
-        manager = self.services.manager
-        if manager.state() is ModelState.READY:
-            return
-        model_id = self.settings.model_id
-        started = time.perf_counter()
-        loading_text = f"Loading `{model_id}` (first request only)…"
-        async with ui.progress(loading_text, failed=f"Loading `{model_id}` failed.") as progress:
-            loading = asyncio.ensure_future(asyncio.to_thread(manager.get))
-            while not loading.done():
-                await asyncio.wait({loading}, timeout=LOAD_TICK_S)
-                if not loading.done():
-                    elapsed = time.perf_counter() - started
-                    await progress.show(f"{loading_text} {elapsed:.0f} s")
-            await loading
-            status = manager.status()
-            info = status[0] if status else {}
-            seconds = replies.fmt_seconds(time.perf_counter() - started)
-            await progress.show(
-                f"Model `{model_id}` loaded in {seconds} on {info.get('device')} ({info.get('dtype')})."
-            )
+    async def _ensure_backend_for(self, ui: ChatUI, spec: TaskSpec) -> None:
+        # OCR_BACKEND=rapidocr serves OCR without Florence-2: load what the task's backend is, not always Florence.
+        await ensure_backend(ui, self.services.manager, self.services.analysis.registry.backend_for(spec.token))
 
     # -- replies (CPU work, run in a thread) ------------------------------------------------------------
     def _task_replies(self, spec: TaskSpec, ordered: Sequence[tuple[LoadedImage, ImageOutcome]]) -> list[ImageReply]:

@@ -153,7 +153,8 @@ def everything_downloads(image_name: str, results: Mapping[str, AnyResult], mode
 
 # -- words -------------------------------------------------------------------------------------------------
 def welcome_markdown(status: Sequence[Mapping[str, Any]], settings: Settings) -> str:
-    model = status[0] if status else {}
+    # The Florence-2 entry: with OCR_BACKEND=rapidocr that backend is listed first.
+    model = next((entry for entry in status if entry.get("name") == "florence2"), status[0] if status else {})
     state = str(model.get("state", "not_loaded"))
     model_id = str(model.get("model_id", settings.model_id))
     if state == "ready":
@@ -168,8 +169,9 @@ def welcome_markdown(status: Sequence[Mapping[str, Any]], settings: Settings) ->
         f"Model `{model_id}` {where}.\n\n"
         "Drop in one or more images, choose a task in the **Task** picker below (it stays until you change it) "
         "and send. Text tasks use your message; region tasks let you drag a box on the image, type "
-        "`x1,y1,x2,y2`, or say `box 2` after a detection. **Analyze everything** runs caption, object "
-        "detection and OCR at once."
+        "`x1,y1,x2,y2`, or say `box 2` after a detection. **Classify** names ImageNet classes and "
+        "**Zero-shot** scores labels you type, each with a chart. **Analyze everything** runs caption, "
+        "object detection and OCR at once."
     )
 
 

@@ -1,0 +1,1 @@
+"""Model backends and the manager that loads them. Heavy imports (torch, transformers) live here only."""

@@ -1,0 +1,274 @@
+"""Florence-2 through the native transformers port: load → preprocess → forward → postprocess."""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+from PIL import Image
+
+from app.config import Settings
+from app.errors import InferenceError, ModelUnavailable
+from app.geometry import XYXY, box_to_loc_tokens, clip_box
+from app.images import to_rgb
+from app.models.acceleration import apply_cpu_optimization, configure_cuda, decoder_generate_kwargs
+from app.models.batching import OutOfDeviceMemory
+from app.models.florence_inputs import InputBuilder, PreparedInput
+from app.models.hub import resolve_model_source
+from app.results import AnyResult, result_from_florence
+from app.tasks import TaskSpec, validate_task_inputs
+
+if TYPE_CHECKING:
+    import torch
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class FlorenceRequest:
+    """One image and one task with its extra input, validated before any model work."""
+
+    image: Image.Image
+    spec: TaskSpec
+    text: str | None = None
+    region: XYXY | None = None
+
+    @classmethod
+    def create(
+        cls, image: Image.Image, spec: TaskSpec, text: str | None = None, region: Sequence[float] | None = None
+    ) -> FlorenceRequest:
+        cleaned = validate_task_inputs(spec, text, region)
+        rgb = to_rgb(image)
+        clipped = clip_box(region, rgb.size) if region is not None else None
+        return cls(image=rgb, spec=spec, text=cleaned, region=clipped)
+
+    @property
+    def image_wh(self) -> tuple[int, int]:
+        return self.image.size
+
+    def prompt(self) -> str:
+        if self.region is not None:
+            return self.spec.token + box_to_loc_tokens(self.region, self.image_wh)
+        if self.text is not None:
+            return self.spec.token + self.text
+        return self.spec.token
+
+
+@dataclass(frozen=True)
+class GenerationOptions:
+    """What one `generate` call shares; requests with different options never share a batch."""
+
+    num_beams: int
+    max_new_tokens: int
+    min_new_tokens: int = 0  # > 0 forces a length (the benchmark uses min = max)
+
+
+def resolve_device_dtype(settings: Settings) -> tuple[str, torch.dtype]:
+    import torch
+
+    cuda = torch.cuda.is_available()
+    if settings.device == "cuda" and not cuda:
+        raise ModelUnavailable("DEVICE=cuda but no CUDA GPU is visible to PyTorch.", code="no_gpu")
+    device = "cuda" if settings.device == "cuda" or (settings.device == "auto" and cuda) else "cpu"
+    if settings.dtype != "auto":
+        dtype = getattr(torch, settings.dtype)
+        if device == "cpu" and dtype != torch.float32:
+            log.warning("DTYPE=%s on CPU is typically 6-7x slower than float32", settings.dtype)
+        return device, dtype
+    if device == "cuda":
+        return device, torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+    # Half precision on CPUs without native bf16 units is several times slower than fp32.
+    return device, torch.float32
+
+
+class FlorenceBackend:
+    name = "florence2"
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self.model_id = settings.model_id
+        self.device = "cpu"
+        self.dtype_name = "float32"
+        self._model: Any = None
+        self._processor: Any = None
+        self._dtype: Any = None
+        self._inputs: InputBuilder | None = None
+
+    # -- lifecycle -------------------------------------------------------------------------------------
+    def load(self) -> None:
+        # Resolve first: a missing model must fail in seconds, before the slow torch/transformers imports.
+        source, local_only = resolve_model_source(
+            self.settings.model_id, self.settings.model_revision, self.settings.hub_timeout_s
+        )
+        import torch
+        from transformers import AutoProcessor, Florence2ForConditionalGeneration
+
+        device, dtype = resolve_device_dtype(self.settings)
+        started = time.perf_counter()
+        try:
+            processor = AutoProcessor.from_pretrained(
+                source, revision=self.settings.model_revision or "main", local_files_only=local_only
+            )
+            model: Any = Florence2ForConditionalGeneration.from_pretrained(
+                source,
+                revision=self.settings.model_revision or "main",
+                local_files_only=local_only,
+                dtype=dtype,
+                attn_implementation="sdpa",
+            )
+        except ModelUnavailable:
+            raise
+        except Exception as exc:
+            raise ModelUnavailable(
+                f"Model {self.settings.model_id!r} could not be loaded: {type(exc).__name__}: {str(exc)[:300]}",
+                code="model_load_failed",
+            ) from exc
+        model.to(device).eval()
+        if device == "cpu":
+            model = apply_cpu_optimization(model, self.settings)
+        else:
+            configure_cuda()
+        self._model, self._processor, self._dtype = model, processor, dtype
+        self._inputs = InputBuilder(processor)
+        self.device, self.dtype_name = device, str(dtype).removeprefix("torch.")
+        log.info(
+            "loaded %s on %s (%s) in %.1fs", self.settings.model_id, device, self.dtype_name,
+            time.perf_counter() - started,
+        )  # fmt: skip
+        if self.settings.warmup:
+            self.warmup()
+        torch.set_grad_enabled(False)
+
+    def warmup(self) -> None:
+        """One short generation so the first user request does not pay for lazy initialisation."""
+        from app.tasks import get_task
+
+        started = time.perf_counter()
+        request = FlorenceRequest.create(Image.new("RGB", (64, 64), "white"), get_task("<CAPTION>"))
+        self.run([request], max_new_tokens=4)
+        log.info("warm-up took %.2fs", time.perf_counter() - started)
+
+    @property
+    def loaded(self) -> bool:
+        return self._model is not None
+
+    # -- inference -------------------------------------------------------------------------------------
+    def default_generation(self, max_new_tokens: int | None = None) -> GenerationOptions:
+        return GenerationOptions(
+            num_beams=self.settings.num_beams, max_new_tokens=max_new_tokens or self.settings.max_new_tokens
+        )
+
+    def run(
+        self,
+        requests: Sequence[FlorenceRequest],
+        max_new_tokens: int | None = None,
+        *,
+        generation: GenerationOptions | None = None,
+        **generate_kwargs: Any,
+    ) -> list[AnyResult]:
+        """Run a batch (mixed tasks allowed: prompts are padded) and parse each output.
+
+        `generate_kwargs` go to `model.generate` (e.g. a `logits_processor`).
+        """
+        if not requests:
+            return []
+        prepared = [self.prepare(request) for request in requests]
+        options = generation or self.default_generation(max_new_tokens)
+        texts = self.generate_texts(prepared, options, **generate_kwargs)
+        return [self.parse(request, text) for request, text in zip(requests, texts, strict=True)]
+
+    def prepare(self, request: FlorenceRequest) -> PreparedInput:
+        """Per-request input work (the image resize), done on the caller's thread before batching."""
+        builder = self._input_builder()
+        try:
+            return builder.prepare(request)
+        except Exception as exc:
+            log.exception("preprocessing failed")
+            raise InferenceError(f"The input could not be prepared for the model ({type(exc).__name__}).") from exc
+
+    def generate_texts(
+        self, prepared: Sequence[PreparedInput], generation: GenerationOptions, **generate_kwargs: Any
+    ) -> list[str]:
+        """One `generate` call for the whole batch; returns each request's decoded text (special tokens kept)."""
+        import torch
+
+        out_of_memory = False
+        try:
+            inputs = self._collate(prepared)
+            generated = self.forward(inputs, generation=generation, **generate_kwargs)
+        except torch.cuda.OutOfMemoryError:
+            out_of_memory = True
+        if out_of_memory:
+            # Raised outside the handler, so the failed attempt's tensors are freed before the cache is emptied.
+            if torch.cuda.is_available():
+                torch.cuda.empty_cache()
+            raise OutOfDeviceMemory(
+                f"Not enough GPU memory for {len(prepared)} request(s) with {generation.num_beams} beam(s) and up "
+                f"to {generation.max_new_tokens} new tokens; try fewer beams or a lower max_new_tokens."
+            )
+        texts = self._processor.batch_decode(generated, skip_special_tokens=False)
+        # Batched outputs are right-padded; padding would leak into plain-text answers.
+        return [text.replace("<pad>", "") for text in texts]
+
+    def parse(self, request: FlorenceRequest, text: str) -> AnyResult:
+        task = request.spec.token
+        parsed = self._processor.post_process_generation(text, task=task, image_size=request.image_wh)[task]
+        return result_from_florence(request.spec, parsed, request.image_wh, region=request.region)
+
+    def preprocess(self, requests: Sequence[FlorenceRequest]) -> dict[str, Any]:
+        return self._collate([self.prepare(request) for request in requests])
+
+    def forward(
+        self,
+        inputs: dict[str, Any],
+        max_new_tokens: int | None = None,
+        *,
+        generation: GenerationOptions | None = None,
+        **generate_kwargs: Any,
+    ) -> Any:
+        import torch
+
+        options = generation or self.default_generation(max_new_tokens)
+        if options.min_new_tokens:
+            generate_kwargs.setdefault("min_new_tokens", options.min_new_tokens)
+        try:
+            with torch.inference_mode():
+                return self._model.generate(
+                    **inputs,
+                    max_new_tokens=options.max_new_tokens,
+                    num_beams=options.num_beams,
+                    do_sample=False,
+                    **decoder_generate_kwargs(self.settings, self.device),
+                    **generate_kwargs,
+                )
+        except torch.cuda.OutOfMemoryError:
+            raise
+        except Exception as exc:
+            log.exception("generate failed")
+            raise InferenceError(f"The model failed on this input ({type(exc).__name__}).") from exc
+
+    def postprocess(self, requests: Sequence[FlorenceRequest], generated: Any) -> list[AnyResult]:
+        texts = self._processor.batch_decode(generated, skip_special_tokens=False)
+        return [self.parse(request, raw.replace("<pad>", "")) for request, raw in zip(requests, texts, strict=True)]
+
+    def _input_builder(self) -> InputBuilder:
+        if self._model is None or self._inputs is None:
+            raise ModelUnavailable("The Florence-2 model is not loaded.", code="model_not_loaded")
+        return self._inputs
+
+    def _collate(self, prepared: Sequence[PreparedInput]) -> dict[str, Any]:
+        import torch
+
+        try:
+            return self._input_builder().collate(prepared, self.device, self._dtype)
+        except (torch.cuda.OutOfMemoryError, ModelUnavailable):
+            raise
+        except Exception as exc:
+            log.exception("preprocessing failed")
+            raise InferenceError(f"The input could not be prepared for the model ({type(exc).__name__}).") from exc
+
+    def info(self) -> dict[str, Any]:
+        return {"model_id": self.model_id, "device": self.device, "dtype": self.dtype_name}

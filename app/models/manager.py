@@ -1,0 +1,247 @@
+"""Loads each backend once (thread-safe), reports its state and runs inference off the event loop.
+
+Florence-2 requests go through a `DynamicBatcher` (one worker thread per loaded model) that runs
+concurrent requests from the chat, the API and jobs together in one `generate` call. Per-request
+work that needs no model (the image resize, parsing the answer) runs on the caller's thread.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import threading
+import time
+from collections.abc import Callable, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass
+from enum import StrEnum
+from typing import Any, Protocol, TypeVar
+
+from app.config import Settings
+from app.errors import AppError, Busy, ModelUnavailable
+from app.models.batching import DynamicBatcher
+from app.models.florence import FlorenceBackend, FlorenceRequest, GenerationOptions
+from app.models.florence_inputs import PreparedInput
+from app.results import AnyResult
+
+log = logging.getLogger(__name__)
+T = TypeVar("T")
+
+FlorenceBatcher = DynamicBatcher[PreparedInput, GenerationOptions, str]
+
+
+class ModelState(StrEnum):
+    NOT_LOADED = "not_loaded"
+    LOADING = "loading"
+    READY = "ready"
+    FAILED = "failed"
+
+
+class Backend(Protocol):
+    name: str
+
+    def load(self) -> None: ...
+
+    def info(self) -> dict[str, Any]: ...
+
+
+@dataclass
+class BackendSlot:
+    backend: Backend
+    state: ModelState = ModelState.NOT_LOADED
+    error: AppError | None = None
+    load_seconds: float | None = None
+
+    def status(self) -> dict[str, Any]:
+        body: dict[str, Any] = {"name": self.backend.name, "state": self.state.value, **self.backend.info()}
+        if self.error is not None:
+            body["error"] = self.error.message
+        if self.load_seconds is not None:
+            body["load_seconds"] = round(self.load_seconds, 2)
+        return body
+
+
+def resolve_max_batch_size(settings: Settings, device: str) -> int:
+    """MAX_BATCH_SIZE, where 0 means: 32 on a GPU, 1 on CPU (a few cores gain nothing from batching)."""
+    if settings.max_batch_size > 0:
+        return settings.max_batch_size
+    return 32 if device == "cuda" else 1
+
+
+class ModelManager:
+    """Owns the backends, their batchers and a thread for other model work, all behind bounded queues."""
+
+    def __init__(self, settings: Settings, backends: Sequence[Backend] | None = None) -> None:
+        self.settings = settings
+        chosen = list(backends) if backends is not None else [FlorenceBackend(settings)]
+        self._slots: dict[str, BackendSlot] = {b.name: BackendSlot(b) for b in chosen}
+        self._load_lock = threading.Lock()
+        self._batchers: dict[str, FlorenceBatcher] = {}
+        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="inference")
+        self._pending = 0
+        self._pending_lock = threading.Lock()
+        self._closed = False
+
+    # -- state -------------------------------------------------------------------------------------------
+    def slot(self, name: str = "florence2") -> BackendSlot:
+        try:
+            return self._slots[name]
+        except KeyError:
+            raise ModelUnavailable(f"No backend named {name!r} is configured.", code="unknown_backend") from None
+
+    def state(self, name: str = "florence2") -> ModelState:
+        return self.slot(name).state
+
+    def status(self) -> list[dict[str, Any]]:
+        statuses = []
+        for name, slot in self._slots.items():
+            body = slot.status()
+            batcher = self._batchers.get(name)
+            if batcher is not None:
+                body["batching"] = {
+                    "max_batch_size": batcher.max_batch_size,
+                    "batch_wait_ms": round(batcher.batch_wait_s * 1000, 1),
+                    "queue_depth": batcher.queue_depth,
+                    **batcher.stats.as_dict(),
+                }
+            statuses.append(body)
+        return statuses
+
+    @property
+    def queue_depth(self) -> int:
+        """Requests admitted and not started yet, over all batchers, plus other queued model work."""
+        return self._pending + sum(batcher.queue_depth for batcher in list(self._batchers.values()))
+
+    def get(self, name: str = "florence2") -> Any:
+        """The loaded backend, loading it on first use. A failed load is retried on the next call."""
+        slot = self.slot(name)
+        if slot.state is ModelState.READY:
+            return slot.backend
+        with self._load_lock:
+            if slot.state is ModelState.READY:
+                return slot.backend
+            slot.state, slot.error = ModelState.LOADING, None
+            started = time.perf_counter()
+            try:
+                slot.backend.load()
+            except AppError as exc:
+                slot.state, slot.error = ModelState.FAILED, exc
+                log.error("loading %s failed: %s", name, exc.message)
+                raise
+            except Exception as exc:
+                error = ModelUnavailable(f"Loading {name} failed: {type(exc).__name__}: {str(exc)[:300]}")
+                slot.state, slot.error = ModelState.FAILED, error
+                log.exception("loading %s failed", name)
+                raise error from exc
+            slot.state, slot.load_seconds = ModelState.READY, time.perf_counter() - started
+            return slot.backend
+
+    # -- generic model work ------------------------------------------------------------------------------
+    def submit(self, fn: Callable[[], T]) -> Future[T]:
+        """Queue other model work on the inference thread; refuse with `Busy` when the queue is full."""
+        with self._pending_lock:
+            if self._pending >= self.settings.max_queue_size:
+                raise Busy("The model is busy with other requests; try again in a few seconds.", retry_after=5)
+            self._pending += 1
+        future = self._executor.submit(fn)
+        future.add_done_callback(self._release)
+        return future
+
+    def _release(self, _: Future[Any]) -> None:
+        with self._pending_lock:
+            self._pending -= 1
+
+    async def run_async(self, fn: Callable[[], T]) -> T:
+        """Await model work without blocking the event loop; cancelling drops work not yet started."""
+        future = self.submit(fn)
+        try:
+            return await asyncio.wrap_future(future)
+        except asyncio.CancelledError:
+            future.cancel()
+            raise
+
+    # -- Florence-2 through the batcher ------------------------------------------------------------------
+    def analyze(
+        self, requests: Sequence[FlorenceRequest], generation: GenerationOptions | None = None
+    ) -> list[AnyResult]:
+        """Run Florence-2 requests (CLI, jobs, worker threads); blocks until every result is in."""
+        if not requests:
+            return []
+        backend: FlorenceBackend = self.get("florence2")
+        futures = self._enqueue(backend, requests, generation)
+        try:
+            texts = [future.result() for future in futures]
+        except BaseException:
+            for future in futures:
+                future.cancel()
+            raise
+        return [backend.parse(request, text) for request, text in zip(requests, texts, strict=True)]
+
+    async def analyze_async(
+        self, requests: Sequence[FlorenceRequest], generation: GenerationOptions | None = None
+    ) -> list[AnyResult]:
+        """Like `analyze` for the event loop. Cancelling it drops the requests that have not started."""
+        if not requests:
+            return []
+        backend: FlorenceBackend = await asyncio.to_thread(self.get, "florence2")
+        enqueueing = asyncio.ensure_future(asyncio.to_thread(self._enqueue, backend, requests, generation))
+        try:
+            futures = await asyncio.shield(enqueueing)
+        except asyncio.CancelledError:
+            enqueueing.add_done_callback(_cancel_enqueued)
+            raise
+        try:
+            texts = await asyncio.gather(*(asyncio.wrap_future(future) for future in futures))
+        except BaseException:
+            for future in futures:
+                future.cancel()
+            raise
+        return await asyncio.to_thread(
+            lambda: [backend.parse(request, text) for request, text in zip(requests, texts, strict=True)]
+        )
+
+    def _enqueue(
+        self, backend: FlorenceBackend, requests: Sequence[FlorenceRequest], generation: GenerationOptions | None
+    ) -> list[Future[str]]:
+        batcher = self._batcher(backend)
+        batcher.admit(len(requests))
+        try:
+            prepared = [backend.prepare(request) for request in requests]
+        except BaseException:
+            batcher.release(len(requests))
+            raise
+        return batcher.enqueue(prepared, generation or backend.default_generation())
+
+    def _batcher(self, backend: FlorenceBackend) -> FlorenceBatcher:
+        batcher = self._batchers.get(backend.name)
+        if batcher is not None:
+            return batcher
+        with self._load_lock:
+            if self._closed:
+                raise ModelUnavailable("The model is shutting down.", code="shutting_down")
+            batcher = self._batchers.get(backend.name)
+            if batcher is None:
+                batcher = DynamicBatcher(
+                    backend.generate_texts,
+                    max_batch_size=resolve_max_batch_size(self.settings, backend.device),
+                    batch_wait_s=self.settings.batch_wait_ms / 1000,
+                    max_queue_size=self.settings.max_queue_size,
+                    name=backend.name,
+                )
+                self._batchers[backend.name] = batcher
+            return batcher
+
+    def shutdown(self) -> None:
+        with self._load_lock:
+            self._closed = True
+            batchers = list(self._batchers.values())
+        for batcher in batchers:
+            batcher.shutdown()
+        self._executor.shutdown(wait=False, cancel_futures=True)
+
+
+def _cancel_enqueued(task: asyncio.Future[list[Future[str]]]) -> None:
+    """The caller went away while its requests were being queued: drop them once they are."""
+    if not task.cancelled() and task.exception() is None:
+        for future in task.result():
+            future.cancel()

@@ -1,0 +1,179 @@
+"""Zero-shot classification embeddings from a CLIP or SigLIP checkpoint (`AutoModel` + `AutoProcessor`).
+
+The backend only produces unit-length embeddings and the model's learned `logit_scale` (and, for
+SigLIP, `logit_bias`); turning them into probabilities is `app.classify_math`. Text embeddings are
+cached per (label, templates): the same label set costs one text forward pass per process.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections import OrderedDict
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+from PIL import Image
+
+from app.classify_math import average_template_embeddings, expand_templates, l2_normalize
+from app.config import Settings
+from app.errors import ModelUnavailable
+from app.models.florence import resolve_device_dtype
+from app.models.hf_loading import load_checkpoint, transformers_library
+
+log = logging.getLogger(__name__)
+
+ZERO_SHOT_TASK = "ZERO_SHOT"
+DEFAULT_ZERO_SHOT = "openai/clip-vit-base-patch32"
+SIGMOID_MODEL_TYPES = frozenset({"siglip", "siglip2"})
+_IMAGE_CHUNK = 16
+_TEXT_CHUNK = 256
+_CACHE_ENTRIES = 4096  # (label, templates) pairs; a few MB of float32 vectors at most
+
+
+def _pooled(output: Any) -> Any:
+    """transformers 5 returns a model output from `get_*_features`; older versions a tensor."""
+    return output if hasattr(output, "shape") else output.pooler_output
+
+
+class ZeroShotBackend:
+    name = "zero_shot"
+    tasks = frozenset({ZERO_SHOT_TASK})
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self.model_id = settings.zero_shot_model_id
+        self.device = "cpu"
+        self.dtype_name = "float32"
+        self.library = transformers_library()
+        self.model_type = ""
+        self.sigmoid = False  # SigLIP: trained with a per-pair sigmoid loss
+        self.logit_scale = 1.0
+        self.logit_bias = 0.0
+        self._model: Any = None
+        self._processor: Any = None
+        self._dtype: Any = None
+        self._text_length: int | None = None
+        self._cache: OrderedDict[tuple[str, tuple[str, ...]], np.ndarray] = OrderedDict()
+        self._cache_lock = threading.Lock()
+
+    def load(self) -> None:
+        from transformers import AutoModel, AutoProcessor
+
+        device, dtype = resolve_device_dtype(self.settings)
+        started = time.perf_counter()
+
+        def load(source: str, local_only: bool) -> tuple[Any, Any]:
+            processor = AutoProcessor.from_pretrained(source, local_files_only=local_only)
+            model = AutoModel.from_pretrained(source, local_files_only=local_only, dtype=dtype)
+            return processor, model
+
+        processor, model = load_checkpoint(self.settings, self.model_id, "ZERO_SHOT_MODEL_ID", DEFAULT_ZERO_SHOT, load)
+        if not (hasattr(model, "get_image_features") and hasattr(model, "get_text_features")):
+            raise ModelUnavailable(
+                f"ZERO_SHOT_MODEL_ID={self.model_id!r} is a {type(model).__name__}, not an image-text model "
+                "such as CLIP or SigLIP.",
+                code="model_load_failed",
+            )
+        model.to(device).eval()
+        self._model, self._processor, self._dtype = model, processor, dtype
+        self.device, self.dtype_name = device, str(dtype).removeprefix("torch.")
+        self.model_type = str(getattr(model.config, "model_type", ""))
+        self.sigmoid = self.model_type in SIGMOID_MODEL_TYPES
+        self.logit_scale = float(model.logit_scale.detach().float().exp())
+        bias = getattr(model, "logit_bias", None)
+        self.logit_bias = float(bias.detach().float()) if self.sigmoid and bias is not None else 0.0
+        if self.sigmoid:
+            # SigLIP pools the last position, so prompts are padded to the length it was trained with.
+            self._text_length = int(model.config.text_config.max_position_embeddings)
+        self.clear_cache()
+        log.info(
+            "loaded zero-shot %s (%s, %s) on %s in %.1fs",
+            self.model_id, self.model_type, "sigmoid" if self.sigmoid else "softmax", device,
+            time.perf_counter() - started,
+        )  # fmt: skip
+
+    @property
+    def loaded(self) -> bool:
+        return self._model is not None
+
+    # -- embeddings (call on the inference thread) -------------------------------------------------------
+    def image_embeddings(self, images: Sequence[Image.Image]) -> np.ndarray:
+        """`(len(images), dim)` unit vectors; many images go through one forward pass (chunks of 16)."""
+        import torch
+
+        rows = []
+        with torch.inference_mode():
+            for start in range(0, len(images), _IMAGE_CHUNK):
+                chunk = [im if im.mode == "RGB" else im.convert("RGB") for im in images[start : start + _IMAGE_CHUNK]]
+                inputs = self._processor(images=chunk, return_tensors="pt")
+                tensors = {k: v.to(self.device) for k, v in inputs.items()}
+                tensors["pixel_values"] = tensors["pixel_values"].to(self._dtype)
+                features = _pooled(self._model.get_image_features(**tensors))
+                rows.append(features.float().cpu().numpy())
+        return l2_normalize(np.concatenate(rows, axis=0))
+
+    def text_embeddings(self, prompts: Sequence[str]) -> np.ndarray:
+        """`(len(prompts), dim)` unit vectors, uncached."""
+        import torch
+
+        tokenizer = self._processor.tokenizer
+        if self._text_length is not None:
+            padding: dict[str, Any] = {"padding": "max_length", "max_length": self._text_length}
+        else:
+            padding = {"padding": True}
+        rows = []
+        with torch.inference_mode():
+            for start in range(0, len(prompts), _TEXT_CHUNK):
+                batch = list(prompts[start : start + _TEXT_CHUNK])
+                encoded = tokenizer(batch, truncation=True, return_tensors="pt", **padding)
+                tensors = {k: v.to(self.device) for k, v in encoded.items() if k in ("input_ids", "attention_mask")}
+                features = _pooled(self._model.get_text_features(**tensors))
+                rows.append(features.float().cpu().numpy())
+        return l2_normalize(np.concatenate(rows, axis=0))
+
+    def label_embeddings(self, labels: Sequence[str], templates: Sequence[str]) -> np.ndarray:
+        """`(len(labels), dim)`: each label's template prompts averaged (cached per label and templates)."""
+        key_templates = tuple(templates)
+        found: dict[str, np.ndarray] = {}
+        with self._cache_lock:
+            for label in dict.fromkeys(labels):
+                cached = self._cache.get((label, key_templates))
+                if cached is not None:
+                    self._cache.move_to_end((label, key_templates))
+                    found[label] = cached
+        missing = [label for label in dict.fromkeys(labels) if label not in found]
+        if missing:
+            prompts = expand_templates(missing, key_templates)
+            embedded = self.text_embeddings(prompts).reshape(len(missing), len(key_templates), -1)
+            averaged = average_template_embeddings(embedded)
+            with self._cache_lock:
+                for label, vector in zip(missing, averaged, strict=True):
+                    found[label] = vector
+                    self._cache[(label, key_templates)] = vector
+                while len(self._cache) > _CACHE_ENTRIES:
+                    self._cache.popitem(last=False)
+        return np.stack([found[label] for label in labels])
+
+    def clear_cache(self) -> None:
+        with self._cache_lock:
+            self._cache.clear()
+
+    @property
+    def cache_size(self) -> int:
+        return len(self._cache)
+
+    def info(self) -> dict[str, Any]:
+        body: dict[str, Any] = {
+            "model_id": self.model_id,
+            "device": self.device,
+            "dtype": self.dtype_name,
+            "tasks": sorted(self.tasks),
+        }
+        if self.loaded:
+            body["model_type"] = self.model_type
+            body["scoring"] = "sigmoid" if self.sigmoid else "softmax"
+            body["cached_labels"] = self.cache_size
+        return body
