@@ -96,7 +96,7 @@ class ChainlitUI:
                         content=reply.picture.content,
                         mime=reply.picture.mime,
                         display="inline",
-                        size="large" if reply.picture_kind == "annotated" else "medium",
+                        size="large",
                     )
                 )
             elements.extend(

@@ -90,6 +90,22 @@ def stage_profile(rec: Recorder, backend: Any, out: Path) -> None:
         rec.add(stage="profile", batch=batch, file=f"profile_b{batch}.txt")
 
 
+def stage_sdp_ab(rec: Recorder, backend: Any) -> None:
+    """Same process, same shapes: SDPA with cuDNN attention allowed vs not, alternated to cancel drift."""
+    for batch in (1, 32):
+        prepared = batch_of(backend, batch)
+        for allow_cudnn in (True, False, True, False):
+            torch.backends.cuda.enable_cudnn_sdp(allow_cudnn)
+            call(backend, prepared, 60)  # unmeasured: first use of each shape with this backend
+            short = min(call(backend, prepared, 20) for _ in range(2))
+            long = min(call(backend, prepared, 60) for _ in range(2))
+            rec.add(
+                stage="sdp_ab", batch=batch, cudnn_sdp=allow_cudnn, repeat_20_ms=round(short * 1000, 1),
+                per_step_ms=round((long - short) / 40 * 1000, 2),
+            )  # fmt: skip
+    torch.backends.cuda.enable_cudnn_sdp(False)
+
+
 def stage_compile_vision(rec: Recorder, backend: Any) -> None:
     model = backend._model
     tower = model.model.vision_tower
@@ -138,6 +154,8 @@ def main() -> None:
             stage_steps(rec, backend)
         elif stage == "profile":
             stage_profile(rec, backend, args.out)
+        elif stage == "sdp_ab":
+            stage_sdp_ab(rec, backend)
         elif stage == "compile_vision":
             stage_compile_vision(rec, backend)
 

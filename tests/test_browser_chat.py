@@ -64,13 +64,14 @@ def _wait_until_serving(url: str, process: subprocess.Popen[bytes], log: Path) -
 
 
 @pytest.fixture(scope="module")
-def server(tiny_florence_dir: Path) -> Iterator[str]:
+def server(tiny_florence_dir: Path, tiny_clip_dir: Path) -> Iterator[str]:
     ARTIFACTS.mkdir(exist_ok=True)
     port = _free_port()
     url = f"http://127.0.0.1:{port}"
     env = {
         **os.environ,
         "MODEL_ID": str(tiny_florence_dir),
+        "ZERO_SHOT_MODEL_ID": str(tiny_clip_dir),
         "WARMUP": "false",
         "PRELOAD": "false",  # the first request shows the model loading
         "NUM_BEAMS": "1",
@@ -116,7 +117,8 @@ def _shot(page: Any, name: str) -> None:
 
 def _pick_task(page: Any, name: str) -> None:
     page.click("#mode-picker-trigger-task")
-    page.get_by_role("menuitem", name=name).or_(page.get_by_text(name, exact=True)).first.click()
+    # Chainlit's picker is a listbox of options (name + description); the welcome text names tasks too.
+    page.get_by_role("option").filter(has=page.get_by_text(name, exact=True)).click()
     page.locator("#mode-picker-trigger-task", has_text=name[:12]).wait_for()
 
 
@@ -204,6 +206,22 @@ def test_chat_end_to_end(server: str, png: Path, tmp_path: Path) -> None:
             limit.wait_for()
             assert "Try again in" in limit.inner_text()
             _shot(page, "06-rate-limited")
+
+            # 7. Zero-shot in a new chat session (its own rate budget): labels typed, table and chart shown.
+            page = context.new_page()
+            page.on("request", lambda request: requested.append(request.url))
+            page.goto(server + "/")
+            page.get_by_text("Drop in one or more images").wait_for()
+            _pick_task(page, "Zero-shot")
+            with page.expect_response(lambda r: "/project/file" in r.url and r.request.method == "POST"):
+                page.set_input_files("#upload-button-input", str(png))
+            _send(page, "a cat, a dog, a red car")
+            chart = page.locator('img[alt="cat.chart.png"]').first
+            chart.wait_for()
+            assert chart.evaluate("img => img.naturalWidth") == 640
+            page.get_by_role("cell", name="a red car").wait_for()
+            page.get_by_text("cat.zero_shot.json", exact=True).scroll_into_view_if_needed()
+            _shot(page, "07-zero-shot")
         finally:
             browser.close()
 

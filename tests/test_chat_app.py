@@ -14,6 +14,7 @@ from PIL import Image
 
 from app.config import Settings
 from app.models.manager import ModelManager
+from app.models.registry import build_manager
 from app.services.container import set_services
 from app.tasks import TASKS
 from tests.chat_support import make_services
@@ -153,3 +154,41 @@ def test_region_picker_element_and_its_callback(chat: None, photo: Image.Image, 
     assert reply["output"].startswith("**cat\\.png** — Region to category\n\nRegion (10, 10, 120, 90)")
     files = [e for e in emitter.elements if e["forId"] == reply["id"] and e["type"] == "file"]
     assert [f["name"] for f in files] == ["cat.region_to_category.json"]
+
+
+@pytest.fixture
+def classify_chat(classify_settings: Settings) -> Iterator[None]:
+    manager = build_manager(classify_settings)
+    set_services(make_services(classify_settings, manager))
+    yield
+    set_services(None)
+    manager.shutdown()
+
+
+def test_zero_shot_reply_sends_the_chart_next_to_the_table(
+    classify_chat: None, photo: Image.Image, tmp_path: Path
+) -> None:
+    path = tmp_path / "cat.png"
+    photo.save(path)
+
+    async def converse(emitter: RecordingEmitter) -> None:
+        await chainlit_app.on_chat_start()
+        message = cl.Message(content="a cat, a dog", elements=[cl.Image(path=str(path), name="cat.png")])
+        message.modes = {"task": "ZERO_SHOT"}
+        await chainlit_app.on_message(message)
+
+    emitter = in_context(converse)
+    (tool_id,) = {s["id"] for s in emitter.steps if s["type"] == "tool"}
+    assert emitter.last(tool_id)["name"].startswith("Zero-shot in ")
+    reply = [s for s in emitter.steps if s["type"] == "assistant_message"][-1]
+    assert reply["output"].startswith("**cat\\.png** — Zero\\-shot\n\nProbabilities over your labels")
+    assert "| Label | Probability |" in reply["output"]
+    sent = {
+        (e["type"], e["name"], e["mime"], e["display"], e.get("size"))
+        for e in emitter.elements
+        if e["forId"] == reply["id"]
+    }
+    assert sent == {
+        ("image", "cat.chart.png", "image/png", "inline", "large"),
+        ("file", "cat.zero_shot.json", "application/json", "inline", None),
+    }

@@ -87,7 +87,7 @@ def test_chat_tasks_are_the_florence_catalogue_plus_the_classifiers() -> None:
     assert get_chat_task("classify") is get_chat_task("CLASSIFY") is get_chat_task("imagenet")
     assert get_chat_task("zero-shot") is get_chat_task("ZERO_SHOT")
     assert get_chat_task("<OD>").spec is get_chat_task("od").spec
-    with pytest.raises(UnknownTask, match="Valid tasks: CAPTION, .*, CLASSIFY, ZERO_SHOT\\."):
+    with pytest.raises(UnknownTask, match=r"Valid tasks: CAPTION, .*, CLASSIFY, ZERO_SHOT\."):
         get_chat_task("nope")
 
 

@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 from PIL import Image
 
+from app.chat.catalogue import get_chat_task
 from app.chat.flow import ChatFlow
 from app.chat.inputs import Upload
 from app.chat.session import ChatSession, SessionImage
@@ -20,7 +21,6 @@ from app.images import ImageLimits, LoadedImage, load_image_bytes
 from app.models.manager import ModelManager
 from app.results import DetectionResult
 from app.services.container import Services
-from app.tasks import get_task
 from tests.chat_support import RecordingUI, decode_picture, download_json, make_services, save_upload
 
 STEP_TITLE = re.compile(r"^(?P<task>.+) in \d+\.\d+ s$")

@@ -270,7 +270,8 @@ def test_seed_zero_shot_probabilities_follow_the_order_of_classes(client: TestCl
         answers.append(done["result"]["probabilities"])
     sync = client.post("/api/zero-shot", headers=auth_header(), json={"image_data": DATA_URL, "labels": classes})
     expected = [round(sync.json()["result"][label], 6) for label in classes]
-    assert answers[0] == expected and answers[1] == expected[::-1]
+    # Batched and single forwards may differ in the last float digit (BLAS blocking), so compare closely.
+    assert answers[0] == pytest.approx(expected, abs=2e-6) and answers[1] == pytest.approx(expected[::-1], abs=2e-6)
     assert sum(answers[0]) == pytest.approx(1.0, abs=1e-5)
 
     batched = client.post(
@@ -279,7 +280,8 @@ def test_seed_zero_shot_probabilities_follow_the_order_of_classes(client: TestCl
         json={"images": [DATA_URL, BLUE_URL], "classes": classes, "config": {"multi_label": False}},
     )
     done = wait_done(client, batched.json()["id"], path="/api/tasks/zero-shot-image-classification/jobs")
-    assert len(done["result"]["probabilities"]) == 2 and done["result"]["probabilities"][0] == expected
+    assert len(done["result"]["probabilities"]) == 2
+    assert done["result"]["probabilities"][0] == pytest.approx(expected, abs=2e-6)
     assert done["result"]["errors"] == [None, None]
 
     ranked = client.post(

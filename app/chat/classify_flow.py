@@ -42,8 +42,7 @@ class ClassificationChat:
         self, session: ChatSession, ui: ChatUI, task: ChatTask, text: str, fresh: Sequence[LoadedImage] | None
     ) -> None:
         """Classify every image of the session, or score the labels in `text` against them (zero-shot)."""
-        labels: list[str] = []
-        label_categories: dict[str, str] | None = None
+        request: ZeroShotRequest | None = None
         if task.kind is ChatTaskKind.ZERO_SHOT:
             if not text:
                 await ui.notify(ask_labels_markdown(task))
@@ -51,7 +50,7 @@ class ClassificationChat:
             labels, label_categories = labels_from_text(text)
             # Checked before the rate limit and the model load: a typo costs nothing. One label gets an
             # independent score (a softmax over one label would always say 100%).
-            ZeroShotRequest.create(labels, label_categories, multi_label=len(set(labels)) == 1)
+            request = ZeroShotRequest.create(labels, label_categories, multi_label=len(set(labels)) == 1)
 
         self.services.limiter.hit(session.identity)
         await ensure_backend(ui, self.services.manager, _BACKENDS[task.kind])
@@ -62,15 +61,16 @@ class ClassificationChat:
         async with ui.step(task.name) as step:
             started = time.perf_counter()
             outcomes: list[ClassificationOutcome]
-            if task.kind is ChatTaskKind.CLASSIFY:
+            if request is None:
                 outcomes = await classification.classify(images, top_n=CHAT_TOP_N)
             else:
                 outcomes = await classification.zero_shot(
-                    images, labels, label_categories, multi_label=len(set(labels)) == 1
+                    images, request.labels, request.categories, request.multi_label, request.templates
                 )
             seconds = time.perf_counter() - started
             log.info("chat %s on %d image(s) in %.2fs", task.key, len(images), seconds)
             finish_step(step, task.name, len(images), seconds)
         names = [loaded.name for loaded in images]
-        built = await asyncio.to_thread(classification_replies, task, names, outcomes, label_categories)
+        categories = request.categories if request is not None else None
+        built = await asyncio.to_thread(classification_replies, task, names, outcomes, categories)
         await ui.show_replies(built)

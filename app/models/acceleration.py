@@ -2,8 +2,11 @@
 
 - CPU: PyTorch thread count, and dynamic int8 quantisation of the Linear layers (weights stored as
   int8, activations quantised per call), which runs the matrix products on int8 kernels.
-- GPU: attention kernels that need no per-shape planning, and an optional static (pre-allocated)
-  key/value cache.
+- GPU: attention kernels that need no per-shape planning.
+
+Tried on an H100 and left out because they did not help (docs/BENCHMARKS.md): a static KV cache
+(no faster than the dynamic one in eager mode) and `torch.compile` of the decoder step (its CUDA-graph
+path failed with torch 2.11 / transformers 5.23: a device-side index assert in the static cache).
 """
 
 from __future__ import annotations
@@ -40,6 +43,7 @@ def quantize_int8(model: Any, scope: QuantScope = "all") -> Any:
         # torch.ao.quantization announces its move to torchao; the API still works in torch 2.x.
         warnings.simplefilter("ignore", category=DeprecationWarning)
         warnings.simplefilter("ignore", category=FutureWarning)
+        warnings.filterwarnings("ignore", message=r"torch\.quantize_per_tensor", category=UserWarning)
         quantized = quantize_dynamic(target, {torch.nn.Linear}, dtype=torch.qint8, inplace=True)
     if scope == "vision":
         model.model.vision_tower = quantized
@@ -65,12 +69,3 @@ def configure_cuda() -> None:
     import torch
 
     torch.backends.cuda.enable_cudnn_sdp(False)
-
-
-def decoder_generate_kwargs(settings: Settings, device: str) -> dict[str, Any]:
-    """Extra `generate` arguments for the KV cache setting."""
-    if settings.kv_cache != "static":
-        return {}
-    # transformers compiles the decoder step whenever the cache is static on a GPU; that path failed
-    # here (device-side index assert with torch 2.11 / transformers 5.23), so it stays off.
-    return {"cache_implementation": "static", "disable_compile": True}

@@ -98,6 +98,12 @@ class DynamicBatcher(Generic[P, K, R]):
         with self._cond:
             return self._reserved + sum(1 for item in self._queue if not item.future.cancelled())
 
+    @property
+    def waiting(self) -> int:
+        """Requests queued for a batch (not counting those still being prepared by their caller)."""
+        with self._cond:
+            return sum(1 for item in self._queue if not item.future.cancelled())
+
     def admit(self, count: int) -> None:
         """Reserve room for `count` requests or refuse with `Busy`. An empty queue admits any count."""
         with self._cond:

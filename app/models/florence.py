@@ -14,7 +14,7 @@ from app.config import Settings
 from app.errors import InferenceError, ModelUnavailable
 from app.geometry import XYXY, box_to_loc_tokens, clip_box
 from app.images import to_rgb
-from app.models.acceleration import apply_cpu_optimization, configure_cuda, decoder_generate_kwargs
+from app.models.acceleration import apply_cpu_optimization, configure_cuda
 from app.models.batching import OutOfDeviceMemory
 from app.models.florence_inputs import InputBuilder, PreparedInput
 from app.models.hub import resolve_model_source
@@ -241,7 +241,6 @@ class FlorenceBackend:
                     max_new_tokens=options.max_new_tokens,
                     num_beams=options.num_beams,
                     do_sample=False,
-                    **decoder_generate_kwargs(self.settings, self.device),
                     **generate_kwargs,
                 )
         except torch.cuda.OutOfMemoryError:

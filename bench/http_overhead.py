@@ -1,0 +1,122 @@
+"""Server overhead: POST /api/v1/analyze over real HTTP against the same request run in-process.
+
+Runs the app with the tiny checkpoint under uvicorn on a free local port and times, interleaved so
+drift cancels, (a) `ModelManager.analyze` on an already decoded image (model time, batching
+included) and (b) the HTTP request with the PNG upload (multipart parsing, image checks and decoding,
+validation, rate limiting, JSON). Overhead = p50(b) - p50(a).
+
+    python bench/http_overhead.py --requests 60
+"""
+
+from __future__ import annotations
+
+import argparse
+import io
+import json
+import os
+import socket
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+
+import httpx  # noqa: E402
+import numpy as np  # noqa: E402
+import uvicorn  # noqa: E402
+from PIL import Image  # noqa: E402
+
+from app.config import Settings  # noqa: E402
+from app.models.florence import FlorenceRequest  # noqa: E402
+from app.server import create_app  # noqa: E402
+from app.tasks import get_task  # noqa: E402
+from tests.tiny_models import build_tiny_florence  # noqa: E402
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--requests", type=int, default=60)
+    parser.add_argument("--max-new-tokens", type=int, default=8)
+    parser.add_argument("--out", type=Path, default=ROOT / "bench" / "results")
+    args = parser.parse_args()
+
+    from skimage import data
+
+    image = Image.fromarray(data.chelsea())
+    buffer = io.BytesIO()
+    image.save(buffer, format="PNG")
+    png = buffer.getvalue()
+
+    with tempfile.TemporaryDirectory() as tmp:
+        ckpt = build_tiny_florence(Path(tmp) / "tiny")
+        settings = Settings(
+            _env_file=None,  # type: ignore[call-arg]
+            model_id=str(ckpt),
+            num_beams=1,
+            max_new_tokens=args.max_new_tokens,
+            warmup=True,
+            auth_disabled=True,
+            rate_limit="",
+            data_dir=Path(tmp) / "data",
+        )
+        app = create_app(settings)
+        port = free_port()
+        server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
+        thread = threading.Thread(target=server.run, daemon=True)
+        thread.start()
+        while not server.started:
+            time.sleep(0.05)
+        manager = app.state.services.manager
+        manager.get()
+        request = FlorenceRequest.create(image, get_task("<CAPTION>"))
+        direct: list[float] = []
+        http: list[float] = []
+        with httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=60) as client:
+
+            def over_http() -> None:
+                response = client.post(
+                    "/api/v1/analyze", data={"task": "<CAPTION>"}, files={"files": ("cat.png", png, "image/png")}
+                )
+                response.raise_for_status()
+
+            for _ in range(3):  # warm both paths
+                manager.analyze([request])
+                over_http()
+            for _ in range(args.requests):
+                t0 = time.perf_counter()
+                manager.analyze([request])
+                direct.append(time.perf_counter() - t0)
+                t0 = time.perf_counter()
+                over_http()
+                http.append(time.perf_counter() - t0)
+        server.should_exit = True
+        thread.join(timeout=10)
+
+    row = {
+        "stage": "http_overhead",
+        "requests": args.requests,
+        "image": f"{image.width}x{image.height} PNG, {len(png)} bytes",
+        "direct_p50_ms": round(float(np.percentile(direct, 50)) * 1000, 2),
+        "http_p50_ms": round(float(np.percentile(http, 50)) * 1000, 2),
+        "overhead_p50_ms": round((float(np.percentile(http, 50)) - float(np.percentile(direct, 50))) * 1000, 2),
+        "direct_p95_ms": round(float(np.percentile(direct, 95)) * 1000, 2),
+        "http_p95_ms": round(float(np.percentile(http, 95)) * 1000, 2),
+    }
+    args.out.mkdir(parents=True, exist_ok=True)
+    with (args.out / "http_overhead.jsonl").open("a") as fh:
+        fh.write(json.dumps(row) + "\n")
+    print(json.dumps(row))
+
+
+if __name__ == "__main__":
+    main()
