@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 
 class AppError(Exception):
     """Base of every error a user may see. `message` is safe to show; no stack traces."""
@@ -16,11 +18,18 @@ class AppError(Exception):
             self.code = code
         self.retry_after = retry_after
 
-    def to_dict(self) -> dict[str, object]:
+    def to_dict(self, with_status: bool = False) -> dict[str, object]:
         body: dict[str, object] = {"code": self.code, "message": self.message}
         if self.retry_after is not None:
             body["retry_after"] = round(self.retry_after, 1)
+        if with_status:  # where the error is not the response's own (one image of many, a stored job)
+            body["status"] = self.http_status
         return body
+
+
+def error_entry(name: str, error: AppError) -> dict[str, Any]:
+    """One failed image of a per-image answer (API routes and jobs): `{"name", "error": {..., "status"}}`."""
+    return {"name": name, "error": error.to_dict(with_status=True)}
 
 
 class InvalidInput(AppError):
@@ -61,19 +70,29 @@ class NotFound(AppError):
     http_status = 404
 
 
+class Conflict(AppError):
+    code = "conflict"
+    http_status = 409
+
+
 class RateLimited(AppError):
     code = "rate_limited"
     http_status = 429
 
 
-class Busy(AppError):
+class Unavailable(AppError):
+    """Something the request needs cannot serve it right now (503); subclasses say what."""
+
+    code = "unavailable"
+    http_status = 503
+
+
+class Busy(Unavailable):
     code = "busy"
-    http_status = 503
 
 
-class ModelUnavailable(AppError):
+class ModelUnavailable(Unavailable):
     code = "model_unavailable"
-    http_status = 503
 
 
 class InferenceError(AppError):

@@ -10,6 +10,7 @@ from fastapi import FastAPI
 
 from app import __version__
 from app.api import api_router, install_api
+from app.api.docs import offline_docs_app
 from app.chat.integration import chat_lifespan, mount_chat
 from app.config import Settings
 from app.jobs.worker import jobs_lifespan
@@ -34,7 +35,7 @@ def create_app(settings: Settings, services: Services | None = None) -> FastAPI:
             set_services(None)
             built.close()
 
-    app = FastAPI(title="Florence-2 Vision", version=__version__, lifespan=lifespan)
+    app = offline_docs_app(title="Florence-2 Vision", version=__version__, lifespan=lifespan)  # /docs offline
     app.include_router(api_router)
     install_api(app, settings)  # auth, errors, body limit, CORS, metrics, model preload
     mount_chat(app, settings)  # last: the chat at `/` catches every path not routed above

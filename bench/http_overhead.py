@@ -1,9 +1,10 @@
 """Server overhead: POST /api/v1/analyze over real HTTP against the same request run in-process.
 
-Runs the app with the tiny checkpoint under uvicorn on a free local port and times, interleaved so
-drift cancels, (a) `ModelManager.analyze` on an already decoded image (model time, batching
-included) and (b) the HTTP request with the PNG upload (multipart parsing, image checks and decoding,
-validation, rate limiting, JSON). Overhead = p50(b) - p50(a).
+Starts the app with the tiny checkpoint under uvicorn in its own process (as `python -m app serve`
+would) and times, interleaved so drift cancels, (a) `ModelManager.analyze` in this process on an
+already decoded image, with the same settings (model time, batching included) and (b) the HTTP request
+with the PNG upload from this process (client, multipart parsing, image checks and decoding,
+validation, rate limiting, JSON). Overhead = p50(b) - p50(a). A /healthz round trip is timed too.
 
     python bench/http_overhead.py --requests 60
 """
@@ -15,9 +16,9 @@ import io
 import json
 import os
 import socket
+import subprocess
 import sys
 import tempfile
-import threading
 import time
 from pathlib import Path
 
@@ -27,12 +28,11 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 import httpx  # noqa: E402
 import numpy as np  # noqa: E402
-import uvicorn  # noqa: E402
 from PIL import Image  # noqa: E402
 
 from app.config import Settings  # noqa: E402
 from app.models.florence import FlorenceRequest  # noqa: E402
-from app.server import create_app  # noqa: E402
+from app.models.manager import ModelManager  # noqa: E402
 from app.tasks import get_task  # noqa: E402
 from tests.tiny_models import build_tiny_florence  # noqa: E402
 
@@ -65,42 +65,62 @@ def main() -> None:
             num_beams=1,
             max_new_tokens=args.max_new_tokens,
             warmup=True,
-            auth_disabled=True,
-            rate_limit="",
-            data_dir=Path(tmp) / "data",
         )
-        app = create_app(settings)
+        env = {
+            **os.environ,
+            "MODEL_ID": str(ckpt),
+            "NUM_BEAMS": "1",
+            "MAX_NEW_TOKENS": str(args.max_new_tokens),
+            "AUTH_DISABLED": "true",
+            "RATE_LIMIT": "",
+            "DATA_DIR": str(Path(tmp) / "data"),
+            "LOG_LEVEL": "WARNING",
+        }
         port = free_port()
-        server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
-        thread = threading.Thread(target=server.run, daemon=True)
-        thread.start()
-        while not server.started:
-            time.sleep(0.05)
-        manager = app.state.services.manager
+        code = (
+            "import uvicorn; from app.config import Settings; from app.server import create_app; "
+            f"uvicorn.run(create_app(Settings(_env_file=None)), host='127.0.0.1', port={port}, log_level='warning')"
+        )
+        server = subprocess.Popen([sys.executable, "-c", code], env=env, cwd=ROOT)
+        manager = ModelManager(settings)
         manager.get()
         request = FlorenceRequest.create(image, get_task("<CAPTION>"))
         direct: list[float] = []
         http: list[float] = []
-        with httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=60) as client:
+        health: list[float] = []
+        try:
+            with httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=60) as client:
+                for _ in range(600):  # until the server has loaded the model
+                    try:
+                        if client.get("/readyz").status_code == 200:
+                            break
+                    except httpx.TransportError:
+                        pass
+                    time.sleep(0.1)
 
-            def over_http() -> None:
-                response = client.post(
-                    "/api/v1/analyze", data={"task": "<CAPTION>"}, files={"files": ("cat.png", png, "image/png")}
-                )
-                response.raise_for_status()
+                def over_http() -> None:
+                    response = client.post(
+                        "/api/v1/analyze", data={"task": "<CAPTION>"}, files={"files": ("cat.png", png, "image/png")}
+                    )
+                    response.raise_for_status()
 
-            for _ in range(3):  # warm both paths
-                manager.analyze([request])
-                over_http()
-            for _ in range(args.requests):
-                t0 = time.perf_counter()
-                manager.analyze([request])
-                direct.append(time.perf_counter() - t0)
-                t0 = time.perf_counter()
-                over_http()
-                http.append(time.perf_counter() - t0)
-        server.should_exit = True
-        thread.join(timeout=10)
+                for _ in range(3):  # warm both paths
+                    manager.analyze([request])
+                    over_http()
+                for _ in range(args.requests):
+                    t0 = time.perf_counter()
+                    manager.analyze([request])
+                    direct.append(time.perf_counter() - t0)
+                    t0 = time.perf_counter()
+                    over_http()
+                    http.append(time.perf_counter() - t0)
+                    t0 = time.perf_counter()
+                    client.get("/healthz").raise_for_status()
+                    health.append(time.perf_counter() - t0)
+        finally:
+            server.terminate()
+            server.wait(timeout=30)
+            manager.shutdown()
 
     row = {
         "stage": "http_overhead",
@@ -111,6 +131,7 @@ def main() -> None:
         "overhead_p50_ms": round((float(np.percentile(http, 50)) - float(np.percentile(direct, 50))) * 1000, 2),
         "direct_p95_ms": round(float(np.percentile(direct, 95)) * 1000, 2),
         "http_p95_ms": round(float(np.percentile(http, 95)) * 1000, 2),
+        "healthz_p50_ms": round(float(np.percentile(health, 50)) * 1000, 2),
     }
     args.out.mkdir(parents=True, exist_ok=True)
     with (args.out / "http_overhead.jsonl").open("a") as fh:

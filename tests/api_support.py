@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import io
+import json
+import re
 import struct
 import threading
 import time
@@ -10,7 +12,7 @@ import zlib
 from collections.abc import Iterator
 from contextlib import contextmanager
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from typing import Any
+from typing import Any, Self
 from urllib.parse import parse_qs, urlsplit
 
 import jwt
@@ -19,11 +21,15 @@ from fastapi.testclient import TestClient
 from PIL import Image
 
 from app.config import Settings
+from app.models.manager import ModelManager
 from app.server import create_app
+from tests.chat_support import make_services
 
 JWT_SECRET = "test-secret-" + "0123456789abcdef" * 4  # 76 bytes: long enough for HS512 too
 AUDIENCE = "florence-api"
 ISSUER = "https://issuer.test"
+# A tag that makes the browser load something from another host (`//host/...` included).
+EXTERNAL_RESOURCE = re.compile(r"<(?:link|script|img|iframe)\b[^>]*\b(?:href|src)=[\"']?(?:https?:)?//", re.I)
 
 
 def api_settings(base: Settings, **overrides: Any) -> Settings:
@@ -69,8 +75,55 @@ def running_app(settings: Settings) -> Iterator[tuple[FastAPI, TestClient]]:
         yield app, client
 
 
-# -- a real HTTP server on 127.0.0.1 for URL fetching --------------------------------------------------
-class ImageServer:
+def server_client(settings: Settings) -> TestClient:
+    """The whole server (API, docs, chat) around a fresh manager that nothing here loads.
+
+    Use it as a context manager to run the lifespan; the server's shutdown closes the manager.
+    """
+    return TestClient(create_app(settings, make_services(settings, ModelManager(settings))))
+
+
+# -- real HTTP servers on 127.0.0.1 ----------------------------------------------------------------------
+class QuietHandler(BaseHTTPRequestHandler):
+    """A test server's request handler: logs nothing, reads JSON, answers with a sized body."""
+
+    def log_message(self, format: str, *args: Any) -> None:
+        pass
+
+    def read_json(self) -> Any:
+        return json.loads(self.rfile.read(int(self.headers.get("Content-Length", "0"))))
+
+    def send_body(self, status: int, body: bytes = b"", content_type: str = "application/json") -> None:
+        self.send_response(status)
+        self.send_header("Content-Type", content_type)
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+
+class LoopbackServer:
+    """`handler` served on 127.0.0.1 (a free port) from a daemon thread until `close()`."""
+
+    def __init__(self, handler: type[BaseHTTPRequestHandler]) -> None:
+        self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), handler)
+        self.port = int(self.httpd.server_address[1])
+        threading.Thread(target=self.httpd.serve_forever, daemon=True).start()
+
+    def url(self, path: str = "", host: str = "127.0.0.1") -> str:
+        return f"http://{host}:{self.port}{path}"
+
+    def close(self) -> None:
+        self.httpd.shutdown()
+        self.httpd.server_close()
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+class ImageServer(LoopbackServer):
     """Serves `/image.png` (declared as text/html: the type must not be trusted), redirects and big bodies."""
 
     def __init__(self, image: bytes) -> None:
@@ -78,22 +131,19 @@ class ImageServer:
         self.hosts_seen: list[str] = []
         server = self
 
-        class Handler(BaseHTTPRequestHandler):
-            def log_message(self, format: str, *args: Any) -> None:
-                pass
-
+        class Handler(QuietHandler):
             def do_GET(self) -> None:
                 server.hosts_seen.append(self.headers.get("Host", ""))
                 url = urlsplit(self.path)
                 query = parse_qs(url.query)
                 if url.path == "/image.png":
-                    self._send(200, server.image, "text/html")
+                    self.send_body(200, server.image, "text/html")
                 elif url.path == "/redirect":
                     self._redirect(query["to"][0])
                 elif url.path.startswith("/loop/"):
                     self._redirect(f"/loop/{int(url.path.rsplit('/', 1)[1]) + 1}")
                 elif url.path == "/big":
-                    self._send(200, b"\0" * int(query["n"][0]), "image/png")
+                    self.send_body(200, b"\0" * int(query["n"][0]), "image/png")
                 elif url.path == "/big-unsized":
                     # No Content-Length: the body ends when the connection closes (HTTP/1.0 style).
                     self.send_response(200)
@@ -103,16 +153,9 @@ class ImageServer:
                     self.wfile.write(b"\0" * int(query["n"][0]))
                     self.close_connection = True
                 elif url.path == "/missing":
-                    self._send(404, b"nope", "text/plain")
+                    self.send_body(404, b"nope", "text/plain")
                 else:
-                    self._send(404, b"", "text/plain")
-
-            def _send(self, status: int, body: bytes, content_type: str) -> None:
-                self.send_response(status)
-                self.send_header("Content-Type", content_type)
-                self.send_header("Content-Length", str(len(body)))
-                self.end_headers()
-                self.wfile.write(body)
+                    self.send_body(404, b"", "text/plain")
 
             def _redirect(self, location: str) -> None:
                 self.send_response(302)
@@ -120,20 +163,7 @@ class ImageServer:
                 self.send_header("Content-Length", "0")
                 self.end_headers()
 
-        self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.port = self.httpd.server_address[1]
-        self.thread = threading.Thread(target=self.httpd.serve_forever, daemon=True)
-
-    def url(self, path: str, host: str = "127.0.0.1") -> str:
-        return f"http://{host}:{self.port}{path}"
-
-    def __enter__(self) -> ImageServer:
-        self.thread.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.httpd.shutdown()
-        self.httpd.server_close()
+        super().__init__(Handler)
 
 
 def png_header_only(width: int, height: int) -> bytes:

@@ -2,23 +2,29 @@
 
 from __future__ import annotations
 
+import asyncio
 import io
 import json
-from collections.abc import AsyncIterator, Sequence
-from contextlib import asynccontextmanager
+import re
+from collections.abc import AsyncIterator, Iterator, Sequence
+from contextlib import asynccontextmanager, contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from PIL import Image
 
+from app.chat.flow import ChatFlow
 from app.chat.inputs import Upload
+from app.chat.session import ChatSession
 from app.chat.ui import ImageReply, RegionPicker
 from app.config import Settings
 from app.models.manager import ModelManager
-from app.services.analysis import AnalysisService
 from app.services.container import Services
 from app.services.ratelimit import RateLimiter
+
+BUSY_NOTICE = "**Busy.** I'm still working on your previous request. Wait for its answer, then send this again."
+STEP_TITLE = re.compile(r"^(?P<task>.+) in \d+\.\d+ s$")  # a finished step: "Object detection in 0.42 s"
 
 
 @dataclass
@@ -83,12 +89,50 @@ class RecordingUI:
 
 
 def make_services(settings: Settings, manager: ModelManager, rate_limit: str | None = None) -> Services:
-    return Services(
-        settings=settings,
-        manager=manager,
-        analysis=AnalysisService(manager),
-        limiter=RateLimiter(rate_limit if rate_limit is not None else settings.rate_limit),
-    )
+    """The app's services around a test's manager, optionally with their own `rate_limit`."""
+    limiter = RateLimiter(rate_limit) if rate_limit is not None else None
+    return Services.from_manager(settings, manager, limiter=limiter)
+
+
+@contextmanager
+def services_over(settings: Settings, manager: ModelManager) -> Iterator[Services]:
+    """`make_services` around a test's own manager (one not loaded yet, or broken), shut down afterwards."""
+    try:
+        yield make_services(settings, manager)
+    finally:
+        manager.shutdown()
+
+
+def run(coro: object) -> None:
+    asyncio.run(coro)  # type: ignore[arg-type]
+
+
+def send(
+    services: Services, text: str, uploads: Sequence[Upload], task: str | None, session: ChatSession | None = None
+) -> RecordingUI:
+    """One chat message through a new `ChatFlow` (from a new session unless given); what the chat showed."""
+    ui = RecordingUI()
+    run(ChatFlow(services).on_message(session or ChatSession(identity="t"), ui, text, uploads, task))
+    return ui
+
+
+def send_together(
+    flow: ChatFlow, session: ChatSession, ui: RecordingUI, *messages: tuple[str, Sequence[Upload], str]
+) -> None:
+    """Several `(text, uploads, task)` messages of one session at the same time, as a double send does."""
+
+    async def together() -> None:
+        await asyncio.gather(*(flow.on_message(session, ui, text, uploads, task) for text, uploads, task in messages))
+
+    run(together())
+
+
+def assert_loaded_behind_progress(ui: RecordingUI, model_id: str) -> None:
+    """The first request loaded `model_id`, said so in a progress message, then replied."""
+    (progress,) = ui.progresses
+    assert progress.texts[0] == f"Loading `{model_id}` (first request only)…"
+    assert re.fullmatch(rf"Model `{re.escape(model_id)}` loaded in \d+\.\d+ s on cpu \(float32\)\.", progress.texts[-1])
+    assert len(ui.replies) == 1
 
 
 def save_upload(image: Image.Image, directory: Path, name: str) -> Upload:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 from collections.abc import Iterator
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import pytest
 from PIL import Image
@@ -16,6 +17,9 @@ os.environ.setdefault("HF_HUB_DISABLE_TELEMETRY", "1")
 
 from app.config import Settings
 from tests.tiny_models import build_tiny_florence
+
+if TYPE_CHECKING:
+    from app.chat.inputs import Upload
 
 
 @pytest.fixture(scope="session")
@@ -71,6 +75,14 @@ def astronaut() -> Image.Image:
     from skimage import data
 
     return Image.fromarray(data.astronaut())
+
+
+@pytest.fixture
+def cat_upload(photo: Image.Image, tmp_path: Path) -> Upload:
+    """`photo` saved as `cat.png`, as the chat receives an uploaded file."""
+    from tests.chat_support import save_upload
+
+    return save_upload(photo, tmp_path, "cat.png")
 
 
 # -- classifiers (issue 5): tiny ResNet / CLIP / SigLIP checkpoints and settings that point at them -----

@@ -8,16 +8,22 @@ from __future__ import annotations
 import base64
 import json
 import math
-import threading
 from collections.abc import Iterator
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
 import pytest
 from fastapi.testclient import TestClient
 
 from app.config import Settings
-from tests.api_support import ImageServer, api_settings, auth_header, png_bytes, running_app
+from tests.api_support import (
+    ImageServer,
+    LoopbackServer,
+    QuietHandler,
+    api_settings,
+    auth_header,
+    png_bytes,
+    running_app,
+)
 from tests.tiny_models import RESNET_BIAS_LOGITS
 
 PNG = png_bytes((64, 48), "red")
@@ -27,19 +33,16 @@ P_TABBY = math.exp(RESNET_BIAS_LOGITS[281]) / TOTAL
 LABELS = ["a cat", "a dog", "a red car"]
 
 
-class ChatStub:
+class ChatStub(LoopbackServer):
     """`POST /v1/chat/completions` like an OpenAI-compatible server; model `broken` answers 500."""
 
     def __init__(self) -> None:
         self.requests: list[tuple[dict[str, str], dict[str, Any]]] = []
         stub = self
 
-        class Handler(BaseHTTPRequestHandler):
-            def log_message(self, format: str, *args: Any) -> None:
-                pass
-
+        class Handler(QuietHandler):
             def do_POST(self) -> None:
-                body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
+                body = self.read_json()
                 stub.requests.append((dict(self.headers), body))
                 if self.path != "/v1/chat/completions":
                     return self._send(404, {"error": "not found"})
@@ -50,27 +53,16 @@ class ChatStub:
                 return self._send(200, {"choices": [{"index": 0, "message": {"role": "assistant", "content": answer}}]})
 
             def _send(self, status: int, payload: dict[str, Any]) -> None:
-                data = json.dumps(payload).encode()
-                self.send_response(status)
-                self.send_header("Content-Type", "application/json")
-                self.send_header("Content-Length", str(len(data)))
-                self.end_headers()
-                self.wfile.write(data)
+                self.send_body(status, json.dumps(payload).encode())
 
-        self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.url = f"http://127.0.0.1:{self.httpd.server_address[1]}/v1"
-        threading.Thread(target=self.httpd.serve_forever, daemon=True).start()
-
-    def close(self) -> None:
-        self.httpd.shutdown()
-        self.httpd.server_close()
+        super().__init__(Handler)
+        self.base_url = self.url("/v1")
 
 
 @pytest.fixture(scope="module")
 def chat_stub() -> Iterator[ChatStub]:
-    stub = ChatStub()
-    yield stub
-    stub.close()
+    with ChatStub() as stub:
+        yield stub
 
 
 @pytest.fixture(scope="module")
@@ -86,7 +78,7 @@ def client(classify_settings: Settings, chat_stub: ChatStub) -> Iterator[TestCli
         fetch_allow_networks="127.0.0.0/8",
         max_images_per_request=4,
         max_queue_size=8,
-        analysis_api_url=chat_stub.url,
+        analysis_api_url=chat_stub.base_url,
         analysis_api_key="sk-test",
         analysis_model_llama="llama-3.1-8b",
         analysis_model_gemma="broken",

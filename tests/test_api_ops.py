@@ -16,6 +16,16 @@ from tests.api_support import api_settings, auth_header, png_bytes, running_app
 BODY = {"task": "caption", "images": [{"base64": base64.b64encode(png_bytes()).decode()}]}
 
 
+def request_that_leaves_on(event: asyncio.Event) -> Request:
+    """A request whose client disconnects once `event` is set (its body already read)."""
+
+    async def receive() -> dict[str, object]:
+        await event.wait()
+        return {"type": "http.disconnect"}
+
+    return Request({"type": "http", "method": "POST", "path": "/api/v1/analyze", "headers": []}, receive)
+
+
 def test_without_preload_readyz_reports_and_never_loads(tiny_settings: Settings) -> None:
     with running_app(api_settings(tiny_settings, preload=False)) as (app, client):
         manager = app.state.services.manager
@@ -50,12 +60,7 @@ def test_a_client_that_disconnects_cancels_work_that_has_not_started(tiny_settin
 
     async def scenario() -> tuple[bool, object]:
         disconnect = asyncio.Event()
-
-        async def receive() -> dict[str, object]:
-            await disconnect.wait()
-            return {"type": "http.disconnect"}
-
-        request = Request({"type": "http", "method": "POST", "path": "/api/v1/analyze", "headers": []}, receive)
+        request = request_that_leaves_on(disconnect)
         blocker = manager.submit(release.wait)  # the inference thread is busy
         outcome = asyncio.ensure_future(run_unless_disconnected(request, manager.run_async(started_late.set)))
         for _ in range(100):  # let the tasks run until the work is queued (no wall-clock waiting)
@@ -83,13 +88,7 @@ def test_work_that_finishes_is_returned(tiny_settings: Settings) -> None:
     manager = ModelManager(api_settings(tiny_settings))
 
     async def scenario() -> tuple[bool, object]:
-        never = asyncio.Event()
-
-        async def receive() -> dict[str, object]:
-            await never.wait()
-            return {"type": "http.disconnect"}
-
-        request = Request({"type": "http", "method": "POST", "path": "/", "headers": []}, receive)
+        request = request_that_leaves_on(asyncio.Event())  # never set: the client stays
         return await run_unless_disconnected(request, manager.run_async(lambda: 42))
 
     try:

@@ -228,3 +228,22 @@ def test_chat_end_to_end(server: str, png: Path, tmp_path: Path) -> None:
     local = (server, "data:", "blob:" + server)
     external = [url for url in requested if not url.startswith(local)]
     assert requested and external == []
+
+
+def test_api_docs_render_with_nothing_from_other_hosts(server: str) -> None:
+    from playwright.sync_api import sync_playwright
+
+    requested: list[str] = []
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=_chromium(), args=CHROMIUM_ARGS)
+        try:
+            page = browser.new_page()
+            page.on("request", lambda request: requested.append(request.url))
+            page.goto(server + "/redoc")  # sent on to /docs
+            page.locator(".swagger-ui .opblock-summary-path", has_text="/api/v1/analyze").wait_for(timeout=TIMEOUT_MS)
+            _shot(page, "08-api-docs")
+            assert page.url == server + "/docs"
+        finally:
+            browser.close()
+    assert [url for url in requested if not url.startswith(server)] == []
+    assert server + "/docs-assets/swagger-ui-bundle.js" in requested

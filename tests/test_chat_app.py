@@ -10,8 +10,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from PIL import Image
 
+from app.chat.inputs import Upload
 from app.config import Settings
 from app.models.manager import ModelManager
 from app.models.registry import build_manager
@@ -56,6 +56,22 @@ class RecordingEmitter(BaseChainlitEmitter):
     def last(self, step_id: str) -> dict[str, Any]:
         return [s for s in self.steps if s["id"] == step_id][-1]
 
+    def tool_step(self) -> dict[str, Any]:
+        """The last state of the one tool step (the task's progress)."""
+        (tool_id,) = {s["id"] for s in self.steps if s["type"] == "tool"}
+        return self.last(tool_id)
+
+    def last_reply(self) -> dict[str, Any]:
+        return [s for s in self.steps if s["type"] == "assistant_message"][-1]
+
+
+async def send_picture(path: Path, task: str, text: str = "") -> None:
+    """A new chat, then `path` sent with `task` picked, as the browser sends them."""
+    await chainlit_app.on_chat_start()
+    message = cl.Message(content=text, elements=[cl.Image(path=str(path), name=path.name)])
+    message.modes = {"task": task}
+    await chainlit_app.on_message(message)
+
 
 @pytest.fixture
 def chat(tiny_settings: Settings, tiny_manager: ModelManager) -> Iterator[None]:
@@ -98,21 +114,11 @@ def test_chat_start_offers_the_task_picker_and_a_welcome(chat: None) -> None:
     assert welcome["output"].startswith("Model `")
 
 
-def test_message_renders_step_picture_downloads_and_action(chat: None, photo: Image.Image, tmp_path: Path) -> None:
-    path = tmp_path / "cat.png"
-    photo.save(path)
-
-    async def converse(emitter: RecordingEmitter) -> None:
-        await chainlit_app.on_chat_start()
-        message = cl.Message(content="", elements=[cl.Image(path=str(path), name="cat.png")])
-        message.modes = {"task": "OD"}
-        await chainlit_app.on_message(message)
-
-    emitter = in_context(converse)
-    (tool_id,) = {s["id"] for s in emitter.steps if s["type"] == "tool"}
-    tool = emitter.last(tool_id)
+def test_message_renders_step_picture_downloads_and_action(chat: None, cat_upload: Upload) -> None:
+    emitter = in_context(lambda _: send_picture(cat_upload.path, "OD"))
+    tool = emitter.tool_step()
     assert tool["name"].startswith("Object detection in ") and tool["output"].startswith("1 image in ")
-    reply = [s for s in emitter.steps if s["type"] == "assistant_message"][-1]
+    reply = emitter.last_reply()
     assert reply["output"].startswith("**cat\\.png** — Object detection\n\n")
     sent = [e for e in emitter.elements if e["forId"] == reply["id"]]
     kinds = [(e["type"], e["name"], e["mime"], e["display"]) for e in sent]
@@ -128,15 +134,9 @@ def test_message_renders_step_picture_downloads_and_action(chat: None, photo: Im
     )
 
 
-def test_region_picker_element_and_its_callback(chat: None, photo: Image.Image, tmp_path: Path) -> None:
-    path = tmp_path / "cat.png"
-    photo.save(path)
-
+def test_region_picker_element_and_its_callback(chat: None, cat_upload: Upload) -> None:
     async def converse(emitter: RecordingEmitter) -> None:
-        await chainlit_app.on_chat_start()
-        message = cl.Message(content="", elements=[cl.Image(path=str(path), name="cat.png")])
-        message.modes = {"task": "REGION_TO_CATEGORY"}
-        await chainlit_app.on_message(message)
+        await send_picture(cat_upload.path, "REGION_TO_CATEGORY")
         (picker,) = [e for e in emitter.elements if e["type"] == "custom"]
         props = json.loads(picker["props"]) if isinstance(picker.get("props"), str) else picker["props"]
         payload = {
@@ -150,7 +150,7 @@ def test_region_picker_element_and_its_callback(chat: None, photo: Image.Image, 
     emitter = in_context(converse)
     (picker,) = [e for e in emitter.elements if e["type"] == "custom"]
     assert picker["name"] == "RegionPicker" and picker["display"] == "inline"
-    reply = [s for s in emitter.steps if s["type"] == "assistant_message"][-1]
+    reply = emitter.last_reply()
     assert reply["output"].startswith("**cat\\.png** — Region to category\n\nRegion (10, 10, 120, 90)")
     files = [e for e in emitter.elements if e["forId"] == reply["id"] and e["type"] == "file"]
     assert [f["name"] for f in files] == ["cat.region_to_category.json"]
@@ -165,22 +165,10 @@ def classify_chat(classify_settings: Settings) -> Iterator[None]:
     manager.shutdown()
 
 
-def test_zero_shot_reply_sends_the_chart_next_to_the_table(
-    classify_chat: None, photo: Image.Image, tmp_path: Path
-) -> None:
-    path = tmp_path / "cat.png"
-    photo.save(path)
-
-    async def converse(emitter: RecordingEmitter) -> None:
-        await chainlit_app.on_chat_start()
-        message = cl.Message(content="a cat, a dog", elements=[cl.Image(path=str(path), name="cat.png")])
-        message.modes = {"task": "ZERO_SHOT"}
-        await chainlit_app.on_message(message)
-
-    emitter = in_context(converse)
-    (tool_id,) = {s["id"] for s in emitter.steps if s["type"] == "tool"}
-    assert emitter.last(tool_id)["name"].startswith("Zero-shot in ")
-    reply = [s for s in emitter.steps if s["type"] == "assistant_message"][-1]
+def test_zero_shot_reply_sends_the_chart_next_to_the_table(classify_chat: None, cat_upload: Upload) -> None:
+    emitter = in_context(lambda _: send_picture(cat_upload.path, "ZERO_SHOT", "a cat, a dog"))
+    assert emitter.tool_step()["name"].startswith("Zero-shot in ")
+    reply = emitter.last_reply()
     assert reply["output"].startswith("**cat\\.png** — Zero\\-shot\n\nProbabilities over your labels")
     assert "| Label | Probability |" in reply["output"]
     sent = {

@@ -28,11 +28,23 @@ from app.errors import InvalidInput, UnknownTask
 from app.images import LoadedImage
 from app.models.manager import ModelManager
 from app.models.registry import build_manager
+from app.services.classification import ZeroShotRequest
 from app.services.container import Services
-from tests.chat_support import RecordingUI, download_json, make_services, save_upload
+from tests.chat_support import (
+    BUSY_NOTICE,
+    STEP_TITLE,
+    RecordingUI,
+    assert_loaded_behind_progress,
+    download_json,
+    make_services,
+    run,
+    save_upload,
+    send,
+    send_together,
+    services_over,
+)
 from tests.tiny_models import RESNET_BIAS_LOGITS
 
-STEP_TITLE = re.compile(r"^(?P<task>.+) in \d+\.\d+ s$")
 BAR_RGB = (59, 130, 246)  # app.charts draws bars in #3b82f6
 
 
@@ -46,15 +58,6 @@ def manager(classify_settings: Settings) -> Iterator[ModelManager]:
 @pytest.fixture
 def services(classify_settings: Settings, manager: ModelManager) -> Services:
     return make_services(classify_settings, manager)
-
-
-@pytest.fixture
-def cat_upload(photo: Image.Image, tmp_path: Path) -> Upload:
-    return save_upload(photo, tmp_path, "cat.png")
-
-
-def run(coro: object) -> None:
-    asyncio.run(coro)  # type: ignore[arg-type]
 
 
 def imagenet_probability(index: int) -> float:
@@ -95,8 +98,8 @@ def test_chat_tasks_are_the_florence_catalogue_plus_the_classifiers() -> None:
 def test_classify_replies_with_table_chart_and_json(
     services: Services, classify_settings: Settings, cat_upload: Upload
 ) -> None:
-    ui, session = RecordingUI(), ChatSession(identity="t")
-    run(ChatFlow(services).on_message(session, ui, "", [cat_upload], "CLASSIFY"))
+    session = ChatSession(identity="t")
+    ui = send(services, "", [cat_upload], "CLASSIFY", session)
 
     assert ui.notices == []
     (reply,) = ui.replies
@@ -161,7 +164,8 @@ def test_zero_shot_asks_for_labels_then_scores_them(services: Services, photo: I
     run(flow.on_message(session, ui, "a cat, a dog,\na red car", [], None))
     (reply,) = ui.replies
     loaded = LoadedImage(photo.convert("RGB"), "PNG", "cat.png")
-    (direct,) = asyncio.run(services.classification.zero_shot([loaded], ["a cat", "a dog", "a red car"]))
+    request = ZeroShotRequest.create(["a cat", "a dog", "a red car"])
+    (direct,) = asyncio.run(services.classification.zero_shot([loaded], request))
     assert direct.result is not None
     expected = direct.result.by_label
     body = download_json(reply, "cat.zero_shot.json")
@@ -197,8 +201,7 @@ def test_zero_shot_categories_sum_their_labels(services: Services, cat_upload: U
 
 
 def test_one_label_gets_an_independent_score(services: Services, cat_upload: Upload) -> None:
-    ui = RecordingUI()
-    run(ChatFlow(services).on_message(ChatSession(identity="t"), ui, "a cat", [cat_upload], "ZERO_SHOT"))
+    ui = send(services, "a cat", [cat_upload], "ZERO_SHOT")
     (reply,) = ui.replies
     body = download_json(reply, "cat.zero_shot.json")
     assert body["multi_label"] is True and 0 < body["result"]["a cat"] < 1
@@ -265,20 +268,10 @@ def test_rate_limit_counts_every_task_kind(
 
 
 def test_second_request_while_classifying_is_told_to_wait(services: Services, cat_upload: Upload) -> None:
-    ui, session = RecordingUI(), ChatSession(identity="t")
-    flow = ChatFlow(services)
-
-    async def two_at_once() -> None:
-        await asyncio.gather(
-            flow.on_message(session, ui, "", [cat_upload], "CLASSIFY"),
-            flow.on_message(session, ui, "cat, dog", [cat_upload], "ZERO_SHOT"),
-        )
-
-    run(two_at_once())
+    ui, session, flow = RecordingUI(), ChatSession(identity="t"), ChatFlow(services)
+    send_together(flow, session, ui, ("", [cat_upload], "CLASSIFY"), ("cat, dog", [cat_upload], "ZERO_SHOT"))
     assert [r.downloads[0].name for r in ui.replies] == ["cat.classify.json"]
-    assert ui.notices == [
-        "**Busy.** I'm still working on your previous request. Wait for its answer, then send this again."
-    ]
+    assert ui.notices == [BUSY_NOTICE]
     assert not session.busy
 
 
@@ -290,8 +283,7 @@ def test_full_model_queue_gives_a_clear_busy_message(
     # Occupy every place in the manager's queue, as a crowd of waiting requests would.
     blockers = [manager.submit(release.wait) for _ in range(manager.settings.max_queue_size)]
     try:
-        ui = RecordingUI()
-        run(ChatFlow(services).on_message(ChatSession(identity="t"), ui, "", [cat_upload], "CLASSIFY"))
+        ui = send(services, "", [cat_upload], "CLASSIFY")
     finally:
         release.set()
         for blocker in blockers:
@@ -304,45 +296,24 @@ def test_full_model_queue_gives_a_clear_busy_message(
 def test_uploads_are_validated_like_for_every_task(services: Services, tmp_path: Path, cat_upload: Upload) -> None:
     fake = tmp_path / "notes.png"
     fake.write_bytes(b"this is text, not a PNG")
-    ui, session = RecordingUI(), ChatSession(identity="t")
-    run(ChatFlow(services).on_message(session, ui, "cat, dog", [Upload("notes.png", fake), cat_upload], "ZERO_SHOT"))
+    ui = send(services, "cat, dog", [Upload("notes.png", fake), cat_upload], "ZERO_SHOT")
     (notice,) = ui.notices
     assert notice.startswith("**File refused.** notes.png")
     assert [r.image_name for r in ui.replies] == ["cat.png"]
 
 
 def test_classifier_loads_on_first_use_behind_progress(classify_settings: Settings, cat_upload: Upload) -> None:
-    fresh = build_manager(classify_settings)
-    try:
-        ui = RecordingUI()
-        run(
-            ChatFlow(make_services(classify_settings, fresh)).on_message(
-                ChatSession(identity="t"), ui, "", [cat_upload], "CLASSIFY"
-            )
-        )
-    finally:
-        fresh.shutdown()
-    (progress,) = ui.progresses
-    model_id = re.escape(classify_settings.classifier_model_id)
-    assert progress.texts[0] == f"Loading `{classify_settings.classifier_model_id}` (first request only)…"
-    assert re.fullmatch(rf"Model `{model_id}` loaded in \d+\.\d+ s on cpu \(float32\)\.", progress.texts[-1])
-    assert len(ui.replies) == 1
+    with services_over(classify_settings, build_manager(classify_settings)) as services:
+        ui = send(services, "", [cat_upload], "CLASSIFY")
+    assert_loaded_behind_progress(ui, classify_settings.classifier_model_id)
 
 
 def test_missing_zero_shot_model_says_which_setting_to_fix(
     classify_settings: Settings, cat_upload: Upload, tmp_path: Path
 ) -> None:
     settings = classify_settings.model_copy(update={"zero_shot_model_id": str(tmp_path / "no-such-clip")})
-    broken = build_manager(settings)
-    try:
-        ui = RecordingUI()
-        run(
-            ChatFlow(make_services(settings, broken)).on_message(
-                ChatSession(identity="t"), ui, "a, b", [cat_upload], "ZERO_SHOT"
-            )
-        )
-    finally:
-        broken.shutdown()
+    with services_over(settings, build_manager(settings)) as services:
+        ui = send(services, "a, b", [cat_upload], "ZERO_SHOT")
     assert ui.replies == [] and ui.progresses[0].failed
     (notice,) = ui.notices
     assert notice.startswith("**The model is not available.**\n\n") and "ZERO_SHOT_MODEL_ID" in notice

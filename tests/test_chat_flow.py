@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import base64
 import io
 import re
@@ -21,23 +20,25 @@ from app.images import ImageLimits, LoadedImage, load_image_bytes
 from app.models.manager import ModelManager
 from app.results import DetectionResult
 from app.services.container import Services
-from tests.chat_support import RecordingUI, decode_picture, download_json, make_services, save_upload
-
-STEP_TITLE = re.compile(r"^(?P<task>.+) in \d+\.\d+ s$")
+from tests.chat_support import (
+    BUSY_NOTICE,
+    STEP_TITLE,
+    RecordingUI,
+    assert_loaded_behind_progress,
+    decode_picture,
+    download_json,
+    make_services,
+    run,
+    save_upload,
+    send,
+    send_together,
+    services_over,
+)
 
 
 @pytest.fixture
 def services(tiny_settings: Settings, tiny_manager: ModelManager) -> Services:
     return make_services(tiny_settings, tiny_manager)
-
-
-@pytest.fixture
-def cat_upload(photo: Image.Image, tmp_path: Path) -> Upload:
-    return save_upload(photo, tmp_path, "cat.png")
-
-
-def run(coro: object) -> None:
-    asyncio.run(coro)  # type: ignore[arg-type]
 
 
 def expected_result(services: Services, photo: Image.Image, task: str, **inputs: object) -> dict[str, object]:
@@ -52,8 +53,8 @@ def expected_result(services: Services, photo: Image.Image, task: str, **inputs:
 def test_image_only_task_replies_with_picture_summary_and_downloads(
     services: Services, photo: Image.Image, cat_upload: Upload
 ) -> None:
-    ui, session = RecordingUI(), ChatSession(identity="t")
-    run(ChatFlow(services).on_message(session, ui, "", [cat_upload], "OD"))
+    session = ChatSession(identity="t")
+    ui = send(services, "", [cat_upload], "OD", session)
 
     assert ui.notices == []
     (reply,) = ui.replies
@@ -83,8 +84,7 @@ def test_the_chosen_task_sticks_for_later_messages(services: Services, cat_uploa
 
 
 def test_caption_reply_shows_the_text_and_the_image(services: Services, photo: Image.Image, cat_upload: Upload) -> None:
-    ui = RecordingUI()
-    run(ChatFlow(services).on_message(ChatSession(identity="t"), ui, "", [cat_upload], "<CAPTION>"))
+    ui = send(services, "", [cat_upload], "<CAPTION>")
 
     (reply,) = ui.replies
     expected = expected_result(services, photo, "<CAPTION>")
@@ -131,8 +131,8 @@ def test_region_task_with_typed_coordinates(services: Services, photo: Image.Ima
 def test_region_task_without_a_region_shows_the_picker(
     services: Services, photo: Image.Image, cat_upload: Upload
 ) -> None:
-    ui, session = RecordingUI(), ChatSession(identity="t")
-    run(ChatFlow(services).on_message(session, ui, "", [cat_upload], "REGION_TO_CATEGORY"))
+    session = ChatSession(identity="t")
+    ui = send(services, "", [cat_upload], "REGION_TO_CATEGORY", session)
 
     assert ui.replies == []
     ((text, pickers),) = ui.region_asks
@@ -167,8 +167,7 @@ def test_box_reference_uses_the_box_from_the_last_detection(services: Services, 
 
 
 def test_box_reference_without_a_detection_explains_what_to_do(services: Services, cat_upload: Upload) -> None:
-    ui = RecordingUI()
-    run(ChatFlow(services).on_message(ChatSession(identity="t"), ui, "box 2", [cat_upload], "REGION_TO_OCR"))
+    ui = send(services, "box 2", [cat_upload], "REGION_TO_OCR")
     assert ui.replies == []
     assert ui.notices == [
         "**Cannot run that.** There is no earlier detection reply to take box 2 from. Run Object detection first, "
@@ -269,20 +268,10 @@ def test_rate_limit_refuses_model_work_and_says_when_to_retry(
 
 
 def test_second_request_while_busy_is_told_to_wait(services: Services, cat_upload: Upload) -> None:
-    ui, session = RecordingUI(), ChatSession(identity="t")
-    flow = ChatFlow(services)
-
-    async def two_at_once() -> None:
-        await asyncio.gather(
-            flow.on_message(session, ui, "", [cat_upload], "CAPTION"),
-            flow.on_message(session, ui, "", [cat_upload], "OD"),
-        )
-
-    run(two_at_once())
+    ui, session, flow = RecordingUI(), ChatSession(identity="t"), ChatFlow(services)
+    send_together(flow, session, ui, ("", [cat_upload], "CAPTION"), ("", [cat_upload], "OD"))
     assert len(ui.replies) == 1 and ui.replies[0].downloads[0].name == "cat.caption.json"
-    assert ui.notices == [
-        "**Busy.** I'm still working on your previous request. Wait for its answer, then send this again."
-    ]
+    assert ui.notices == [BUSY_NOTICE]
     assert not session.busy  # released afterwards: the session keeps working
     run(flow.on_message(session, ui, "", [], "OD"))
     assert ui.replies[-1].downloads[0].name == "cat.od.json"
@@ -295,8 +284,7 @@ def test_full_model_queue_gives_a_clear_busy_message(
     batcher = tiny_manager._batcher(tiny_manager.get())
     batcher.admit(tiny_manager.settings.max_queue_size)
     try:
-        ui = RecordingUI()
-        run(ChatFlow(services).on_message(ChatSession(identity="t"), ui, "", [cat_upload], "CAPTION"))
+        ui = send(services, "", [cat_upload], "CAPTION")
     finally:
         batcher.release(tiny_manager.settings.max_queue_size)
     assert ui.replies == []
@@ -362,43 +350,23 @@ def test_upload_limits_come_from_settings(
 
 
 def test_message_without_any_image_asks_for_one(services: Services) -> None:
-    ui = RecordingUI()
-    run(ChatFlow(services).on_message(ChatSession(identity="t"), ui, "hello", [], None))
+    ui = send(services, "hello", [], None)
     assert ui.notices == ["Add an image first: drag it into the chat or use the paperclip, then send."]
 
 
 # -- model state -----------------------------------------------------------------------------------------------
 def test_first_request_shows_loading_progress(tiny_settings: Settings, cat_upload: Upload) -> None:
-    manager = ModelManager(tiny_settings)
-    try:
-        ui = RecordingUI()
-        run(
-            ChatFlow(make_services(tiny_settings, manager)).on_message(
-                ChatSession(identity="t"), ui, "", [cat_upload], "CAPTION"
-            )
-        )
-    finally:
-        manager.shutdown()
-    (progress,) = ui.progresses
-    assert progress.texts[0] == f"Loading `{tiny_settings.model_id}` (first request only)…"
-    assert re.fullmatch(
-        rf"Model `{re.escape(tiny_settings.model_id)}` loaded in \d+\.\d+ s on cpu \(float32\)\.", progress.texts[-1]
-    )
-    assert len(ui.replies) == 1
+    with services_over(tiny_settings, ModelManager(tiny_settings)) as services:
+        ui = send(services, "", [cat_upload], "CAPTION")
+    assert_loaded_behind_progress(ui, tiny_settings.model_id)
 
 
 def test_model_that_cannot_load_says_why_and_how_to_fix(
     tiny_settings: Settings, cat_upload: Upload, tmp_path: Path
 ) -> None:
     settings = tiny_settings.model_copy(update={"model_id": str(tmp_path / "no-such-model")})
-    manager = ModelManager(settings)
-    try:
-        ui = RecordingUI()
-        run(
-            ChatFlow(make_services(settings, manager)).on_message(ChatSession(identity="t"), ui, "", [cat_upload], "OD")
-        )
-    finally:
-        manager.shutdown()
+    with services_over(settings, ModelManager(settings)) as services:
+        ui = send(services, "", [cat_upload], "OD")
     assert ui.replies == [] and ui.progresses[0].failed
     (notice,) = ui.notices
     assert notice.startswith("**The model is not available.**\n\nModel directory ")
@@ -412,8 +380,7 @@ def test_unexpected_failure_shows_a_reference_not_details(
         raise RuntimeError("/secret/internal/path exploded")
 
     monkeypatch.setattr(services.analysis, "analyze_async", explode)
-    ui = RecordingUI()
-    run(ChatFlow(services).on_message(ChatSession(identity="t"), ui, "", [cat_upload], "CAPTION"))
+    ui = send(services, "", [cat_upload], "CAPTION")
     (notice,) = ui.notices
     assert re.fullmatch(r"Something went wrong on our side \(reference `[0-9a-f]{8}`\)\. .*", notice)
     assert "secret" not in notice and "Traceback" not in notice

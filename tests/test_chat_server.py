@@ -2,27 +2,23 @@
 
 from __future__ import annotations
 
-import re
 from collections.abc import Iterator
 
 import pytest
-from fastapi.testclient import TestClient
+from PIL import Image
 from pydantic import SecretStr
 
 from app.chat.auth import hash_password
+from app.chat.integration import ACCEPTED_IMAGE_TYPES
 from app.config import Settings
 from app.errors import InvalidInput
+from app.images import ALLOWED_FORMATS
 from app.models.manager import ModelManager
 from app.server import create_app
+from tests.api_support import EXTERNAL_RESOURCE, server_client
 from tests.chat_support import make_services
 
 SECRET = "test-secret-" + "x" * 40
-EXTERNAL_RESOURCE = re.compile(r"<(?:link|script|img|iframe)\b[^>]*\b(?:href|src)=[\"']?(?:https?:)?//", re.I)
-
-
-def client_for(settings: Settings) -> TestClient:
-    # A fresh manager: the server's shutdown closes it, and nothing here needs the model loaded.
-    return TestClient(create_app(settings, make_services(settings, ModelManager(settings))))
 
 
 @pytest.fixture
@@ -33,7 +29,7 @@ def open_settings(tiny_settings: Settings, monkeypatch: pytest.MonkeyPatch) -> I
 
 
 def test_page_loads_nothing_from_other_hosts(open_settings: Settings) -> None:
-    with client_for(open_settings) as client:
+    with server_client(open_settings) as client:
         page = client.get("/")
         deep_link = client.get("/thread/abc")
     assert page.status_code == 200 and page.headers["content-type"].startswith("text/html")
@@ -44,7 +40,7 @@ def test_page_loads_nothing_from_other_hosts(open_settings: Settings) -> None:
 
 
 def test_public_files_are_served(open_settings: Settings) -> None:
-    with client_for(open_settings) as client:
+    with server_client(open_settings) as client:
         theme = client.get("/public/theme.json")
         picker = client.get("/public/elements/RegionPicker.jsx")
         favicon = client.get("/favicon")
@@ -69,7 +65,7 @@ def test_chainlit_startup_and_shutdown_hooks_run_under_the_server_lifespan(open_
     saved = config.code.on_app_startup, config.code.on_app_shutdown
     config.code.on_app_startup, config.code.on_app_shutdown = started, stopped
     try:
-        client = client_for(open_settings)
+        client = server_client(open_settings)
         with client:
             assert calls == ["startup"]
         assert calls == ["startup", "shutdown"]
@@ -78,11 +74,11 @@ def test_chainlit_startup_and_shutdown_hooks_run_under_the_server_lifespan(open_
 
 
 def test_api_routes_win_over_the_chat_and_a_second_app_mounts_it_again(open_settings: Settings) -> None:
-    with client_for(open_settings) as client:
+    with server_client(open_settings) as client:
         health = client.get("/healthz")
         assert health.status_code == 200 and health.headers["content-type"] == "application/json"
         # Chainlit is one per process: another app (tests build many) mounts the same chat again.
-        with client_for(open_settings) as second:
+        with server_client(open_settings) as second:
             assert second.get("/").status_code == 200
             assert "<title>Florence-2 Vision</title>" in second.get("/").text
 
@@ -95,15 +91,9 @@ def test_upload_limits_follow_the_settings(open_settings: Settings) -> None:
     upload = config.features.spontaneous_file_upload
     assert upload is not None
     assert (upload.enabled, upload.max_files, upload.max_size_mb) == (True, 3, 6)
-    assert upload.accept == [
-        "image/jpeg",
-        "image/png",
-        "image/webp",
-        "image/gif",
-        "image/bmp",
-        "image/x-ms-bmp",
-        "image/tiff",
-    ]
+    assert upload.accept == list(ACCEPTED_IMAGE_TYPES)
+    # The picker offers every format the decoder accepts (and BMP's other common type).
+    assert {Image.MIME[name] for name in ALLOWED_FORMATS} | {"image/x-ms-bmp"} == set(upload.accept)
     assert config.features.mcp.enabled is False
     create_app(open_settings, make_services(open_settings, ModelManager(open_settings)))  # back to defaults
 
@@ -112,7 +102,7 @@ def test_password_login_when_users_are_configured(open_settings: Settings, monke
     users = f"alice:{hash_password('wonderland', iterations=100_000)}"
     settings = open_settings.model_copy(update={"chat_users": users, "chainlit_auth_secret": SecretStr(SECRET)})
     try:
-        with client_for(settings) as client:
+        with server_client(settings) as client:
             assert client.get("/auth/config").json()["requireLogin"] is True
             wrong = client.post("/login", data={"username": "alice", "password": "nope"})
             right = client.post("/login", data={"username": "alice", "password": "wonderland"})
@@ -120,7 +110,7 @@ def test_password_login_when_users_are_configured(open_settings: Settings, monke
             assert right.status_code == 200 and right.json() == {"success": True}
             assert client.get("/user").json()["identifier"] == "alice"  # the session cookie works
     finally:
-        with client_for(open_settings) as client:  # the chat is open again without users
+        with server_client(open_settings) as client:  # the chat is open again without users
             assert not client.get("/auth/config").json()["requireLogin"]
 
 

@@ -26,7 +26,7 @@ from app.errors import Busy, InvalidInput, ModelUnavailable, UnknownTask
 from app.images import LoadedImage
 from app.models.manager import ModelManager, ModelState
 from app.models.registry import BackendRegistry, build_manager
-from app.services.classification import ClassificationService
+from app.services.classification import ClassificationOutcome, ClassificationService, ZeroShotRequest
 from tests.tiny_models import RESNET_BIAS_LOGITS, ZERO_SHOT_TEXT_LENGTH, build_tiny_resnet, build_tiny_siglip
 
 LABELS = ["a cat", "a dog", "a red car"]
@@ -55,6 +55,13 @@ def images(photo: Image.Image, astronaut: Image.Image) -> list[LoadedImage]:
 
 def run(coro: Any) -> Any:
     return asyncio.run(coro)
+
+
+def zero_shot(
+    service: ClassificationService, images: list, labels: list[str], **options: Any
+) -> list[ClassificationOutcome]:
+    """`service.zero_shot` with the request checked as every caller checks it (`ZeroShotRequest.create`)."""
+    return run(service.zero_shot(images, ZeroShotRequest.create(labels, **options)))
 
 
 def expected_softmax(logits: dict[int, float], num_classes: int = 1000) -> dict[int, float]:
@@ -172,7 +179,7 @@ def softmax_rows(x: np.ndarray) -> np.ndarray:
 def test_exclusive_zero_shot_equals_the_models_own_softmax(
     service: ClassificationService, manager: ModelManager, images: list
 ) -> None:
-    outcomes = run(service.zero_shot(images, LABELS))
+    outcomes = zero_shot(service, images, LABELS)
     reference = softmax_rows(clip_reference(manager, [i.image for i in images], [f"a photo of {x}" for x in LABELS]))
     for outcome, row in zip(outcomes, reference, strict=True):
         assert isinstance(outcome.result, ZeroShotResult)
@@ -182,8 +189,8 @@ def test_exclusive_zero_shot_equals_the_models_own_softmax(
 
 
 def test_many_images_in_one_pass_match_one_at_a_time(service: ClassificationService, images: list) -> None:
-    together = run(service.zero_shot(images, LABELS))
-    alone = [run(service.zero_shot([image], LABELS))[0] for image in images]
+    together = zero_shot(service, images, LABELS)
+    alone = [zero_shot(service, [image], LABELS)[0] for image in images]
     for a, b in zip(together, alone, strict=True):
         assert list(a.result.probabilities) == pytest.approx(list(b.result.probabilities), abs=1e-5)
 
@@ -191,7 +198,7 @@ def test_many_images_in_one_pass_match_one_at_a_time(service: ClassificationServ
 def test_clip_multi_label_is_each_label_against_its_negation(
     service: ClassificationService, manager: ModelManager, images: list
 ) -> None:
-    outcomes = run(service.zero_shot(images, LABELS, multi_label=True))
+    outcomes = zero_shot(service, images, LABELS, multi_label=True)
     positive = clip_reference(manager, [i.image for i in images], [f"a photo of {x}" for x in LABELS])
     negative = clip_reference(
         manager, [i.image for i in images], [f"a photo of something that is not {x}" for x in LABELS]
@@ -206,7 +213,7 @@ def test_template_averaging_through_the_model(
     service: ClassificationService, manager: ModelManager, images: list
 ) -> None:
     templates = ["a photo of {}", "a drawing of {}"]
-    [outcome] = run(service.zero_shot(images[:1], LABELS, templates=templates))
+    [outcome] = zero_shot(service, images[:1], LABELS, templates=templates)
     backend = manager.get("zero_shot")
     model, processor = backend._model, backend._processor
     with torch.inference_mode():
@@ -224,7 +231,7 @@ def test_template_averaging_through_the_model(
 def test_categories_sum_their_phrasings(service: ClassificationService, images: list) -> None:
     labels = ["a thumbnail of a casual gaming stream", "a thumbnail showing violent content from a video game", "a cat"]
     categories = {labels[0]: "gaming", labels[1]: "gaming"}
-    [outcome] = run(service.zero_shot(images[:1], labels, categories=categories))
+    [outcome] = zero_shot(service, images[:1], labels, categories=categories)
     p = outcome.result.by_label
     assert outcome.result.categories == pytest.approx({"gaming": p[labels[0]] + p[labels[1]], "a cat": p["a cat"]})
     assert outcome.result.scores()[0][0] in {"gaming", "a cat"}
@@ -243,9 +250,9 @@ def test_text_embeddings_are_cached_per_label_and_templates(
         return original(prompts)
 
     monkeypatch.setattr(backend, "text_embeddings", counting)
-    first = run(service.zero_shot(images, LABELS))
-    second = run(service.zero_shot(images, LABELS))
-    run(service.zero_shot(images, [*LABELS, "a bird"]))
+    first = zero_shot(service, images, LABELS)
+    second = zero_shot(service, images, LABELS)
+    zero_shot(service, images, [*LABELS, "a bird"])
     assert calls == [[f"a photo of {x}" for x in LABELS], ["a photo of a bird"]]
     assert first[0].result.probabilities == second[0].result.probabilities
 
@@ -264,7 +271,7 @@ def test_text_embeddings_are_cached_per_label_and_templates(
 )
 def test_zero_shot_input_is_checked_before_model_work(service: ClassificationService, kwargs: dict, code: str) -> None:
     with pytest.raises(InvalidInput) as raised:
-        run(service.zero_shot([LoadedImage(Image.new("RGB", (8, 8)), "PNG", "x")], **kwargs))
+        zero_shot(service, [LoadedImage(Image.new("RGB", (8, 8)), "PNG", "x")], **kwargs)
     assert raised.value.code == code
 
 
@@ -274,8 +281,8 @@ def test_siglip_uses_its_sigmoid_and_bias(tmp_path: Path, classify_settings: Set
     manager = build_manager(settings_with(classify_settings, zero_shot_model_id=str(directory)))
     try:
         service = ClassificationService(manager)
-        multi = run(service.zero_shot(images, LABELS, multi_label=True))
-        exclusive = run(service.zero_shot(images, LABELS))
+        multi = zero_shot(service, images, LABELS, multi_label=True)
+        exclusive = zero_shot(service, images, LABELS)
         backend = manager.get("zero_shot")
         assert (backend.sigmoid, backend.logit_bias) == (True, pytest.approx(-1.5))
         logits = clip_reference(manager, [i.image for i in images], [f"a photo of {x}" for x in LABELS])

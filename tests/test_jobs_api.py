@@ -3,10 +3,7 @@
 from __future__ import annotations
 
 import base64
-import json
-import threading
 from collections.abc import Iterator
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
@@ -15,7 +12,15 @@ from fastapi import FastAPI
 from fastapi.testclient import TestClient
 
 from app.config import Settings
-from tests.api_support import api_settings, auth_header, make_token, png_bytes, running_app
+from tests.api_support import (
+    LoopbackServer,
+    QuietHandler,
+    api_settings,
+    auth_header,
+    make_token,
+    png_bytes,
+    running_app,
+)
 from tests.jobs_support import wait_for
 
 JOBS = "/api/v1/jobs"
@@ -27,30 +32,21 @@ BROKEN_URL = "data:image/png;base64," + base64.b64encode(PNG[: len(PNG) // 2]).d
 TERMINAL = ("complete", "failed", "cancelled")
 
 
-class CallbackReceiver:
-    """A loopback HTTP server that records the JSON bodies POSTed to it."""
+class CallbackReceiver(LoopbackServer):
+    """Records the JSON bodies POSTed to it."""
 
     def __init__(self) -> None:
         self.bodies: list[dict[str, Any]] = []
         receiver = self
 
-        class Handler(BaseHTTPRequestHandler):
-            def log_message(self, format: str, *args: Any) -> None:
-                pass
-
+        class Handler(QuietHandler):
             def do_POST(self) -> None:
-                length = int(self.headers.get("Content-Length", "0"))
-                receiver.bodies.append(json.loads(self.rfile.read(length)))
+                receiver.bodies.append(self.read_json())
                 self.send_response(204)
                 self.end_headers()
 
-        self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.url = f"http://127.0.0.1:{self.httpd.server_address[1]}/hook"
-        threading.Thread(target=self.httpd.serve_forever, daemon=True).start()
-
-    def close(self) -> None:
-        self.httpd.shutdown()
-        self.httpd.server_close()
+        super().__init__(Handler)
+        self.hook_url = self.url("/hook")
 
 
 def jobs_settings(tiny_settings: Settings, data_dir: Path, **overrides: Any) -> Settings:
@@ -177,9 +173,8 @@ def test_results_expire_after_job_ttl(served: tuple[FastAPI, TestClient]) -> Non
 
 
 def test_callback_receives_the_finished_job_and_private_targets_are_refused(client: TestClient) -> None:
-    receiver = CallbackReceiver()
-    try:
-        body = {"kind": "analyze", "task": "CAPTION", "images": [DATA_URL], "callback_url": receiver.url}
+    with CallbackReceiver() as receiver:
+        body = {"kind": "analyze", "task": "CAPTION", "images": [DATA_URL], "callback_url": receiver.hook_url}
         job = submit(client, body)
         wait_for(lambda: receiver.bodies, 30, "the callback")
         delivered = receiver.bodies[0]
@@ -191,8 +186,6 @@ def test_callback_receives_the_finished_job_and_private_targets_are_refused(clie
             return view if view["callback"]["status"] == "delivered" else None
 
         assert wait_for(reported, 10, "the delivery report")["callback"]["attempts"] == 1
-    finally:
-        receiver.close()
     # Same SSRF rules as image URLs: only 127.0.0.1 is allowlisted in these settings.
     for target in ("http://169.254.169.254/latest", "http://[::1]:9/x", "ftp://example.com/x"):
         response = client.post(JOBS, headers=auth_header(), json={**body, "callback_url": target})

@@ -6,7 +6,6 @@ import json
 import re
 import threading
 from collections.abc import Iterator
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
 import pytest
@@ -16,13 +15,13 @@ from app.config import Settings
 from app.images import ImageLimits, load_image_bytes
 from app.jobs.taskbridge import TaskBridgeClient, TaskBridgeWorker, service_classifier, task_options
 from app.services.container import Services
-from tests.api_support import png_bytes
+from tests.api_support import LoopbackServer, QuietHandler, png_bytes
 from tests.jobs_support import wait_for
 
 PNG = png_bytes((64, 48), "red")
 
 
-class FakeTaskBridge:
+class FakeTaskBridge(LoopbackServer):
     """`POST api/tasks/take/`, `GET api/tasks/file/{id}`, `POST api/tasks/complete/{id}/`, as the real server."""
 
     def __init__(self) -> None:
@@ -32,55 +31,36 @@ class FakeTaskBridge:
         self.takers: list[dict[str, Any]] = []
         bridge = self
 
-        class Handler(BaseHTTPRequestHandler):
-            def log_message(self, format: str, *args: Any) -> None:
-                pass
-
-            def _json(self) -> Any:
-                return json.loads(self.rfile.read(int(self.headers.get("Content-Length", "0"))))
-
-            def _send(self, status: int, body: bytes = b"", content_type: str = "application/json") -> None:
-                self.send_response(status)
-                self.send_header("Content-Type", content_type)
-                self.send_header("Content-Length", str(len(body)))
-                self.end_headers()
-                self.wfile.write(body)
-
+        class Handler(QuietHandler):
             def do_POST(self) -> None:
                 if self.path == "/api/tasks/take/":
-                    request = self._json()
+                    request = self.read_json()
                     bridge.takers.append(request)
                     for task in bridge.tasks:
                         if task["status"] == "open" and task["type"] == request["type"]:
                             task["status"] = "inprogress"
-                            self._send(200, json.dumps({"id": task["id"], "data": task["data"]}).encode())
+                            self.send_body(200, json.dumps({"id": task["id"], "data": task["data"]}).encode())
                             return
-                    self._send(404)
+                    self.send_body(404)
                 elif match := re.fullmatch(r"/api/tasks/complete/([\w-]+)/", self.path):
-                    bridge.results[match.group(1)] = self._json()
-                    self._send(200)
+                    bridge.results[match.group(1)] = self.read_json()
+                    self.send_body(200)
                 else:
-                    self._send(404)
+                    self.send_body(404)
 
             def do_GET(self) -> None:
                 match = re.fullmatch(r"/api/tasks/file/([\w-]+)", self.path)
                 if match and match.group(1) in bridge.files:
-                    self._send(200, bridge.files[match.group(1)], "application/octet-stream")
+                    self.send_body(200, bridge.files[match.group(1)], "application/octet-stream")
                 else:
-                    self._send(404)
+                    self.send_body(404)
 
-        self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.url = f"http://127.0.0.1:{self.httpd.server_address[1]}"  # no trailing slash: the worker adds it
-        threading.Thread(target=self.httpd.serve_forever, daemon=True).start()
+        super().__init__(Handler)
 
     def add(self, task_id: str, data: dict[str, Any], file: bytes | None, kind: str = "classifyimage") -> None:
         self.tasks.append({"id": task_id, "type": kind, "data": data, "status": "open"})
         if file is not None:
             self.files[task_id] = file
-
-    def close(self) -> None:
-        self.httpd.shutdown()
-        self.httpd.server_close()
 
 
 @pytest.fixture(scope="module")
@@ -97,7 +77,7 @@ def test_worker_takes_classifies_and_completes_tasks(services: Services, classif
     bridge.add("t-broken", {"numberofpredictions": "2", "targetlanguage": "en"}, PNG[:40])
     bridge.add("t-language", {"numberofpredictions": 2, "language": "xx"}, PNG)
     bridge.add("t-no-file", {"numberofpredictions": 2}, None)
-    client = TaskBridgeClient(bridge.url, "GPU-1", max_file_bytes=classify_settings.max_image_bytes)
+    client = TaskBridgeClient(bridge.url(), "GPU-1", max_file_bytes=classify_settings.max_image_bytes)
     worker = TaskBridgeWorker(client, service_classifier(services), classify_settings, poll_interval_s=0.05)
     thread = threading.Thread(target=worker.run, daemon=True)
     try:

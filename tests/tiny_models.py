@@ -230,6 +230,10 @@ def _clip_tokenizer(model_max_length: int) -> object:
     return CLIPTokenizer(vocab=bpe["vocab"], merges=merges, model_max_length=model_max_length)
 
 
+# The text and vision towers of the tiny CLIP and SigLIP checkpoints: one layer, two heads.
+_TINY_TOWER = {"hidden_size": 16, "intermediate_size": 32, "num_hidden_layers": 1, "num_attention_heads": 2}
+
+
 def build_tiny_clip(path: Path, seed: int = 0) -> Path:
     """A tiny random CLIP (text + vision towers) with a locally trained tokenizer and PIL processor."""
     import torch
@@ -240,10 +244,7 @@ def build_tiny_clip(path: Path, seed: int = 0) -> Path:
     config = CLIPConfig(
         text_config={
             "vocab_size": len(tokenizer),
-            "hidden_size": 16,
-            "intermediate_size": 32,
-            "num_hidden_layers": 1,
-            "num_attention_heads": 2,
+            **_TINY_TOWER,
             "max_position_embeddings": 77,
             "bos_token_id": tokenizer.bos_token_id,
             "eos_token_id": tokenizer.eos_token_id,
@@ -252,10 +253,7 @@ def build_tiny_clip(path: Path, seed: int = 0) -> Path:
         vision_config={
             "image_size": ZERO_SHOT_IMAGE_SIDE,
             "patch_size": 8,
-            "hidden_size": 16,
-            "intermediate_size": 32,
-            "num_hidden_layers": 1,
-            "num_attention_heads": 2,
+            **_TINY_TOWER,
         },
         projection_dim=8,
     )
@@ -279,10 +277,7 @@ def build_tiny_siglip(path: Path, seed: int = 0) -> Path:
     config = SiglipConfig(
         text_config={
             "vocab_size": len(tokenizer),
-            "hidden_size": 16,
-            "intermediate_size": 32,
-            "num_hidden_layers": 1,
-            "num_attention_heads": 2,
+            **_TINY_TOWER,
             "max_position_embeddings": ZERO_SHOT_TEXT_LENGTH,
             "projection_size": 16,
             "pad_token_id": tokenizer.pad_token_id,
@@ -292,10 +287,7 @@ def build_tiny_siglip(path: Path, seed: int = 0) -> Path:
         vision_config={
             "image_size": ZERO_SHOT_IMAGE_SIDE,
             "patch_size": 8,
-            "hidden_size": 16,
-            "intermediate_size": 32,
-            "num_hidden_layers": 1,
-            "num_attention_heads": 2,
+            **_TINY_TOWER,
         },
     )
     torch.manual_seed(seed)

@@ -13,7 +13,7 @@ import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any
 
 import jwt
 from cryptography.hazmat.primitives import serialization
@@ -23,7 +23,7 @@ from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
 from app.api.deps import get_api_state
 from app.config import Settings
-from app.errors import AppError, InvalidInput, Unauthorized
+from app.errors import InvalidInput, Unauthorized, Unavailable
 
 log = logging.getLogger(__name__)
 
@@ -42,9 +42,8 @@ class AuthConfigError(ValueError):
     """The auth settings are inconsistent; the server refuses to start with this message."""
 
 
-class AuthNotConfigured(AppError):
+class AuthNotConfigured(Unavailable):
     code = "auth_not_configured"
-    http_status = 503
 
 
 @dataclass(frozen=True)
@@ -209,6 +208,9 @@ async def require_principal(
             code="missing_token",
         )
     return policy.verifier.verify(credentials.credentials)
+
+
+PrincipalDep = Annotated[Principal, Depends(require_principal)]
 
 
 # -- minting (the `token` command) ---------------------------------------------------------------------

@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Annotated
 
-from fastapi import Request
+from fastapi import Depends, Request
 
 from app.config import Settings
 from app.errors import ModelUnavailable
@@ -40,3 +40,7 @@ def get_services(request: Request) -> Services:
     if services is None:  # only before the lifespan has run
         raise ModelUnavailable("The server is still starting.", code="starting")
     return services
+
+
+ApiStateDep = Annotated[ApiState, Depends(get_api_state)]
+ServicesDep = Annotated[Services, Depends(get_services)]

@@ -10,13 +10,14 @@ from __future__ import annotations
 import asyncio
 import base64
 import binascii
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from typing import Any, TypeVar
 
 from fastapi import Request
 from fastapi.exceptions import RequestValidationError
-from pydantic import ValidationError
-from starlette.datastructures import UploadFile
+from pydantic import BaseModel, ValidationError
+from starlette.datastructures import FormData, UploadFile
 
 from app.api.schemas import AnalyzeForm, AnalyzeRequest, ImageBase64, ImageInput, ImageURL
 from app.config import Settings
@@ -25,6 +26,8 @@ from app.geometry import parse_region
 from app.images import ImageLimits, LoadedImage, load_image_bytes
 from app.services.fetch import UrlFetcher
 
+ModelT = TypeVar("ModelT", bound=BaseModel)
+T = TypeVar("T")
 _MAX_NAME_CHARS = 100
 _DECODE_CONCURRENCY = 2  # decoding is CPU work; a batch of 16 should not start 16 threads at once
 
@@ -49,16 +52,49 @@ class AnalyzeInput:
 
 
 async def read_analyze_input(request: Request, settings: Settings) -> AnalyzeInput:
-    media_type = request.headers.get("content-type", "").split(";", 1)[0].strip().lower()
-    if media_type == "application/json" or media_type.endswith("+json"):
-        parsed = await _read_json(request, settings)
-    elif media_type == "multipart/form-data":
-        parsed = await _read_multipart(request, settings)
-    else:
-        raise UnsupportedMediaType(
-            "Send the request as application/json or multipart/form-data.", code="unsupported_content_type"
-        )
-    return parsed
+    if is_multipart(request):
+        return await _read_multipart(request, settings)
+    require_json(request, "Send the request as application/json or multipart/form-data.")
+    return await _read_json(request, settings)
+
+
+# -- request-level helpers, shared by every route that reads its body by hand ----------------------------
+def _media_type(request: Request) -> str:
+    return request.headers.get("content-type", "").split(";", 1)[0].strip().lower()
+
+
+def is_multipart(request: Request) -> bool:
+    return _media_type(request) == "multipart/form-data"
+
+
+def require_json(request: Request, message: str) -> None:
+    media_type = _media_type(request)
+    if media_type != "application/json" and not media_type.endswith("+json"):
+        raise UnsupportedMediaType(message, code="unsupported_content_type")
+
+
+def parse_body(model: type[ModelT], data: bytes | dict[str, Any]) -> ModelT:
+    """Validate raw JSON (bytes) or already-parsed fields; errors never echo the input."""
+    try:
+        if isinstance(data, bytes):
+            return model.model_validate_json(data)
+        return model.model_validate(data)
+    except ValidationError as exc:
+        raise RequestValidationError(exc.errors(include_input=False, include_url=False)) from None
+
+
+def form_fields(form: FormData, files_field: str) -> dict[str, str]:
+    """The text fields of a multipart form, without its file field."""
+    return {key: value for key, value in form.multi_items() if key != files_field and isinstance(value, str)}
+
+
+async def read_uploads(form: FormData, settings: Settings, field: str) -> list[ImageSource]:
+    """Read inside the form's context (it closes the spooled files); the body size is capped upstream."""
+    uploads = form.getlist(field)
+    if not uploads:
+        raise RequestValidationError([{"type": "missing", "loc": ("body", field), "msg": "Field required"}])
+    check_image_count(len(uploads), settings)
+    return [await source_from_upload(upload, index, settings) for index, upload in enumerate(uploads)]
 
 
 def check_image_count(count: int, settings: Settings) -> None:
@@ -70,11 +106,7 @@ def check_image_count(count: int, settings: Settings) -> None:
 
 
 async def _read_json(request: Request, settings: Settings) -> AnalyzeInput:
-    body = await request.body()
-    try:
-        payload = AnalyzeRequest.model_validate_json(body)
-    except ValidationError as exc:
-        raise RequestValidationError(exc.errors(include_input=False, include_url=False)) from None
+    payload = parse_body(AnalyzeRequest, await request.body())
     check_image_count(len(payload.images), settings)
     region = payload.region
     xyxy = (region[0], region[1], region[2], region[3]) if region is not None else None
@@ -85,28 +117,34 @@ async def _read_json(request: Request, settings: Settings) -> AnalyzeInput:
 async def _read_multipart(request: Request, settings: Settings) -> AnalyzeInput:
     # Files spool to disk past 1 MB; the body size is already capped by BodySizeLimitMiddleware.
     async with request.form(max_fields=20) as form:
-        fields = {key: value for key, value in form.multi_items() if key != "files" and isinstance(value, str)}
-        try:
-            params = AnalyzeForm.model_validate(fields)
-        except ValidationError as exc:
-            raise RequestValidationError(exc.errors(include_input=False, include_url=False)) from None
-        uploads = form.getlist("files")
-        if not uploads:
-            raise RequestValidationError([{"type": "missing", "loc": ("body", "files"), "msg": "Field required"}])
-        check_image_count(len(uploads), settings)
-        region = parse_region(params.region) if params.region else None
-        sources = [await source_from_upload(upload, index, settings) for index, upload in enumerate(uploads)]
+        params = parse_body(AnalyzeForm, form_fields(form, "files"))
+        sources = await read_uploads(form, settings, "files")
+    region = parse_region(params.region) if params.region else None
     return AnalyzeInput(params.task, params.text, region, params.annotate, sources)
 
 
-def source_from_json(item: ImageInput, index: int, settings: Settings) -> ImageSource:
+def source_from_json(item: ImageInput | str, index: int, settings: Settings, bare_urls: bool = False) -> ImageSource:
+    """`{"url"}`, `{"base64"}`, or a string: a data URL, bare base64 or, with `bare_urls`, an http(s) URL."""
     name = f"images[{index}]"
-    try:
-        if isinstance(item, ImageURL):
-            return ImageSource(name, url=item.url)
-        if isinstance(item, ImageBase64):
+    if isinstance(item, ImageURL):
+        return ImageSource(name, url=item.url)
+    if isinstance(item, ImageBase64):
+        try:
             return ImageSource(name, data=decode_base64(item.base64, settings.max_image_bytes, name))
-        return ImageSource(name, data=decode_data_url(item, settings.max_image_bytes, name))
+        except AppError as exc:
+            return ImageSource(name, error=exc)
+    return source_from_text(name, item, settings, bare_urls)
+
+
+def source_from_text(name: str, text: str, settings: Settings, bare_urls: bool = False) -> ImageSource:
+    """A data URL or bare base64 (or, with `bare_urls`, an http(s) URL); a decoding error stays with the image."""
+    stripped = text.strip()
+    if bare_urls and stripped.startswith(("http://", "https://")):
+        return ImageSource(name, url=stripped)
+    try:
+        if stripped[:5].lower() == "data:":
+            return ImageSource(name, data=decode_data_url(stripped, settings.max_image_bytes, name))
+        return ImageSource(name, data=decode_base64(stripped, settings.max_image_bytes, name))
     except AppError as exc:
         return ImageSource(name, error=exc)
 
@@ -154,15 +192,31 @@ async def load_sources(
     sources: Sequence[ImageSource], fetcher: UrlFetcher, limits: ImageLimits
 ) -> list[LoadedImage | AppError]:
     """Fetch and decode every source (in input order); one failure never stops the others."""
+    return await _each_source(sources, fetcher, limits, lambda data, image: image)
+
+
+async def checked_bytes(
+    sources: Sequence[ImageSource], fetcher: UrlFetcher, limits: ImageLimits
+) -> list[bytes | AppError]:
+    """Like `load_sources`, but keeps each image's bytes (decoded only to check them) for later work."""
+    return await _each_source(sources, fetcher, limits, lambda data, image: data)
+
+
+async def _each_source(
+    sources: Sequence[ImageSource],
+    fetcher: UrlFetcher,
+    limits: ImageLimits,
+    keep: Callable[[bytes, LoadedImage], T],
+) -> list[T | AppError]:
     gate = asyncio.Semaphore(_DECODE_CONCURRENCY)
 
-    async def load(source: ImageSource) -> LoadedImage | AppError:
+    async def load(source: ImageSource) -> T | AppError:
         if source.error is not None:
             return source.error
         try:
             data = source.data if source.data is not None else await fetcher.fetch(source.url or "")
             async with gate:
-                return await asyncio.to_thread(load_image_bytes, data, limits, source.name)
+                return keep(data, await asyncio.to_thread(load_image_bytes, data, limits, source.name))
         except AppError as exc:
             return exc
 

@@ -8,28 +8,26 @@ order; one that fails carries `{"error": {...}}` while the others succeed.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Awaitable, Callable, Sequence
-from dataclasses import dataclass
-from typing import Any, TypeVar
+from collections.abc import Awaitable, Sequence
+from typing import Annotated, Any
 
-from fastapi import APIRouter, Depends, Path, Query, Request, Response
-from fastapi.exceptions import RequestValidationError
+from fastapi import APIRouter, Path, Query, Request, Response
 from fastapi.responses import JSONResponse
-from pydantic import BaseModel, ValidationError
-from starlette.datastructures import FormData
 
-from app.api.auth import Principal, require_principal
-from app.api.deps import ApiState, get_api_state, get_services
-from app.api.disconnect import run_unless_disconnected
+from app.api.answers import CLIENT_CLOSED_REQUEST, finish_reports, reports_response, run_on_sources
+from app.api.auth import Principal, PrincipalDep
+from app.api.deps import ApiState, ApiStateDep, ServicesDep
 from app.api.errors import app_error_response, error_responses
 from app.api.intake import (
     ImageSource,
     check_image_count,
-    decode_base64,
-    decode_data_url,
-    load_sources,
+    form_fields,
+    is_multipart,
+    parse_body,
+    read_uploads,
+    require_json,
     source_from_json,
-    source_from_upload,
+    source_from_text,
 )
 from app.api.schemas_classify import (
     ClassifyForm,
@@ -42,32 +40,20 @@ from app.api.schemas_classify import (
 )
 from app.classification_results import ClassificationResult
 from app.config import Settings
-from app.errors import AppError, InferenceError, UnsupportedMediaType
-from app.images import ImageLimits, LoadedImage
+from app.errors import AppError
 from app.models.classifier import CLASSIFY_TASK
 from app.models.zero_shot import ZERO_SHOT_TASK
-from app.services.classification import AnyClassification, ClassificationOutcome, ZeroShotRequest
+from app.services.classification import AnyClassification, ZeroShotRequest
 from app.services.container import Services
 from app.services.llm_analysis import ALIASES
+from app.services.per_image import ImageReport
 
-ModelT = TypeVar("ModelT", bound=BaseModel)
 router = APIRouter(tags=["classification"])
-CLIENT_CLOSED_REQUEST = 499
 SEED_TOP_K = 5  # what the replaced systems returned (the transformers pipeline default)
 _ERRORS = error_responses(400, 401, 403, 413, 415, 422, 429, 500, 503)
-
-
-@dataclass
-class _Report:
-    name: str
-    result: AnyClassification | None = None
-    error: AppError | None = None
-    analysis: str | None = None
-    analysis_error: AppError | None = None
-
-    def error_dict(self) -> dict[str, Any]:
-        error = self.error or InferenceError("No result.")
-        return {"name": self.name, "error": {**error.to_dict(), "status": error.http_status}}
+TopK = Annotated[int, Query(ge=1, le=1000, description="Labels per image")]
+_JSON_ONLY = "Send the request as application/json (or multipart/form-data where files are accepted)."
+Report = ImageReport[AnyClassification]
 
 
 # -- POST /api/classify[/{model}] (seed shape) -----------------------------------------------------------
@@ -78,11 +64,7 @@ class _Report:
     openapi_extra=seed_classify_body(),
 )
 async def classify_seed(
-    request: Request,
-    top_k: int = Query(SEED_TOP_K, ge=1, le=1000, description="Labels per image"),
-    principal: Principal = Depends(require_principal),
-    services: Services = Depends(get_services),
-    api: ApiState = Depends(get_api_state),
+    request: Request, principal: PrincipalDep, services: ServicesDep, api: ApiStateDep, top_k: TopK = SEED_TOP_K
 ) -> Response:
     """A JSON array of `{"url"}` / `{"file": <base64>}`, or multipart field `file` (one or more) →
     `{"responses": [{"classification": [{"label", "score"}]}]}` in input order."""
@@ -97,11 +79,11 @@ async def classify_seed(
 )
 async def classify_seed_with_analysis(
     request: Request,
-    model: str = Path(max_length=50, description="`llama` or `gemma` adds `analysis`; anything else: none"),
-    top_k: int = Query(SEED_TOP_K, ge=1, le=1000, description="Labels per image"),
-    principal: Principal = Depends(require_principal),
-    services: Services = Depends(get_services),
-    api: ApiState = Depends(get_api_state),
+    model: Annotated[str, Path(max_length=50, description="`llama` or `gemma` adds `analysis`; anything else: none")],
+    principal: PrincipalDep,
+    services: ServicesDep,
+    api: ApiStateDep,
+    top_k: TopK = SEED_TOP_K,
 ) -> Response:
     """Like `/api/classify`; with ANALYSIS_API_URL set, each entry also has `analysis` (a paragraph),
     or `analysis_error` when the analysis service failed (the classification is still returned)."""
@@ -117,41 +99,33 @@ async def _classify_seed(
     alias = (model or "").strip().lower()
     explain = alias in ALIASES and services.classification.analysis_enabled
 
-    async def work() -> list[_Report]:
-        reports = await _run(services, api, sources, lambda images: services.classification.classify(images, top_k))
+    async def work() -> list[Report]:
+        reports: list[Report] = await run_on_sources(
+            api, sources, lambda images: services.classification.classify(images, top_k)
+        )
         if explain:
             await _explain(services, alias, reports)
         return reports
 
-    reports = await _unless_disconnected(request, work())
+    reports = await finish_reports(request, api, CLASSIFY_TASK, work())
     if reports is None:
         return Response(status_code=CLIENT_CLOSED_REQUEST)
-    _count(api, CLASSIFY_TASK, reports)
-    entries = [_seed_entry(report) for report in reports]
-    return _respond(reports, {"responses": entries}, "responses")
+    return reports_response(reports, [_seed_entry(report) for report in reports], "responses")
 
 
-def _seed_entry(report: _Report) -> dict[str, Any]:
+def _seed_entry(report: Report) -> dict[str, Any]:
     if report.result is None:
-        return report.error_dict()
-    entry: dict[str, Any] = {
-        "name": report.name,
-        "classification": [{"label": label, "score": round(score, 6)} for label, score in report.result.scores()],
-    }
-    if report.analysis is not None:
-        entry["analysis"] = report.analysis
-    if report.analysis_error is not None:
-        entry["analysis_error"] = report.analysis_error.to_dict()
-    return entry
+        return report.error_entry()
+    scores = [{"label": label, "score": round(score, 6)} for label, score in report.result.scores()]
+    return {"name": report.name, "classification": scores, **report.extra}
 
 
 async def _read_seed_sources(request: Request, settings: Settings) -> list[ImageSource]:
-    media_type = _media_type(request)
-    if media_type == "multipart/form-data":
+    if is_multipart(request):
         async with request.form(max_fields=20) as form:
-            return await _read_uploads(form, settings, "file")
-    _require_json(media_type)
-    payload = _parse_json(SeedClassifyRequest, await request.body())
+            return await read_uploads(form, settings, "file")
+    require_json(request, _JSON_ONLY)
+    payload = parse_body(SeedClassifyRequest, await request.body())
     check_image_count(len(payload.root), settings)
     sources = []
     for index, item in enumerate(payload.root):
@@ -159,11 +133,11 @@ async def _read_seed_sources(request: Request, settings: Settings) -> list[Image
         if item.url is not None:
             sources.append(ImageSource(name, url=item.url))
         else:
-            sources.append(_decoded(name, item.file or "", settings))
+            sources.append(source_from_text(name, item.file or "", settings))
     return sources
 
 
-async def _explain(services: Services, alias: str, reports: Sequence[_Report]) -> None:
+async def _explain(services: Services, alias: str, reports: Sequence[Report]) -> None:
     """One analysis per classified image, concurrently; a failure stays with its image."""
     done = [(report, report.result) for report in reports if isinstance(report.result, ClassificationResult)]
     answers = await asyncio.gather(
@@ -171,11 +145,11 @@ async def _explain(services: Services, alias: str, reports: Sequence[_Report]) -
     )
     for (report, _), answer in zip(done, answers, strict=True):
         if isinstance(answer, AppError):
-            report.analysis_error = answer
+            report.extra["analysis_error"] = answer.to_dict()
         elif isinstance(answer, BaseException):
             raise answer
         else:
-            report.analysis = answer
+            report.extra["analysis"] = answer
 
 
 # -- POST /api/v1/classify ---------------------------------------------------------------------------------
@@ -185,39 +159,30 @@ async def _explain(services: Services, alias: str, reports: Sequence[_Report]) -
     responses=_ERRORS,
     openapi_extra=classify_body(),
 )
-async def classify_v1(
-    request: Request,
-    principal: Principal = Depends(require_principal),
-    services: Services = Depends(get_services),
-    api: ApiState = Depends(get_api_state),
-) -> Response:
+async def classify_v1(request: Request, principal: PrincipalDep, services: ServicesDep, api: ApiStateDep) -> Response:
     """Images as in `/api/v1/analyze` (JSON `images` or multipart `files`), `numberofpredictions`
     (default 3) and `language` (`en`, `de`) → `{"results": [{"predictions": [{"class", "name",
     "probability"}], "duration", "repository", "version", "library", "model", ...}]}`."""
     sources, top_n, language = await _read_v1_input(request, api.settings)
     top_n, language = services.classification.check_classify_input(top_n, language)
     services.limiter.hit(principal.sub, cost=len(sources))
-    reports = await _unless_disconnected(
-        request,
-        _run(services, api, sources, lambda images: services.classification.classify(images, top_n, language)),
+    work: Awaitable[list[Report]] = run_on_sources(
+        api, sources, lambda images: services.classification.classify(images, top_n, language)
     )
+    reports = await finish_reports(request, api, CLASSIFY_TASK, work)
     if reports is None:
         return Response(status_code=CLIENT_CLOSED_REQUEST)
-    _count(api, CLASSIFY_TASK, reports)
-    results = [_result_entry(report) for report in reports]
-    return _respond(reports, {"results": results}, "results")
+    return reports_response(reports, [report.to_dict() for report in reports])
 
 
 async def _read_v1_input(request: Request, settings: Settings) -> tuple[list[ImageSource], int, str]:
-    media_type = _media_type(request)
-    if media_type == "multipart/form-data":
+    if is_multipart(request):
         async with request.form(max_fields=20) as form:
-            fields = {key: value for key, value in form.multi_items() if key != "files" and isinstance(value, str)}
-            params = _parse_fields(ClassifyForm, fields)
-            sources = await _read_uploads(form, settings, "files")
+            params = parse_body(ClassifyForm, form_fields(form, "files"))
+            sources = await read_uploads(form, settings, "files")
         return sources, params.numberofpredictions, params.language
-    _require_json(media_type)
-    payload = _parse_json(ClassifyRequest, await request.body())
+    require_json(request, _JSON_ONLY)
+    payload = parse_body(ClassifyRequest, await request.body())
     check_image_count(len(payload.images), settings)
     sources = [source_from_json(item, index, settings) for index, item in enumerate(payload.images)]
     return sources, payload.numberofpredictions, payload.language
@@ -230,138 +195,34 @@ async def _read_v1_input(request: Request, settings: Settings) -> tuple[list[Ima
     responses=_ERRORS,
     openapi_extra=zero_shot_body(),
 )
-async def zero_shot(
-    request: Request,
-    principal: Principal = Depends(require_principal),
-    services: Services = Depends(get_services),
-    api: ApiState = Depends(get_api_state),
-) -> Response:
+async def zero_shot(request: Request, principal: PrincipalDep, services: ServicesDep, api: ApiStateDep) -> Response:
     """`{"image_data": <base64>, "labels": [...]}` → `{"result": {label: probability}}`. Optional:
     `categories` (label → category, summed), `multi_label` (independent scores), `templates`
     (`a photo of {}` by default; several are averaged) and `images` (a list) instead of
     `image_data` → `{"results": [...]}`."""
-    _require_json(_media_type(request))
-    payload = _parse_json(ZeroShotRequestBody, await request.body())
+    require_json(request, _JSON_ONLY)
+    payload = parse_body(ZeroShotRequestBody, await request.body())
     checked = ZeroShotRequest.create(payload.labels, payload.categories, payload.multi_label, payload.templates)
     sources = _zero_shot_sources(payload, api.settings)
     services.limiter.hit(principal.sub, cost=len(sources))
 
-    def classify(images: Sequence[LoadedImage]) -> Awaitable[list[ClassificationOutcome]]:
-        return services.classification.zero_shot(
-            images, checked.labels, checked.categories, checked.multi_label, checked.templates
-        )
-
-    reports = await _unless_disconnected(request, _run(services, api, sources, classify))
+    work: Awaitable[list[Report]] = run_on_sources(
+        api, sources, lambda images: services.classification.zero_shot(images, checked)
+    )
+    reports = await finish_reports(request, api, ZERO_SHOT_TASK, work)
     if reports is None:
         return Response(status_code=CLIENT_CLOSED_REQUEST)
-    _count(api, ZERO_SHOT_TASK, reports)
     if payload.image_data is not None:
-        report = reports[0]
+        (report,) = reports
         if report.result is None:
-            return app_error_response(report.error or InferenceError("No result."))
+            return app_error_response(report.failure())
         return JSONResponse(report.result.to_dict())
-    return _respond(reports, {"results": [_result_entry(report) for report in reports]}, "results")
+    return reports_response(reports, [report.to_dict() for report in reports])
 
 
 def _zero_shot_sources(payload: ZeroShotRequestBody, settings: Settings) -> list[ImageSource]:
     if payload.image_data is not None:
-        return [_decoded("image_data", payload.image_data, settings)]
+        return [source_from_text("image_data", payload.image_data, settings)]
     items = payload.images or []
     check_image_count(len(items), settings)
-    sources = []
-    for index, item in enumerate(items):
-        name = f"images[{index}]"
-        sources.append(ImageSource(name, url=item.url) if not isinstance(item, str) else _decoded(name, item, settings))
-    return sources
-
-
-# -- shared ------------------------------------------------------------------------------------------------
-async def _run(
-    services: Services,
-    api: ApiState,
-    sources: Sequence[ImageSource],
-    classify: Callable[[Sequence[LoadedImage]], Awaitable[list[ClassificationOutcome]]],
-) -> list[_Report]:
-    """Fetch and decode every source, classify the images that loaded (one batch), merge in order."""
-    limits = ImageLimits(api.settings.max_image_bytes, api.settings.max_image_pixels)
-    loaded = await load_sources(sources, api.fetcher, limits)
-    images = [item for item in loaded if isinstance(item, LoadedImage)]
-    outcomes = iter(await classify(images) if images else [])
-    reports = []
-    for source, item in zip(sources, loaded, strict=True):
-        if isinstance(item, AppError):
-            reports.append(_Report(source.name, error=item))
-        else:
-            outcome = next(outcomes)
-            reports.append(_Report(source.name, result=outcome.result, error=outcome.error))
-    return reports
-
-
-async def _unless_disconnected(request: Request, work: Awaitable[list[_Report]]) -> list[_Report] | None:
-    finished, reports = await run_unless_disconnected(request, work)
-    return reports if finished else None
-
-
-def _result_entry(report: _Report) -> dict[str, Any]:
-    if report.result is None:
-        return report.error_dict()
-    return {"name": report.name, **report.result.to_dict()}
-
-
-def _respond(reports: Sequence[_Report], body: dict[str, Any], key: str) -> JSONResponse:
-    """200 when at least one image succeeded; otherwise the first error's status, entries kept."""
-    failed = [report.error for report in reports if report.result is None]
-    if reports and len(failed) == len(reports):
-        return app_error_response(failed[0] or InferenceError("No result."), extra={key: body[key]})
-    return JSONResponse(body)
-
-
-def _count(api: ApiState, task: str, reports: Sequence[_Report]) -> None:
-    failed = sum(1 for report in reports if report.result is None)
-    api.metrics.analyze_images.labels(task, "ok").inc(len(reports) - failed)
-    api.metrics.analyze_images.labels(task, "error").inc(failed)
-
-
-def _media_type(request: Request) -> str:
-    return request.headers.get("content-type", "").split(";", 1)[0].strip().lower()
-
-
-def _require_json(media_type: str) -> None:
-    if not (media_type == "application/json" or media_type.endswith("+json")):
-        raise UnsupportedMediaType(
-            "Send the request as application/json (or multipart/form-data where files are accepted).",
-            code="unsupported_content_type",
-        )
-
-
-def _parse_json(model: type[ModelT], body: bytes) -> ModelT:
-    try:
-        return model.model_validate_json(body)
-    except ValidationError as exc:
-        raise RequestValidationError(exc.errors(include_input=False, include_url=False)) from None
-
-
-def _parse_fields(model: type[ModelT], fields: dict[str, Any]) -> ModelT:
-    try:
-        return model.model_validate(fields)
-    except ValidationError as exc:
-        raise RequestValidationError(exc.errors(include_input=False, include_url=False)) from None
-
-
-async def _read_uploads(form: FormData, settings: Settings, field: str) -> list[ImageSource]:
-    """Read inside the form's context (it closes the spooled files); the body size is capped upstream."""
-    uploads = form.getlist(field)
-    if not uploads:
-        raise RequestValidationError([{"type": "missing", "loc": ("body", field), "msg": "Field required"}])
-    check_image_count(len(uploads), settings)
-    return [await source_from_upload(upload, index, settings) for index, upload in enumerate(uploads)]
-
-
-def _decoded(name: str, text: str, settings: Settings) -> ImageSource:
-    """A base64 string or a data URL as an image source (a decoding error stays with this image)."""
-    try:
-        if text.lstrip()[:5].lower() == "data:":
-            return ImageSource(name, data=decode_data_url(text.strip(), settings.max_image_bytes, name))
-        return ImageSource(name, data=decode_base64(text, settings.max_image_bytes, name))
-    except AppError as exc:
-        return ImageSource(name, error=exc)
+    return [source_from_json(item, index, settings) for index, item in enumerate(items)]

@@ -12,38 +12,30 @@ import asyncio
 import hashlib
 import json
 from collections.abc import Sequence
-from typing import Any, Literal
+from dataclasses import dataclass
+from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Depends, Header, Query, Request
-from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
-from pydantic import BaseModel, Field, ValidationError
+from pydantic import BaseModel, Field
 
-from app.api.auth import Principal, require_principal
-from app.api.deps import ApiState, get_api_state, get_services
+from app.api.auth import Principal, PrincipalDep
+from app.api.deps import ApiState, ApiStateDep, ServicesDep
 from app.api.errors import error_responses
-from app.api.intake import ImageSource, check_image_count, decode_base64, source_from_json
+from app.api.intake import ImageSource, check_image_count, checked_bytes, parse_body, require_json, source_from_json
 from app.api.schemas import AnalyzeRequest, ImageInput, inline_refs
 from app.api.schemas_classify import ClassifyRequest, ZeroShotRequestBody
 from app.config import Settings
-from app.errors import AppError, InvalidInput, ModelUnavailable, UnsupportedMediaType
-from app.images import ImageLimits, load_image_bytes
+from app.errors import AppError, InvalidInput, ModelUnavailable
+from app.images import ImageLimits
 from app.jobs.callbacks import CallbackPoster
-from app.jobs.kinds import (
-    ANALYZE,
-    CLASSIFY,
-    analyze_params,
-    classify_params,
-    normalize_kind,
-    zero_shot_params,
-)
+from app.jobs.kinds import ANALYZE, CLASSIFY, analyze_params, classify_params, normalize_kind, zero_shot_params
 from app.jobs.records import IdempotencyConflict, JobInput, JobRecord
 from app.jobs.worker import JobSystem
 from app.services.container import Services
 
 router = APIRouter(prefix="/api/v1", tags=["jobs"])
 MAX_IDEMPOTENCY_KEY_CHARS = 255
-_DECODE_CONCURRENCY = 2
 
 
 class JobCreated(BaseModel):
@@ -105,11 +97,36 @@ def get_jobs(request: Request) -> JobSystem:
     return system
 
 
+JobsDep = Annotated[JobSystem, Depends(get_jobs)]
+
+
+@dataclass(frozen=True)
+class Submitter:
+    """Who submits a job and what the submission needs: the dependencies of every job-creating route."""
+
+    principal: Principal
+    services: Services
+    api: ApiState
+    jobs: JobSystem
+    idempotency_key: str | None
+
+
+def get_submitter(
+    principal: PrincipalDep,
+    services: ServicesDep,
+    api: ApiStateDep,
+    jobs: JobsDep,
+    idempotency_key: str | None = Header(None, alias="Idempotency-Key"),
+) -> Submitter:
+    return Submitter(principal, services, api, jobs, idempotency_key)
+
+
+SubmitterDep = Annotated[Submitter, Depends(get_submitter)]
+
+
 # -- intake shared with the seed-compatible routes --------------------------------------------------------
 async def read_json_object(request: Request) -> dict[str, Any]:
-    media_type = request.headers.get("content-type", "").split(";", 1)[0].strip().lower()
-    if media_type != "application/json" and not media_type.endswith("+json"):
-        raise UnsupportedMediaType("Send jobs as application/json.", code="unsupported_content_type")
+    require_json(request, "Send jobs as application/json.")
     try:
         body = json.loads(await request.body())
     except (ValueError, UnicodeDecodeError):
@@ -125,35 +142,18 @@ def body_fingerprint(*parts: Any) -> str:
     return hashlib.sha256(canonical.encode()).hexdigest()
 
 
-def source_from_input(item: ImageInput | str, index: int, settings: Settings) -> ImageSource:
-    """A JSON image input as the analyze route reads it, plus the strings seed clients send:
-    a bare http(s) URL or bare base64."""
-    if isinstance(item, str) and item.strip()[:5].lower() != "data:":
-        name, text = f"images[{index}]", item.strip()
-        if text.startswith(("http://", "https://")):
-            return ImageSource(name, url=text)
-        try:
-            return ImageSource(name, data=decode_base64(text, settings.max_image_bytes, name))
-        except AppError as exc:
-            return ImageSource(name, error=exc)
-    return source_from_json(item, index, settings)
-
-
-def validation_error(exc: ValidationError) -> RequestValidationError:
-    return RequestValidationError(exc.errors(include_input=False, include_url=False))
+def sources_from_json(items: Sequence[ImageInput | str], settings: Settings) -> list[ImageSource]:
+    """JSON image inputs as the synchronous routes read them, plus bare http(s) URLs (seed clients send them)."""
+    check_image_count(len(items), settings)
+    return [source_from_json(item, index, settings, bare_urls=True) for index, item in enumerate(items)]
 
 
 def parse_analyze(body: dict[str, Any], settings: Settings) -> tuple[dict[str, Any], list[ImageSource]]:
-    try:
-        request = AnalyzeRequest.model_validate(body)
-    except ValidationError as exc:
-        raise validation_error(exc) from None
-    check_image_count(len(request.images), settings)
+    request = parse_body(AnalyzeRequest, body)
     region = request.region
     xyxy = (region[0], region[1], region[2], region[3]) if region is not None else None
     params = analyze_params(request.task, request.text, xyxy, request.annotate)
-    sources = [source_from_input(item, i, settings) for i, item in enumerate(request.images)]
-    return params, sources
+    return params, sources_from_json(request.images, settings)
 
 
 def parse_classification(
@@ -161,45 +161,26 @@ def parse_classification(
 ) -> tuple[dict[str, Any], list[ImageSource]]:
     """The bodies of `POST /api/v1/classify` and `POST /api/zero-shot`, checked the same way."""
     items: Sequence[ImageInput | str]
-    try:
-        if kind == CLASSIFY:
-            classify = ClassifyRequest.model_validate(body)
-            items = classify.images
-            params = classify_params(services.classification, classify.numberofpredictions, classify.language)
-        else:
-            zero_shot = ZeroShotRequestBody.model_validate(body)
-            items = [zero_shot.image_data] if zero_shot.image_data is not None else list(zero_shot.images or [])
-            params = zero_shot_params(zero_shot.labels, zero_shot.categories, zero_shot.multi_label,
-                                      zero_shot.templates)  # fmt: skip
-    except ValidationError as exc:
-        raise validation_error(exc) from None
-    check_image_count(len(items), settings)
-    return params, [source_from_input(item, i, settings) for i, item in enumerate(items)]
+    if kind == CLASSIFY:
+        classify = parse_body(ClassifyRequest, body)
+        items = classify.images
+        params = classify_params(services.classification, classify.numberofpredictions, classify.language)
+    else:
+        zero_shot = parse_body(ZeroShotRequestBody, body)
+        items = [zero_shot.image_data] if zero_shot.image_data is not None else list(zero_shot.images or [])
+        params = zero_shot_params(zero_shot.labels, zero_shot.categories, zero_shot.multi_label, zero_shot.templates)
+    return params, sources_from_json(items, settings)
 
 
 async def stored_inputs(sources: Sequence[ImageSource], api: ApiState) -> tuple[list[JobInput], dict[str, Any]]:
     """Fetch URLs now and check that every image decodes; failures stay per image (`input_errors`)."""
-    settings = api.settings
-    limits = ImageLimits(settings.max_image_bytes, settings.max_image_pixels)
-    gate = asyncio.Semaphore(_DECODE_CONCURRENCY)
-
-    async def read(source: ImageSource) -> bytes | AppError:
-        if source.error is not None:
-            return source.error
-        try:
-            data = source.data if source.data is not None else await api.fetcher.fetch(source.url or "")
-            async with gate:
-                await asyncio.to_thread(load_image_bytes, data, limits, source.name)
-        except AppError as exc:
-            return exc
-        return data
-
-    outcomes = await asyncio.gather(*(read(source) for source in sources))
+    limits = ImageLimits(api.settings.max_image_bytes, api.settings.max_image_pixels)
+    outcomes = await checked_bytes(sources, api.fetcher, limits)
     inputs: list[JobInput] = []
     errors: dict[str, Any] = {}
     for index, (source, outcome) in enumerate(zip(sources, outcomes, strict=True)):
         if isinstance(outcome, AppError):
-            errors[str(index)] = {**outcome.to_dict(), "status": outcome.http_status}
+            errors[str(index)] = outcome.to_dict(with_status=True)
             inputs.append(JobInput(source.name, b""))
         else:
             inputs.append(JobInput(source.name, outcome))
@@ -221,36 +202,32 @@ def check_idempotency_key(value: str | None) -> str | None:
 
 
 async def submit_job(
-    *,
-    principal: Principal,
-    services: Services,
-    api: ApiState,
-    jobs: JobSystem,
+    submitter: Submitter,
+    key: str | None,
     kind: str,
     params: dict[str, Any],
     sources: Sequence[ImageSource],
-    idempotency_key: str | None,
     fingerprint: str,
     callback_url: str | None = None,
 ) -> tuple[JobRecord, bool]:
-    if idempotency_key is not None:
-        existing = await asyncio.to_thread(jobs.queue.find, principal.sub, idempotency_key)
+    """Queue the job (`key`: the checked Idempotency-Key), or return the live job a retry refers to."""
+    owner, queue = submitter.principal.sub, submitter.jobs.queue
+    if key is not None:
+        existing = await asyncio.to_thread(queue.find, owner, key)
         if existing is not None:
             if existing.fingerprint != fingerprint:
-                raise IdempotencyConflict("This Idempotency-Key was already used with a different request body.")
+                raise IdempotencyConflict()
             return existing, False  # a retry: no new rate-limit cost, no fetching
     # One unit of the shared RATE_LIMIT per image, as for the synchronous routes.
-    services.limiter.hit(principal.sub, cost=max(1, len(sources)))
+    submitter.services.limiter.hit(owner, cost=max(1, len(sources)))
     if callback_url is not None:
         if not isinstance(callback_url, str) or not callback_url:
             raise InvalidInput("callback_url must be an http(s) URL.", code="invalid_url")
-        await CallbackPoster(api.fetcher.policy).check(callback_url)
-    inputs, input_errors = await stored_inputs(sources, api)
+        await CallbackPoster(submitter.api.fetcher.policy).check(callback_url)
+    inputs, input_errors = await stored_inputs(sources, submitter.api)
     if input_errors:
         params = {**params, "input_errors": input_errors}
-    return await asyncio.to_thread(
-        jobs.queue.submit, principal.sub, kind, params, inputs, idempotency_key, callback_url, fingerprint
-    )
+    return await asyncio.to_thread(queue.submit, owner, kind, params, inputs, key, callback_url, fingerprint)
 
 
 def accepted(record: JobRecord, created: bool, location: str) -> JSONResponse:
@@ -269,29 +246,20 @@ def accepted(record: JobRecord, created: bool, location: str) -> JSONResponse:
     responses=error_responses(400, 401, 403, 409, 413, 415, 422, 429, 503),
     openapi_extra=json_body(AnalyzeJob, ClassifyJob, ZeroShotJob),
 )
-async def create_job(
-    request: Request,
-    principal: Principal = Depends(require_principal),
-    services: Services = Depends(get_services),
-    api: ApiState = Depends(get_api_state),
-    jobs: JobSystem = Depends(get_jobs),
-    idempotency_key: str | None = Header(None, alias="Idempotency-Key"),
-) -> JSONResponse:
+async def create_job(request: Request, submitter: SubmitterDep) -> JSONResponse:
     """The JSON body of the matching synchronous request plus `"kind"` (`analyze`, `classify` or
     `zero-shot`) and optionally `"callback_url"`, which receives the finished job as a POST."""
     body = await read_json_object(request)
-    key = check_idempotency_key(idempotency_key)
+    key = check_idempotency_key(submitter.idempotency_key)
     fingerprint = body_fingerprint(body)
     kind = normalize_kind(body.pop("kind", None))
     callback_url = body.pop("callback_url", None)
+    settings = submitter.api.settings
     if kind == ANALYZE:
-        params, sources = parse_analyze(body, api.settings)
+        params, sources = parse_analyze(body, settings)
     else:
-        params, sources = parse_classification(kind, body, services, api.settings)
-    record, created = await submit_job(
-        principal=principal, services=services, api=api, jobs=jobs, kind=kind, params=params, sources=sources,
-        idempotency_key=key, fingerprint=fingerprint, callback_url=callback_url,
-    )  # fmt: skip
+        params, sources = parse_classification(kind, body, submitter.services, settings)
+    record, created = await submit_job(submitter, key, kind, params, sources, fingerprint, callback_url)
     return accepted(record, created, f"/api/v1/jobs/{record.id}")
 
 
@@ -300,8 +268,8 @@ async def create_job(
     responses=error_responses(401, 429, 503),
 )  # fmt: skip
 async def list_jobs(
-    principal: Principal = Depends(require_principal),
-    jobs: JobSystem = Depends(get_jobs),
+    principal: PrincipalDep,
+    jobs: JobsDep,
     limit: int = Query(50, ge=1, le=500),
 ) -> JSONResponse:
     records = await asyncio.to_thread(jobs.queue.list, principal.sub, limit)
@@ -312,9 +280,7 @@ async def list_jobs(
     "/jobs/{job_id}", response_model=JobView, summary="A job's status, timestamps and result or error",
     responses=error_responses(401, 404, 503),
 )  # fmt: skip
-async def get_job(
-    job_id: str, principal: Principal = Depends(require_principal), jobs: JobSystem = Depends(get_jobs)
-) -> JSONResponse:
+async def get_job(job_id: str, principal: PrincipalDep, jobs: JobsDep) -> JSONResponse:
     record = await asyncio.to_thread(jobs.queue.get, job_id, principal.sub)
     return JSONResponse(record.to_public())
 
@@ -323,9 +289,7 @@ async def get_job(
     "/jobs/{job_id}", response_model=JobView, summary="Cancel a queued or running job",
     responses=error_responses(401, 404, 503),
 )  # fmt: skip
-async def cancel_job(
-    job_id: str, principal: Principal = Depends(require_principal), jobs: JobSystem = Depends(get_jobs)
-) -> JSONResponse:
+async def cancel_job(job_id: str, principal: PrincipalDep, jobs: JobsDep) -> JSONResponse:
     """A queued job never runs; a running one finishes its model call and the result is discarded.
     A job that already finished is returned unchanged."""
     record = await asyncio.to_thread(jobs.queue.cancel, job_id, principal.sub)

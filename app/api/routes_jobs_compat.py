@@ -17,25 +17,25 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from fastapi import APIRouter, Depends, Header, Request
+from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field
 
-from app.api.auth import Principal, require_principal
-from app.api.deps import ApiState, get_api_state, get_services
+from app.api.auth import PrincipalDep
 from app.api.errors import error_responses
+from app.api.intake import parse_body
 from app.api.routes_jobs import (
     JobCreated,
+    JobsDep,
+    Submitter,
+    SubmitterDep,
     accepted,
     body_fingerprint,
     check_idempotency_key,
-    check_image_count,
-    get_jobs,
     json_body,
     read_json_object,
-    source_from_input,
+    sources_from_json,
     submit_job,
-    validation_error,
 )
 from app.config import Settings
 from app.errors import InvalidInput, NotFound
@@ -49,7 +49,6 @@ from app.jobs.kinds import (
     zero_shot_params,
 )
 from app.jobs.records import JobRecord, JobStatus
-from app.jobs.worker import JobSystem
 from app.services.container import Services
 
 router = APIRouter(prefix="/api/tasks", tags=["jobs (seed-compatible)"])
@@ -176,33 +175,24 @@ def served_model(settings: Settings, task: SeedTask) -> str:
 
 
 # -- routes ---------------------------------------------------------------------------------------------------
-async def _submit(
-    request: Request, name: str, model: str, batched: bool, principal: Principal, services: Services,
-    api: ApiState, jobs: JobSystem, idempotency_key: str | None,
-) -> JSONResponse:  # fmt: skip
+async def _submit(request: Request, name: str, model: str, batched: bool, submitter: Submitter) -> JSONResponse:
     task = seed_task(name)
     body = await read_json_object(request)
-    key = check_idempotency_key(idempotency_key)
+    key = check_idempotency_key(submitter.idempotency_key)
     fingerprint = body_fingerprint(name, model, batched, body)
-    try:
-        parsed: SeedJob | SeedBatch = SeedBatch.model_validate(body) if batched else SeedJob.model_validate(body)
-    except ValidationError as exc:
-        raise validation_error(exc) from None
+    parsed = parse_body(SeedBatch, body) if batched else parse_body(SeedJob, body)
     images = parsed.images if isinstance(parsed, SeedBatch) else [parsed.image]
-    check_image_count(len(images), api.settings)
-    params = seed_params(name, task, parsed.classes, parsed.config, services)
+    settings = submitter.api.settings
+    sources = sources_from_json(images, settings)
+    params = seed_params(name, task, parsed.classes, parsed.config, submitter.services)
     params["seed"] = {
         "task": name,
         "batched": batched,
         "classes": parsed.classes,
         "requested_model": model,
-        "served_model": served_model(api.settings, task),
+        "served_model": served_model(settings, task),
     }
-    sources = [source_from_input(item, i, api.settings) for i, item in enumerate(images)]
-    record, created = await submit_job(
-        principal=principal, services=services, api=api, jobs=jobs, kind=task.kind, params=params,
-        sources=sources, idempotency_key=key, fingerprint=fingerprint,
-    )  # fmt: skip
+    record, created = await submit_job(submitter, key, task.kind, params, sources, fingerprint)
     return accepted(record, created, f"/api/tasks/{name}/jobs/{record.id}")
 
 
@@ -212,29 +202,19 @@ _ERRORS = error_responses(400, 401, 403, 404, 409, 413, 415, 422, 429, 503)
 @router.post("/{task}/batched/{model:path}/jobs", status_code=202, response_model=JobCreated, responses=_ERRORS,
              summary="Queue a list of images for one task (seed-compatible)",
              openapi_extra=json_body(SeedBatch))  # fmt: skip
-async def create_batched_job(
-    request: Request, task: str, model: str, principal: Principal = Depends(require_principal),
-    services: Services = Depends(get_services), api: ApiState = Depends(get_api_state),
-    jobs: JobSystem = Depends(get_jobs), idempotency_key: str | None = Header(None, alias="Idempotency-Key"),
-) -> JSONResponse:  # fmt: skip
-    return await _submit(request, task, model, True, principal, services, api, jobs, idempotency_key)
+async def create_batched_job(request: Request, task: str, model: str, submitter: SubmitterDep) -> JSONResponse:
+    return await _submit(request, task, model, True, submitter)
 
 
 @router.post("/{task}/{model:path}/jobs", status_code=202, response_model=JobCreated, responses=_ERRORS,
              summary="Queue one image for one task (seed-compatible)", openapi_extra=json_body(SeedJob))  # fmt: skip
-async def create_single_job(
-    request: Request, task: str, model: str, principal: Principal = Depends(require_principal),
-    services: Services = Depends(get_services), api: ApiState = Depends(get_api_state),
-    jobs: JobSystem = Depends(get_jobs), idempotency_key: str | None = Header(None, alias="Idempotency-Key"),
-) -> JSONResponse:  # fmt: skip
-    return await _submit(request, task, model, False, principal, services, api, jobs, idempotency_key)
+async def create_single_job(request: Request, task: str, model: str, submitter: SubmitterDep) -> JSONResponse:
+    return await _submit(request, task, model, False, submitter)
 
 
 @router.get("/{task}/jobs/{job_id}", summary="A seed-compatible job's status and result",
             responses=error_responses(401, 404, 503))  # fmt: skip
-async def get_seed_job(
-    task: str, job_id: str, principal: Principal = Depends(require_principal), jobs: JobSystem = Depends(get_jobs)
-) -> JSONResponse:
+async def get_seed_job(task: str, job_id: str, principal: PrincipalDep, jobs: JobsDep) -> JSONResponse:
     spec = seed_task(task)
     record = await asyncio.to_thread(jobs.queue.get, job_id, principal.sub)
     if record.params.get("seed", {}).get("task") != task:

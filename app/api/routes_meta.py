@@ -2,17 +2,16 @@
 
 from __future__ import annotations
 
-from fastapi import APIRouter, Depends, Response
+from fastapi import APIRouter, Response
 from fastapi.responses import JSONResponse
 from prometheus_client import CONTENT_TYPE_LATEST
 
 from app import __version__
-from app.api.auth import Principal, require_principal
-from app.api.deps import ApiState, get_api_state, get_services
+from app.api.auth import PrincipalDep
+from app.api.deps import ApiStateDep, ServicesDep
 from app.api.errors import error_responses
 from app.api.schemas import Health, ModelList, Readiness, TaskList
 from app.models.manager import ModelState
-from app.services.container import Services
 from app.tasks import TASKS
 
 PRIMARY_MODEL = "florence2"
@@ -22,14 +21,12 @@ ops = APIRouter(tags=["operations"])
 
 
 @api_v1.get("/tasks", response_model=TaskList, summary="The tasks the model can run")
-async def list_tasks(principal: Principal = Depends(require_principal)) -> TaskList:
+async def list_tasks(principal: PrincipalDep) -> TaskList:
     return TaskList(tasks=[{**spec.to_dict(), "aliases": list(spec.aliases)} for spec in TASKS])
 
 
 @api_v1.get("/models", response_model=ModelList, summary="Models with their state, device and dtype")
-async def list_models(
-    principal: Principal = Depends(require_principal), services: Services = Depends(get_services)
-) -> ModelList:
+async def list_models(principal: PrincipalDep, services: ServicesDep) -> ModelList:
     manager = services.manager
     return ModelList(
         models=manager.status(), queue={"depth": manager.queue_depth, "capacity": manager.settings.max_queue_size}
@@ -47,7 +44,7 @@ async def healthz() -> Health:
     responses=error_responses(503),
     summary="Readiness: 200 once the model is loaded, 503 before (never triggers loading)",
 )
-async def readyz(services: Services = Depends(get_services)) -> Response:
+async def readyz(services: ServicesDep) -> Response:
     # The model loads at start-up (PRELOAD=true) or on the first analysis; a probe must stay cheap.
     manager = services.manager
     slot = manager.slot(PRIMARY_MODEL)
@@ -69,5 +66,5 @@ async def readyz(services: Services = Depends(get_services)) -> Response:
     response_class=Response,
     responses={200: {"content": {"text/plain": {"schema": {"type": "string"}}}, "description": "Prometheus text"}},
 )
-async def metrics(api: ApiState = Depends(get_api_state)) -> Response:
+async def metrics(api: ApiStateDep) -> Response:
     return Response(api.metrics.render(), media_type=CONTENT_TYPE_LATEST)

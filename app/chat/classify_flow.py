@@ -64,9 +64,7 @@ class ClassificationChat:
             if request is None:
                 outcomes = await classification.classify(images, top_n=CHAT_TOP_N)
             else:
-                outcomes = await classification.zero_shot(
-                    images, request.labels, request.categories, request.multi_label, request.templates
-                )
+                outcomes = await classification.zero_shot(images, request)
             seconds = time.perf_counter() - started
             log.info("chat %s on %d image(s) in %.2fs", task.key, len(images), seconds)
             finish_step(step, task.name, len(images), seconds)

@@ -7,15 +7,16 @@ result has the same per-image shape as the matching synchronous API route.
 
 from __future__ import annotations
 
-import base64
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from app.errors import AppError, InferenceError, InvalidInput
+from app.errors import AppError, InvalidInput
 from app.geometry import XYXY
 from app.images import LoadedImage
+from app.results import AnyResult
 from app.services.classification import ClassificationOutcome, ClassificationService, ZeroShotRequest
 from app.services.container import Services
+from app.services.per_image import ImageReport, annotate, merge_outcomes
 from app.tasks import get_task, validate_task_inputs
 
 ANALYZE, CLASSIFY, ZERO_SHOT = "analyze", "classify", "zero-shot"
@@ -67,10 +68,6 @@ def scores_by_label(entry: dict[str, Any]) -> dict[str, float]:
     return {str(k): float(v) for k, v in result.items()} if isinstance(result, dict) else {}
 
 
-def error_entry(name: str, error: AppError) -> dict[str, Any]:
-    return {"name": name, "error": {**error.to_dict(), "status": error.http_status}}
-
-
 def run_kind(
     services: Services, kind: str, params: dict[str, Any], names: Sequence[str], images: Sequence[ImageOrError]
 ) -> tuple[dict[str, Any], AppError | None]:
@@ -93,59 +90,32 @@ def run_kind(
     return body, None
 
 
-def _split(images: Sequence[ImageOrError]) -> tuple[list[LoadedImage], list[int]]:
-    loaded = [(i, im) for i, im in enumerate(images) if isinstance(im, LoadedImage)]
-    return [im for _, im in loaded], [i for i, _ in loaded]
+def _decoded(images: Sequence[ImageOrError]) -> list[LoadedImage]:
+    return [image for image in images if isinstance(image, LoadedImage)]
 
 
 def _run_analyze(
     services: Services, params: dict[str, Any], names: Sequence[str], images: Sequence[ImageOrError]
 ) -> list[dict[str, Any]]:
-    loaded, positions = _split(images)
+    loaded = _decoded(images)
     region = tuple(params["region"]) if params.get("region") else None
     outcomes = services.analysis.analyze(loaded, params["task"], params.get("text"), region) if loaded else []
-    by_position = dict(zip(positions, outcomes, strict=True))
-    annotator = None
+    reports: list[ImageReport[AnyResult]] = merge_outcomes(names, images, outcomes)
     if params.get("annotate"):
-        from app.drawing import Annotator, to_png_bytes
-
-        annotator = Annotator()
-    entries: list[dict[str, Any]] = []
-    for index, (name, image) in enumerate(zip(names, images, strict=True)):
-        if isinstance(image, AppError):
-            entries.append(error_entry(name, image))
-            continue
-        outcome = by_position[index]
-        if outcome.result is None:
-            entries.append(error_entry(name, outcome.error or InferenceError("No result.")))
-            continue
-        entry: dict[str, Any] = {"name": name, **outcome.result.to_dict()}
-        if annotator is not None:
-            drawn = annotator.annotate(image.image, outcome.result)
-            entry["annotated_png"] = base64.b64encode(to_png_bytes(drawn)).decode("ascii")
-        entries.append(entry)
-    return entries
+        annotate(reports)
+    return [report.to_dict() for report in reports]
 
 
 def _run_classification(
     services: Services, kind: str, params: dict[str, Any], names: Sequence[str], images: Sequence[ImageOrError]
 ) -> list[dict[str, Any]]:
-    loaded, positions = _split(images)
+    loaded = _decoded(images)
     outcomes: list[ClassificationOutcome] = []
     if loaded and kind == CLASSIFY:
         outcomes = services.classification.classify_sync(loaded, params["top_n"], params["language"])
     elif loaded:
-        outcomes = services.classification.zero_shot_sync(
-            loaded, params["labels"], params.get("categories"), params["multi_label"], params.get("templates")
+        request = ZeroShotRequest.create(
+            params["labels"], params.get("categories"), params["multi_label"], params.get("templates")
         )
-    by_position = dict(zip(positions, outcomes, strict=True))
-    entries: list[dict[str, Any]] = []
-    for index, (name, image) in enumerate(zip(names, images, strict=True)):
-        outcome = by_position.get(index)
-        if isinstance(image, AppError):
-            entries.append(error_entry(name, image))
-        elif outcome is None or outcome.result is None:
-            entries.append(error_entry(name, (outcome.error if outcome else None) or InferenceError("No result.")))
-        else:
-            entries.append({"name": name, **outcome.result.to_dict()})
-    return entries
+        outcomes = services.classification.zero_shot_sync(loaded, request)
+    return [report.to_dict() for report in merge_outcomes(names, images, outcomes)]

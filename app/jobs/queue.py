@@ -25,8 +25,8 @@ from huey.serializer import Serializer
 
 from app.config import Settings
 from app.errors import NotFound
-from app.jobs.records import JobInput, JobRecord, JobStore, QueueUnavailable, Recovery, fingerprint, new_job_id
-from app.jobs.store import Clock, build_store
+from app.jobs.records import Clock, JobInput, JobRecord, JobStore, QueueUnavailable, Recovery, fingerprint, new_job_id
+from app.jobs.store import build_store
 
 log = logging.getLogger(__name__)
 QUEUE_NAME = "florence-jobs"

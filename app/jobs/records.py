@@ -13,7 +13,10 @@ from datetime import UTC, datetime
 from enum import StrEnum
 from typing import Any, Protocol
 
-from app.errors import AppError
+from app.errors import Conflict, Unavailable
+
+Clock = Callable[[], float]
+CANCELLED_ERROR: dict[str, Any] = {"code": "cancelled", "message": "The job was cancelled."}
 
 
 class JobStatus(StrEnum):
@@ -28,18 +31,19 @@ class JobStatus(StrEnum):
         return self in (JobStatus.COMPLETE, JobStatus.FAILED, JobStatus.CANCELLED)
 
 
-class IdempotencyConflict(AppError):
+class IdempotencyConflict(Conflict):
     """The same `Idempotency-Key` was sent with a different request body."""
 
     code = "idempotency_key_reused"
-    http_status = 409
+
+    def __init__(self) -> None:
+        super().__init__("This Idempotency-Key was already used with a different request body.")
 
 
-class QueueUnavailable(AppError):
+class QueueUnavailable(Unavailable):
     """The job store (Redis, or the SQLite file) cannot be reached right now."""
 
     code = "queue_unavailable"
-    http_status = 503
 
 
 @dataclass(frozen=True)
@@ -101,14 +105,14 @@ class JobRecord:
         """Flat values for storage: JSON text for the structured fields."""
         row = asdict(self)
         row["status"] = self.status.value
-        for name in ("params", "image_names", "result", "error", "callback"):
-            row[name] = json.dumps(row[name], separators=(",", ":"), ensure_ascii=False)
+        for name in _JSON_FIELDS:
+            row[name] = to_json(row[name])
         return row
 
     @classmethod
     def from_row(cls, row: dict[str, Any]) -> JobRecord:
         values = dict(row)
-        for name in ("params", "image_names", "result", "error", "callback"):
+        for name in _JSON_FIELDS:
             raw = values.get(name)
             values[name] = json.loads(raw) if raw not in (None, "") else None
         values["status"] = JobStatus(values["status"])
@@ -124,6 +128,23 @@ class JobRecord:
                 values[name] = None
         known = {f for f in cls.__dataclass_fields__}
         return cls(**{k: v for k, v in values.items() if k in known})
+
+
+_JSON_FIELDS = ("params", "image_names", "result", "error", "callback")
+
+
+def to_json(value: Any) -> str:
+    """How both stores keep a structured field: compact JSON text."""
+    return json.dumps(value, separators=(",", ":"), ensure_ascii=False)
+
+
+def ended_fields(now: float, ttl_s: float, error: dict[str, Any] | None) -> dict[str, Any]:
+    """What every move to a terminal state stores: the error, when it ended and expires, no lease."""
+    return {"error": to_json(error), "finished_at": now, "expires_at": now + ttl_s, "heartbeat_at": None}
+
+
+def worker_lost_error(attempts: int) -> dict[str, Any]:
+    return {"code": "worker_lost", "message": f"The worker stopped during the job {attempts} times; giving up."}
 
 
 @dataclass(frozen=True)

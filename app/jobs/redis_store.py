@@ -8,7 +8,6 @@ of job ids by creation time, `idem:{sub}:{key}` the job id for an idempotency ke
 from __future__ import annotations
 
 import hashlib
-import json
 import math
 import time
 from collections.abc import Callable, Sequence
@@ -16,9 +15,19 @@ from typing import Any
 
 import redis
 
-from app.jobs.records import IdempotencyConflict, JobInput, JobRecord, JobStatus, Recovery
+from app.jobs.records import (
+    CANCELLED_ERROR,
+    Clock,
+    IdempotencyConflict,
+    JobInput,
+    JobRecord,
+    JobStatus,
+    Recovery,
+    ended_fields,
+    to_json,
+    worker_lost_error,
+)
 
-Clock = Callable[[], float]
 PREFIX = "fvjobs:"
 
 # KEYS: job, inputs, owner zset, idem key (or ""), unsent set. ARGV: id, created_at, fingerprint, field pairs...
@@ -172,7 +181,7 @@ class RedisJobStore:
             return record, True
         self._redis.delete(self._inputs(record.id))
         if outcome == b"conflict":
-            raise IdempotencyConflict("This Idempotency-Key was already used with a different request body.")
+            raise IdempotencyConflict()
         existing = self.get(job_id.decode())
         if existing is None:  # expired between the script and this read: submit again
             return self.create(record, inputs)
@@ -242,35 +251,19 @@ class RedisJobStore:
         result: Any = None,
         error: dict[str, Any] | None = None,
     ) -> JobRecord | None:
-        now = self.clock()
-        fields = {
-            "result": json.dumps(result),
-            "error": json.dumps(error),
-            "finished_at": now,
-            "expires_at": now + self.ttl_s,
-            "heartbeat_at": None,
-        }
+        fields = {"result": to_json(result), **ended_fields(self.clock(), self.ttl_s, error)}
         done = self._transition(
             keys=[self._job(job_id), self._running], args=[job_id, worker, attempt, status.value, *self._pairs(fields)]
         )
-        if not done:
-            return None
-        record = self.get(job_id)
-        if record is not None:
-            self._expire_at(record)
-        return record
+        return self._ended(job_id) if done else None
 
     def cancel(self, job_id: str) -> JobRecord | None:
-        now = self.clock()
-        fields = {
-            "error": json.dumps({"code": "cancelled", "message": "The job was cancelled."}),
-            "finished_at": now,
-            "expires_at": now + self.ttl_s,
-            "heartbeat_at": None,
-        }
+        fields = ended_fields(self.clock(), self.ttl_s, CANCELLED_ERROR)
         done = self._cancel(keys=[self._job(job_id), self._running, self._unsent], args=[job_id, *self._pairs(fields)])
-        if not done:
-            return None
+        return self._ended(job_id) if done else None
+
+    def _ended(self, job_id: str) -> JobRecord | None:
+        """The record just moved to a terminal state, with its Redis expiry set."""
         record = self.get(job_id)
         if record is not None:
             self._expire_at(record)
@@ -296,10 +289,7 @@ class RedisJobStore:
                     self._redis.sadd(self._unsent, job_id)
                     recovery.requeued.append(job_id)
                 continue
-            error = {
-                "code": "worker_lost",
-                "message": f"The worker stopped during the job {record.attempts} times; giving up.",
-            }
+            error = worker_lost_error(record.attempts)
             if self.finish(job_id, worker, record.attempts, JobStatus.FAILED, error=error) is not None:
                 recovery.failed.append(job_id)
         return recovery
@@ -317,7 +307,7 @@ class RedisJobStore:
 
     def set_callback(self, job_id: str, report: dict[str, Any]) -> None:
         if self._redis.exists(self._job(job_id)):
-            self._redis.hset(self._job(job_id), "callback", json.dumps(report))
+            self._redis.hset(self._job(job_id), "callback", to_json(report))
 
     def purge_expired(self) -> int:
         return 0  # Redis expires finished jobs itself (EXPIREAT set when they finish)

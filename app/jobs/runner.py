@@ -119,7 +119,7 @@ class JobRunner:
     def _finish(
         self, record: JobRecord, attempt: int, status: JobStatus, result: Any, error: AppError | None
     ) -> JobRecord | None:
-        error_body = {**error.to_dict(), "status": error.http_status} if error is not None else None
+        error_body = error.to_dict(with_status=True) if error is not None else None
         finished = self.queue.store.finish(record.id, self.name, attempt, status, result, error_body)
         if finished is None:
             log.info("job %s: result discarded (cancelled or taken over meanwhile)", record.id)

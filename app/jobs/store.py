@@ -6,19 +6,28 @@ Every transition is one conditional UPDATE, so several processes on one machine 
 
 from __future__ import annotations
 
-import json
 import sqlite3
 import threading
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
 from app.config import Settings
-from app.jobs.records import IdempotencyConflict, JobInput, JobRecord, JobStatus, JobStore, Recovery
-
-Clock = Callable[[], float]
+from app.jobs.records import (
+    CANCELLED_ERROR,
+    Clock,
+    IdempotencyConflict,
+    JobInput,
+    JobRecord,
+    JobStatus,
+    JobStore,
+    Recovery,
+    ended_fields,
+    to_json,
+    worker_lost_error,
+)
 
 _SCHEMA = """
 create table if not exists jobs (
@@ -110,9 +119,7 @@ class SqliteJobStore:
                     existing = JobRecord.from_row(dict(row))
                     if not existing.expired(now):
                         if existing.fingerprint != record.fingerprint:
-                            raise IdempotencyConflict(
-                                "This Idempotency-Key was already used with a different request body."
-                            )
+                            raise IdempotencyConflict()
                         return existing, False
                     conn.execute("delete from jobs where id = ?", (existing.id,))
             row_values = record.to_row()
@@ -192,31 +199,14 @@ class SqliteJobStore:
         result: Any = None,
         error: dict[str, Any] | None = None,
     ) -> JobRecord | None:
-        now = self.clock()
+        fields = {"status": status.value, "result": to_json(result), **ended_fields(self.clock(), self.ttl_s, error)}
         with self._tx() as conn:
-            row = conn.execute(
-                "update jobs set status = ?, result = ?, error = ?, finished_at = ?, expires_at = ?, "
-                "heartbeat_at = null where id = ? and status = 'running' and worker = ? and attempts = ? "
-                f"returning {_COLUMNS}",
-                (status.value, json.dumps(result), json.dumps(error), now, now + self.ttl_s, job_id, worker, attempt),
-            ).fetchone()
-            if row is not None:
-                conn.execute("delete from job_inputs where job_id = ?", (job_id,))
-        return JobRecord.from_row(dict(row)) if row is not None else None
+            return _end(conn, job_id, fields, "status = 'running' and worker = ? and attempts = ?", (worker, attempt))
 
     def cancel(self, job_id: str) -> JobRecord | None:
-        now = self.clock()
-        error = {"code": "cancelled", "message": "The job was cancelled."}
+        fields = {"status": JobStatus.CANCELLED.value, **ended_fields(self.clock(), self.ttl_s, CANCELLED_ERROR)}
         with self._tx() as conn:
-            row = conn.execute(
-                "update jobs set status = 'cancelled', error = ?, finished_at = ?, expires_at = ?, "
-                "heartbeat_at = null where id = ? and status in ('queued', 'running') "
-                f"returning {_COLUMNS}",
-                (json.dumps(error), now, now + self.ttl_s, job_id),
-            ).fetchone()
-            if row is not None:
-                conn.execute("delete from job_inputs where job_id = ?", (job_id,))
-        return JobRecord.from_row(dict(row)) if row is not None else None
+            return _end(conn, job_id, fields, "status in ('queued', 'running')", ())
 
     def recover(self, stale_before: float, is_dead: Callable[[str], bool]) -> Recovery:
         with self._lock:
@@ -225,7 +215,6 @@ class SqliteJobStore:
             ).fetchall()
         stale = [r for r in rows if (r["heartbeat_at"] or 0) < stale_before or is_dead(r["worker"] or "")]
         recovery = Recovery()
-        now = self.clock()
         for r in stale:
             with self._tx() as conn:
                 if r["attempts"] < r["max_attempts"]:
@@ -237,17 +226,9 @@ class SqliteJobStore:
                     if cursor.rowcount == 1:
                         recovery.requeued.append(r["id"])
                     continue
-                error = {
-                    "code": "worker_lost",
-                    "message": f"The worker stopped during the job {r['attempts']} times; giving up.",
-                }
-                cursor = conn.execute(
-                    "update jobs set status = 'failed', error = ?, finished_at = ?, expires_at = ?, "
-                    "heartbeat_at = null where id = ? and status = 'running' and attempts = ?",
-                    (json.dumps(error), now, now + self.ttl_s, r["id"], r["attempts"]),
-                )
-                if cursor.rowcount == 1:
-                    conn.execute("delete from job_inputs where job_id = ?", (r["id"],))
+                error = worker_lost_error(r["attempts"])
+                fields = {"status": JobStatus.FAILED.value, **ended_fields(self.clock(), self.ttl_s, error)}
+                if _end(conn, r["id"], fields, "status = 'running' and attempts = ?", (r["attempts"],)) is not None:
                     recovery.failed.append(r["id"])
         return recovery
 
@@ -261,7 +242,7 @@ class SqliteJobStore:
 
     def set_callback(self, job_id: str, report: dict[str, Any]) -> None:
         with self._tx() as conn:
-            conn.execute("update jobs set callback = ? where id = ?", (json.dumps(report), job_id))
+            conn.execute("update jobs set callback = ? where id = ?", (to_json(report), job_id))
 
     def purge_expired(self) -> int:
         with self._tx() as conn:
@@ -271,6 +252,21 @@ class SqliteJobStore:
     def close(self) -> None:
         with self._lock:
             self._conn.close()
+
+
+def _end(
+    conn: sqlite3.Connection, job_id: str, fields: Mapping[str, Any], condition: str, args: Sequence[Any]
+) -> JobRecord | None:
+    """Move a job to a terminal state when `condition` holds; its stored images are not needed any more."""
+    assignments = ", ".join(f"{column} = ?" for column in fields)  # our own column names, never input
+    row = conn.execute(
+        f"update jobs set {assignments} where id = ? and {condition} returning {_COLUMNS}",
+        (*fields.values(), job_id, *args),
+    ).fetchone()
+    if row is None:
+        return None
+    conn.execute("delete from job_inputs where job_id = ?", (job_id,))
+    return JobRecord.from_row(dict(row))
 
 
 def build_store(settings: Settings, clock: Clock = time.time) -> JobStore:

@@ -1,13 +1,17 @@
-"""Shared loading helpers for the transformers checkpoints beside Florence-2 (classifier, zero-shot)."""
+"""What the transformers checkpoints beside Florence-2 (classifier, zero-shot) share: loading and state."""
 
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
-from typing import TypeVar
+import time
+from collections.abc import Callable, Iterator, Sequence
+from typing import Any, ClassVar, TypeVar
+
+from PIL import Image
 
 from app.config import Settings
 from app.errors import ModelUnavailable
+from app.models.florence import resolve_device_dtype
 from app.models.hub import resolve_model_source
 
 log = logging.getLogger(__name__)
@@ -41,3 +45,57 @@ def load_checkpoint(
             f"{setting}={model_id!r} could not be loaded: {type(exc).__name__}: {str(exc)[:300]}",
             code="model_load_failed",
         ) from exc
+
+
+def rgb_chunks(images: Sequence[Image.Image], size: int) -> Iterator[list[Image.Image]]:
+    """`images` in lists of at most `size` (bounds peak memory), each image in RGB."""
+    for start in range(0, len(images), size):
+        yield [im if im.mode == "RGB" else im.convert("RGB") for im in images[start : start + size]]
+
+
+class TransformersBackend:
+    """A model backend around one `from_pretrained` processor + model pair, loaded on first use."""
+
+    name: ClassVar[str]
+    tasks: ClassVar[frozenset[str]]
+    model_setting: ClassVar[str]  # the environment name of the model id, named in load errors
+    example_model_id: ClassVar[str]
+
+    def __init__(self, settings: Settings, model_id: str) -> None:
+        self.settings = settings
+        self.model_id = model_id
+        self.device = "cpu"
+        self.dtype_name = "float32"
+        self.library = transformers_library()
+        self._model: Any = None
+        self._processor: Any = None
+        self._dtype: Any = None
+
+    def _load_pretrained(self, processor_class: Any, model_class: Any) -> tuple[Any, float]:
+        """Load, check (`_check_model`) and place the checkpoint; returns the model and the seconds it took."""
+        device, dtype = resolve_device_dtype(self.settings)
+        started = time.perf_counter()
+
+        def load(source: str, local_only: bool) -> tuple[Any, Any]:
+            processor = processor_class.from_pretrained(source, local_files_only=local_only)
+            model = model_class.from_pretrained(source, local_files_only=local_only, dtype=dtype)
+            return processor, model
+
+        processor, model = load_checkpoint(
+            self.settings, self.model_id, self.model_setting, self.example_model_id, load
+        )
+        self._check_model(model)
+        model.to(device).eval()
+        self._model, self._processor, self._dtype = model, processor, dtype
+        self.device, self.dtype_name = device, str(dtype).removeprefix("torch.")
+        return model, time.perf_counter() - started
+
+    def _check_model(self, model: Any) -> None:
+        """Raise `ModelUnavailable` when the checkpoint loaded but cannot serve this backend."""
+
+    @property
+    def loaded(self) -> bool:
+        return self._model is not None
+
+    def info(self) -> dict[str, Any]:
+        return {"model_id": self.model_id, "device": self.device, "dtype": self.dtype_name, "tasks": sorted(self.tasks)}

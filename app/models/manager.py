@@ -77,6 +77,7 @@ class ModelManager:
         self._slots: dict[str, BackendSlot] = {b.name: BackendSlot(b) for b in chosen}
         self._load_lock = threading.Lock()
         self._batchers: dict[str, FlorenceBatcher] = {}
+        self._batchers_lock = threading.Lock()
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="inference")
         self._pending = 0
         self._pending_lock = threading.Lock()
@@ -167,8 +168,7 @@ class ModelManager:
         """Run Florence-2 requests (CLI, jobs, worker threads); blocks until every result is in."""
         if not requests:
             return []
-        backend: FlorenceBackend = self.get("florence2")
-        futures = self._enqueue(backend, requests, generation)
+        backend, futures = self._enqueue(requests, generation)
         try:
             texts = [future.result() for future in futures]
         except BaseException:
@@ -183,26 +183,32 @@ class ModelManager:
         """Like `analyze` for the event loop. Cancelling it drops the requests that have not started."""
         if not requests:
             return []
-        backend: FlorenceBackend = await asyncio.to_thread(self.get, "florence2")
-        enqueueing = asyncio.ensure_future(asyncio.to_thread(self._enqueue, backend, requests, generation))
+        # Loading (first use), admission and the per-request resize run off the event loop, in one hop.
+        enqueueing = asyncio.ensure_future(asyncio.to_thread(self._enqueue, requests, generation))
         try:
-            futures = await asyncio.shield(enqueueing)
+            backend, futures = await asyncio.shield(enqueueing)
         except asyncio.CancelledError:
             enqueueing.add_done_callback(_cancel_enqueued)
             raise
         try:
-            texts = await asyncio.gather(*(asyncio.wrap_future(future) for future in futures))
+            outcomes = await asyncio.gather(*(asyncio.wrap_future(f) for f in futures), return_exceptions=True)
         except BaseException:
             for future in futures:
                 future.cancel()
             raise
+        texts: list[str] = []
+        for outcome in outcomes:
+            if isinstance(outcome, BaseException):
+                raise outcome
+            texts.append(outcome)
         return await asyncio.to_thread(
             lambda: [backend.parse(request, text) for request, text in zip(requests, texts, strict=True)]
         )
 
     def _enqueue(
-        self, backend: FlorenceBackend, requests: Sequence[FlorenceRequest], generation: GenerationOptions | None
-    ) -> list[Future[str]]:
+        self, requests: Sequence[FlorenceRequest], generation: GenerationOptions | None
+    ) -> tuple[FlorenceBackend, list[Future[str]]]:
+        backend: FlorenceBackend = self.get("florence2")
         batcher = self._batcher(backend)
         batcher.admit(len(requests))
         try:
@@ -210,13 +216,13 @@ class ModelManager:
         except BaseException:
             batcher.release(len(requests))
             raise
-        return batcher.enqueue(prepared, generation or backend.default_generation())
+        return backend, batcher.enqueue(prepared, generation or backend.default_generation())
 
     def _batcher(self, backend: FlorenceBackend) -> FlorenceBatcher:
         batcher = self._batchers.get(backend.name)
         if batcher is not None:
             return batcher
-        with self._load_lock:
+        with self._batchers_lock:
             if self._closed:
                 raise ModelUnavailable("The model is shutting down.", code="shutting_down")
             batcher = self._batchers.get(backend.name)
@@ -232,7 +238,7 @@ class ModelManager:
             return batcher
 
     def shutdown(self) -> None:
-        with self._load_lock:
+        with self._batchers_lock:
             self._closed = True
             batchers = list(self._batchers.values())
         for batcher in batchers:
@@ -240,8 +246,8 @@ class ModelManager:
         self._executor.shutdown(wait=False, cancel_futures=True)
 
 
-def _cancel_enqueued(task: asyncio.Future[list[Future[str]]]) -> None:
+def _cancel_enqueued(task: asyncio.Future[tuple[FlorenceBackend, list[Future[str]]]]) -> None:
     """The caller went away while its requests were being queued: drop them once they are."""
     if not task.cancelled() and task.exception() is None:
-        for future in task.result():
+        for future in task.result()[1]:
             future.cancel()

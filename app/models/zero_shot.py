@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import logging
 import threading
-import time
 from collections import OrderedDict
 from collections.abc import Sequence
 from typing import Any
@@ -20,8 +19,7 @@ from PIL import Image
 from app.classify_math import average_template_embeddings, expand_templates, l2_normalize
 from app.config import Settings
 from app.errors import ModelUnavailable
-from app.models.florence import resolve_device_dtype
-from app.models.hf_loading import load_checkpoint, transformers_library
+from app.models.hf_loading import TransformersBackend, rgb_chunks
 
 log = logging.getLogger(__name__)
 
@@ -38,23 +36,18 @@ def _pooled(output: Any) -> Any:
     return output if hasattr(output, "shape") else output.pooler_output
 
 
-class ZeroShotBackend:
+class ZeroShotBackend(TransformersBackend):
     name = "zero_shot"
     tasks = frozenset({ZERO_SHOT_TASK})
+    model_setting = "ZERO_SHOT_MODEL_ID"
+    example_model_id = DEFAULT_ZERO_SHOT
 
     def __init__(self, settings: Settings) -> None:
-        self.settings = settings
-        self.model_id = settings.zero_shot_model_id
-        self.device = "cpu"
-        self.dtype_name = "float32"
-        self.library = transformers_library()
+        super().__init__(settings, settings.zero_shot_model_id)
         self.model_type = ""
         self.sigmoid = False  # SigLIP: trained with a per-pair sigmoid loss
         self.logit_scale = 1.0
         self.logit_bias = 0.0
-        self._model: Any = None
-        self._processor: Any = None
-        self._dtype: Any = None
         self._text_length: int | None = None
         self._cache: OrderedDict[tuple[str, tuple[str, ...]], np.ndarray] = OrderedDict()
         self._cache_lock = threading.Lock()
@@ -62,24 +55,7 @@ class ZeroShotBackend:
     def load(self) -> None:
         from transformers import AutoModel, AutoProcessor
 
-        device, dtype = resolve_device_dtype(self.settings)
-        started = time.perf_counter()
-
-        def load(source: str, local_only: bool) -> tuple[Any, Any]:
-            processor = AutoProcessor.from_pretrained(source, local_files_only=local_only)
-            model = AutoModel.from_pretrained(source, local_files_only=local_only, dtype=dtype)
-            return processor, model
-
-        processor, model = load_checkpoint(self.settings, self.model_id, "ZERO_SHOT_MODEL_ID", DEFAULT_ZERO_SHOT, load)
-        if not (hasattr(model, "get_image_features") and hasattr(model, "get_text_features")):
-            raise ModelUnavailable(
-                f"ZERO_SHOT_MODEL_ID={self.model_id!r} is a {type(model).__name__}, not an image-text model "
-                "such as CLIP or SigLIP.",
-                code="model_load_failed",
-            )
-        model.to(device).eval()
-        self._model, self._processor, self._dtype = model, processor, dtype
-        self.device, self.dtype_name = device, str(dtype).removeprefix("torch.")
+        model, seconds = self._load_pretrained(AutoProcessor, AutoModel)
         self.model_type = str(getattr(model.config, "model_type", ""))
         self.sigmoid = self.model_type in SIGMOID_MODEL_TYPES
         self.logit_scale = float(model.logit_scale.detach().float().exp())
@@ -91,13 +67,16 @@ class ZeroShotBackend:
         self.clear_cache()
         log.info(
             "loaded zero-shot %s (%s, %s) on %s in %.1fs",
-            self.model_id, self.model_type, "sigmoid" if self.sigmoid else "softmax", device,
-            time.perf_counter() - started,
+            self.model_id, self.model_type, "sigmoid" if self.sigmoid else "softmax", self.device, seconds,
         )  # fmt: skip
 
-    @property
-    def loaded(self) -> bool:
-        return self._model is not None
+    def _check_model(self, model: Any) -> None:
+        if not (hasattr(model, "get_image_features") and hasattr(model, "get_text_features")):
+            raise ModelUnavailable(
+                f"ZERO_SHOT_MODEL_ID={self.model_id!r} is a {type(model).__name__}, not an image-text model "
+                "such as CLIP or SigLIP.",
+                code="model_load_failed",
+            )
 
     # -- embeddings (call on the inference thread) -------------------------------------------------------
     def image_embeddings(self, images: Sequence[Image.Image]) -> np.ndarray:
@@ -106,8 +85,7 @@ class ZeroShotBackend:
 
         rows = []
         with torch.inference_mode():
-            for start in range(0, len(images), _IMAGE_CHUNK):
-                chunk = [im if im.mode == "RGB" else im.convert("RGB") for im in images[start : start + _IMAGE_CHUNK]]
+            for chunk in rgb_chunks(images, _IMAGE_CHUNK):
                 inputs = self._processor(images=chunk, return_tensors="pt")
                 tensors = {k: v.to(self.device) for k, v in inputs.items()}
                 tensors["pixel_values"] = tensors["pixel_values"].to(self._dtype)
@@ -166,12 +144,7 @@ class ZeroShotBackend:
         return len(self._cache)
 
     def info(self) -> dict[str, Any]:
-        body: dict[str, Any] = {
-            "model_id": self.model_id,
-            "device": self.device,
-            "dtype": self.dtype_name,
-            "tasks": sorted(self.tasks),
-        }
+        body = super().info()
         if self.loaded:
             body["model_type"] = self.model_type
             body["scoring"] = "sigmoid" if self.sigmoid else "softmax"

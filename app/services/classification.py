@@ -11,7 +11,7 @@ import asyncio
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import TypeVar
+from typing import Any, TypeVar
 
 import numpy as np
 
@@ -116,6 +116,15 @@ def _check_templates(templates: Sequence[str] | None) -> tuple[str, ...]:
     return cleaned
 
 
+@dataclass(frozen=True)
+class _Job:
+    """Model work for a batch of images: which backend it needs and what to do with it."""
+
+    backend: str
+    images: Sequence[LoadedImage]
+    work: Callable[[Any], list[ClassificationOutcome]]
+
+
 class ClassificationService:
     def __init__(
         self,
@@ -136,21 +145,17 @@ class ClassificationService:
     async def classify(
         self, images: Sequence[LoadedImage], top_n: int = 3, language: str = "en"
     ) -> list[ClassificationOutcome]:
-        top_n, language = self.check_classify_input(top_n, language)
-        if not images:
-            return []
-        backend: ClassifierBackend = await asyncio.to_thread(self.manager.get, "classifier")
-        return await self.manager.run_async(lambda: self._classify_work(backend, images, top_n, language))
+        return await self._run_async(self._classify_job(images, top_n, language))
 
     def classify_sync(
         self, images: Sequence[LoadedImage], top_n: int = 3, language: str = "en"
     ) -> list[ClassificationOutcome]:
         """For worker threads (jobs, CLI): blocks until the results are in."""
+        return self._run_sync(self._classify_job(images, top_n, language))
+
+    def _classify_job(self, images: Sequence[LoadedImage], top_n: int, language: str) -> _Job:
         top_n, language = self.check_classify_input(top_n, language)
-        if not images:
-            return []
-        backend: ClassifierBackend = self.manager.get("classifier")
-        return self.manager.submit(lambda: self._classify_work(backend, images, top_n, language)).result()
+        return _Job("classifier", images, lambda backend: self._classify_work(backend, images, top_n, language))
 
     def _classify_work(
         self, backend: ClassifierBackend, images: Sequence[LoadedImage], top_n: int, language: str
@@ -177,34 +182,29 @@ class ClassificationService:
         count = len(backend.id2label)
         return [str(i) for i in range(count)], [backend.id2label.get(i, str(i)) for i in range(count)]
 
-    # -- zero-shot -----------------------------------------------------------------------------------
-    async def zero_shot(
-        self,
-        images: Sequence[LoadedImage],
-        labels: Sequence[str],
-        categories: Mapping[str, str] | None = None,
-        multi_label: bool = False,
-        templates: Sequence[str] | None = None,
-    ) -> list[ClassificationOutcome]:
-        request = ZeroShotRequest.create(labels, categories, multi_label, templates)
-        if not images:
-            return []
-        backend: ZeroShotBackend = await asyncio.to_thread(self.manager.get, "zero_shot")
-        return await self.manager.run_async(lambda: self._zero_shot_work(backend, images, request))
+    # -- zero-shot (input checked by `ZeroShotRequest.create`) --------------------------------------------
+    async def zero_shot(self, images: Sequence[LoadedImage], request: ZeroShotRequest) -> list[ClassificationOutcome]:
+        return await self._run_async(self._zero_shot_job(images, request))
 
-    def zero_shot_sync(
-        self,
-        images: Sequence[LoadedImage],
-        labels: Sequence[str],
-        categories: Mapping[str, str] | None = None,
-        multi_label: bool = False,
-        templates: Sequence[str] | None = None,
-    ) -> list[ClassificationOutcome]:
-        request = ZeroShotRequest.create(labels, categories, multi_label, templates)
-        if not images:
+    def zero_shot_sync(self, images: Sequence[LoadedImage], request: ZeroShotRequest) -> list[ClassificationOutcome]:
+        """For worker threads (jobs, CLI): blocks until the results are in."""
+        return self._run_sync(self._zero_shot_job(images, request))
+
+    def _zero_shot_job(self, images: Sequence[LoadedImage], request: ZeroShotRequest) -> _Job:
+        return _Job("zero_shot", images, lambda backend: self._zero_shot_work(backend, images, request))
+
+    # -- running on the manager's inference thread ---------------------------------------------------------
+    async def _run_async(self, job: _Job) -> list[ClassificationOutcome]:
+        if not job.images:
             return []
-        backend: ZeroShotBackend = self.manager.get("zero_shot")
-        return self.manager.submit(lambda: self._zero_shot_work(backend, images, request)).result()
+        backend = await asyncio.to_thread(self.manager.get, job.backend)
+        return await self.manager.run_async(lambda: job.work(backend))
+
+    def _run_sync(self, job: _Job) -> list[ClassificationOutcome]:
+        if not job.images:
+            return []
+        backend = self.manager.get(job.backend)
+        return self.manager.submit(lambda: job.work(backend)).result()
 
     def _zero_shot_work(
         self, backend: ZeroShotBackend, images: Sequence[LoadedImage], request: ZeroShotRequest

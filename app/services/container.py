@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 from app.config import Settings
 from app.models.manager import ModelManager
@@ -19,22 +19,27 @@ class Services:
     manager: ModelManager
     analysis: AnalysisService
     limiter: RateLimiter
-    # Built from `manager` when not given, so call sites that predate it keep working.
-    classification: ClassificationService = field(default=None)  # type: ignore[assignment]
-
-    def __post_init__(self) -> None:
-        if self.classification is None:
-            self.classification = ClassificationService(self.manager, LLMAnalyst.from_settings(self.settings))
+    classification: ClassificationService
 
     @classmethod
     def build(cls, settings: Settings) -> Services:
         registry = BackendRegistry.from_settings(settings)  # Florence-2, classifier, zero-shot, rapidocr
-        manager = build_manager(settings, registry)
+        return cls.from_manager(settings, build_manager(settings, registry), registry)
+
+    @classmethod
+    def from_manager(
+        cls,
+        settings: Settings,
+        manager: ModelManager,
+        registry: BackendRegistry | None = None,
+        limiter: RateLimiter | None = None,
+    ) -> Services:
+        """The services over an existing `manager` (tests bring one with a tiny model already loaded)."""
         return cls(
             settings=settings,
             manager=manager,
             analysis=AnalysisService(manager, registry),
-            limiter=RateLimiter(settings.rate_limit, settings.rate_limit_storage),
+            limiter=limiter or RateLimiter(settings.rate_limit, settings.rate_limit_storage),
             classification=ClassificationService(manager, LLMAnalyst.from_settings(settings)),
         )
 

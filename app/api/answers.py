@@ -1,0 +1,59 @@
+"""How the synchronous image routes answer: every image in input order, each with its result or error.
+
+Shared by `/api/v1/analyze` and the classification routes: fetch and decode the sources, run the
+model once on the images that decoded, stop when the client leaves, count each image in the
+metrics, and pick the status (200 while at least one image succeeded).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable, Sequence
+from typing import Any
+
+from fastapi import Request
+from fastapi.responses import JSONResponse
+
+from app.api.deps import ApiState
+from app.api.disconnect import run_unless_disconnected
+from app.api.errors import app_error_response
+from app.api.intake import ImageSource, load_sources
+from app.images import ImageLimits, LoadedImage
+from app.services.per_image import ImageReport, Outcome, ResultT, merge_outcomes
+
+CLIENT_CLOSED_REQUEST = 499  # nginx's status for "the client went away"; nobody receives it
+
+
+async def run_on_sources(
+    api: ApiState,
+    sources: Sequence[ImageSource],
+    infer: Callable[[list[LoadedImage]], Awaitable[Sequence[Outcome[ResultT]]]],
+) -> list[ImageReport[ResultT]]:
+    """Fetch and decode every source, run `infer` on the images that decoded (one batch), merge in order."""
+    limits = ImageLimits(api.settings.max_image_bytes, api.settings.max_image_pixels)
+    loaded = await load_sources(sources, api.fetcher, limits)
+    images = [item for item in loaded if isinstance(item, LoadedImage)]
+    outcomes = await infer(images) if images else []
+    return merge_outcomes([source.name for source in sources], loaded, outcomes)
+
+
+async def finish_reports(
+    request: Request, api: ApiState, task: str, work: Awaitable[list[ImageReport[ResultT]]]
+) -> list[ImageReport[ResultT]] | None:
+    """`work`'s reports, counted in the metrics under `task`; None when the client left (work cancelled)."""
+    finished, reports = await run_unless_disconnected(request, work)
+    if not finished or reports is None:
+        return None
+    failed = sum(1 for report in reports if report.result is None)
+    api.metrics.analyze_images.labels(task, "ok").inc(len(reports) - failed)
+    api.metrics.analyze_images.labels(task, "error").inc(failed)
+    return reports
+
+
+def reports_response(
+    reports: Sequence[ImageReport[Any]], entries: list[dict[str, Any]], key: str = "results"
+) -> JSONResponse:
+    """200 when at least one image succeeded; otherwise the first error's status, with the entries."""
+    failed = [report for report in reports if report.result is None]
+    if reports and len(failed) == len(reports):
+        return app_error_response(failed[0].failure(), extra={key: entries})
+    return JSONResponse({key: entries})
