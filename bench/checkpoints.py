@@ -29,7 +29,7 @@ ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
-from tests.tiny_models import _CORPUS, FLORENCE_EXTRA_TOKENS, POST_PROCESSOR_CONFIG  # noqa: E402
+from tests.tiny_models import POST_PROCESSOR_CONFIG, florence_tokenizer, train_byte_level_bpe  # noqa: E402
 
 BART_VOCAB = 50265
 IMAGE_SIDE = 768
@@ -101,20 +101,10 @@ CONFIGS: dict[str, dict[str, dict[str, Any]]] = {
 
 def build_processor(path: Path) -> Any:
     """BART-sized byte-level tokenizer + 768x768 PIL image processor, saved to `path`."""
-    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, processors, trainers
-    from transformers import CLIPImageProcessorPil, Florence2Processor, PreTrainedTokenizerFast
+    from tokenizers import Tokenizer
+    from transformers import CLIPImageProcessorPil, Florence2Processor
 
-    trained = Tokenizer(models.BPE(unk_token="<unk>"))
-    trained.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
-    trained.decoder = decoders.ByteLevel()
-    trained.post_processor = processors.ByteLevel(trim_offsets=False)
-    trainer = trainers.BpeTrainer(
-        vocab_size=600,
-        special_tokens=["<s>", "<pad>", "</s>", "<unk>"],
-        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
-        show_progress=False,
-    )
-    trained.train_from_iterator(_CORPUS, trainer=trainer)
+    trained = train_byte_level_bpe(600)
     spec = json.loads(trained.to_str())
     vocab: dict[str, int] = spec["model"]["vocab"]
     filler = 0
@@ -123,16 +113,7 @@ def build_processor(path: Path) -> Any:
         filler += 1
     tokenizer = Tokenizer.from_str(json.dumps(spec))
     # Task and location tokens take ids 50265..51288 and `<image>` 51289, as in the published tokenizer.
-    tokenizer.add_tokens(FLORENCE_EXTRA_TOKENS + [f"<loc_{i}>" for i in range(1000)])
-    fast = PreTrainedTokenizerFast(
-        tokenizer_object=tokenizer,
-        bos_token="<s>",
-        eos_token="</s>",
-        pad_token="<pad>",
-        unk_token="<unk>",
-        model_max_length=1024,
-        extra_special_tokens={"image_token": "<image>"},
-    )
+    fast = florence_tokenizer(tokenizer)
     image_processor = CLIPImageProcessorPil(
         size={"height": IMAGE_SIDE, "width": IMAGE_SIDE},
         crop_size={"height": IMAGE_SIDE, "width": IMAGE_SIDE},

@@ -46,22 +46,30 @@ _CORPUS = [
 ]
 
 
-def _build_tokenizer(path: Path) -> None:
+def train_byte_level_bpe(vocab_size: int) -> Any:
+    """A BART-style byte-level BPE trained on the prompt corpus, with `<s> <pad> </s> <unk>` at ids 0..3."""
     from tokenizers import Tokenizer, decoders, models, pre_tokenizers, processors, trainers
-    from transformers import PreTrainedTokenizerFast
 
     tokenizer = Tokenizer(models.BPE(unk_token="<unk>"))
     tokenizer.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
     tokenizer.decoder = decoders.ByteLevel()
     tokenizer.post_processor = processors.ByteLevel(trim_offsets=False)
     trainer = trainers.BpeTrainer(
-        vocab_size=400,
+        vocab_size=vocab_size,
         special_tokens=["<s>", "<pad>", "</s>", "<unk>"],
         initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
         show_progress=False,
     )
     tokenizer.train_from_iterator(_CORPUS, trainer=trainer)
-    fast = PreTrainedTokenizerFast(
+    return tokenizer
+
+
+def florence_tokenizer(tokenizer: Any) -> Any:
+    """Wrap a trained tokenizer the way Florence-2's is laid out: task and `<loc_N>` tokens, then `<image>`."""
+    from transformers import PreTrainedTokenizerFast
+
+    tokenizer.add_tokens(FLORENCE_EXTRA_TOKENS + [f"<loc_{i}>" for i in range(1000)])
+    return PreTrainedTokenizerFast(
         tokenizer_object=tokenizer,
         bos_token="<s>",
         eos_token="</s>",
@@ -70,8 +78,10 @@ def _build_tokenizer(path: Path) -> None:
         model_max_length=1024,
         extra_special_tokens={"image_token": "<image>"},
     )
-    fast.add_tokens(FLORENCE_EXTRA_TOKENS + [f"<loc_{i}>" for i in range(1000)])
-    fast.save_pretrained(path)
+
+
+def _build_tokenizer(path: Path) -> None:
+    florence_tokenizer(train_byte_level_bpe(400)).save_pretrained(path)
 
 
 def build_tiny_florence(path: Path, seed: int = 0) -> Path:
