@@ -23,7 +23,8 @@ COPY app ./app
 COPY logging_config.py chainlit_app.py chainlit.md ./
 COPY public ./public
 COPY .chainlit ./.chainlit
-RUN pip install . && useradd --create-home --uid 1000 florence && mkdir -p /data && chown florence /data
+# Chainlit writes uploads (.files) and translations (.chainlit/) next to the app, so the user owns /app.
+RUN pip install . && useradd --create-home --uid 1000 florence && mkdir -p /data && chown -R florence /data /app
 
 USER florence
 VOLUME ["/data"]
