@@ -91,10 +91,6 @@ for _spec in TASKS:
         _BY_KEY[_key.upper().replace("-", "_").replace(" ", "_")] = _spec
 
 
-def task_tokens() -> list[str]:
-    return [spec.token for spec in TASKS]
-
-
 def get_task(name: str) -> TaskSpec:
     """Resolve a task by token (`<OD>`), short name (`OD`, `od`) or alias (`caption`)."""
     key = name.strip().upper().replace("-", "_").replace(" ", "_")

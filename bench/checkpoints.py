@@ -29,7 +29,12 @@ ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
-from tests.tiny_models import POST_PROCESSOR_CONFIG, florence_tokenizer, train_byte_level_bpe  # noqa: E402
+from tests.tiny_models import (  # noqa: E402
+    florence_generation_config,
+    florence_processor,
+    florence_tokenizer,
+    train_byte_level_bpe,
+)
 
 BART_VOCAB = 50265
 IMAGE_SIDE = 768
@@ -102,7 +107,6 @@ CONFIGS: dict[str, dict[str, dict[str, Any]]] = {
 def build_processor(path: Path) -> Any:
     """BART-sized byte-level tokenizer + 768x768 PIL image processor, saved to `path`."""
     from tokenizers import Tokenizer
-    from transformers import CLIPImageProcessorPil, Florence2Processor
 
     trained = train_byte_level_bpe(600)
     spec = json.loads(trained.to_str())
@@ -114,26 +118,14 @@ def build_processor(path: Path) -> Any:
     tokenizer = Tokenizer.from_str(json.dumps(spec))
     # Task and location tokens take ids 50265..51288 and `<image>` 51289, as in the published tokenizer.
     fast = florence_tokenizer(tokenizer)
-    image_processor = CLIPImageProcessorPil(
-        size={"height": IMAGE_SIDE, "width": IMAGE_SIDE},
-        crop_size={"height": IMAGE_SIDE, "width": IMAGE_SIDE},
-        do_center_crop=False,
-        do_resize=True,
-        resample=3,
-        image_mean=[0.485, 0.456, 0.406],
-        image_std=[0.229, 0.224, 0.225],
-    )
-    image_processor.image_seq_length = IMAGE_TOKENS
-    processor = Florence2Processor(
-        image_processor=image_processor, tokenizer=fast, post_processor_config=POST_PROCESSOR_CONFIG
-    )
+    processor = florence_processor(fast, IMAGE_SIDE, IMAGE_TOKENS)
     processor.save_pretrained(path)
     return processor
 
 
 def build_model(size: str, processor: Any, device: str = "cpu", seed: int = 0) -> Any:
     import torch
-    from transformers import Florence2Config, Florence2ForConditionalGeneration, GenerationConfig
+    from transformers import Florence2Config, Florence2ForConditionalGeneration
 
     spec = CONFIGS[size]
     tokenizer = processor.tokenizer
@@ -147,17 +139,7 @@ def build_model(size: str, processor: Any, device: str = "cpu", seed: int = 0) -
     torch.manual_seed(seed)
     with torch.device(device):
         model = Florence2ForConditionalGeneration(config).eval()
-    model.generation_config = GenerationConfig(
-        bos_token_id=0,
-        pad_token_id=1,
-        eos_token_id=2,
-        decoder_start_token_id=2,
-        forced_bos_token_id=0,
-        forced_eos_token_id=2,
-        no_repeat_ngram_size=3,
-        num_beams=3,
-        max_new_tokens=1024,
-    )
+    model.generation_config = florence_generation_config()
     return model
 
 

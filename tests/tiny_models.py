@@ -84,17 +84,46 @@ def _build_tokenizer(path: Path) -> None:
     florence_tokenizer(train_byte_level_bpe(400)).save_pretrained(path)
 
 
+def florence_processor(tokenizer: Any, image_side: int, image_seq_length: int) -> Any:
+    """Florence-2's processor: the PIL CLIP image processor at `image_side`, the parser config."""
+    from transformers import CLIPImageProcessorPil, Florence2Processor
+
+    image_processor = CLIPImageProcessorPil(
+        size={"height": image_side, "width": image_side},
+        crop_size={"height": image_side, "width": image_side},
+        do_center_crop=False,
+        do_resize=True,
+        resample=3,
+        image_mean=[0.485, 0.456, 0.406],
+        image_std=[0.229, 0.224, 0.225],
+    )
+    image_processor.image_seq_length = image_seq_length
+    return Florence2Processor(
+        image_processor=image_processor, tokenizer=tokenizer, post_processor_config=POST_PROCESSOR_CONFIG
+    )
+
+
+def florence_generation_config() -> Any:
+    """The generation defaults the published Florence-2 checkpoints carry (see NOTES: n-gram rule, forced ids)."""
+    from transformers import GenerationConfig
+
+    return GenerationConfig(
+        bos_token_id=0,
+        pad_token_id=1,
+        eos_token_id=2,
+        decoder_start_token_id=2,
+        forced_bos_token_id=0,
+        forced_eos_token_id=2,
+        no_repeat_ngram_size=3,
+        num_beams=3,
+        max_new_tokens=1024,
+    )
+
+
 def build_tiny_florence(path: Path, seed: int = 0) -> Path:
     """Write a tiny random Florence-2 checkpoint (model, tokenizer, processor) to ``path``."""
     import torch
-    from transformers import (
-        AutoTokenizer,
-        CLIPImageProcessorPil,
-        Florence2Config,
-        Florence2ForConditionalGeneration,
-        Florence2Processor,
-        GenerationConfig,
-    )
+    from transformers import AutoTokenizer, Florence2Config, Florence2ForConditionalGeneration
 
     path.mkdir(parents=True, exist_ok=True)
     _build_tokenizer(path)
@@ -102,19 +131,7 @@ def build_tiny_florence(path: Path, seed: int = 0) -> Path:
     image_token_id = tokenizer.convert_tokens_to_ids("<image>")
     vocab_size = len(tokenizer)
 
-    image_processor = CLIPImageProcessorPil(
-        size={"height": TINY_IMAGE_SIDE, "width": TINY_IMAGE_SIDE},
-        crop_size={"height": TINY_IMAGE_SIDE, "width": TINY_IMAGE_SIDE},
-        do_center_crop=False,
-        do_resize=True,
-        resample=3,
-        image_mean=[0.485, 0.456, 0.406],
-        image_std=[0.229, 0.224, 0.225],
-    )
-    image_processor.image_seq_length = (TINY_IMAGE_SIDE // 8) ** 2 + 1
-    processor = Florence2Processor(
-        image_processor=image_processor, tokenizer=tokenizer, post_processor_config=POST_PROCESSOR_CONFIG
-    )
+    processor = florence_processor(tokenizer, TINY_IMAGE_SIDE, (TINY_IMAGE_SIDE // 8) ** 2 + 1)
     processor.save_pretrained(path)
 
     text_config = {
@@ -150,17 +167,7 @@ def build_tiny_florence(path: Path, seed: int = 0) -> Path:
     config = Florence2Config(text_config=text_config, vision_config=vision_config, image_token_id=image_token_id)
     torch.manual_seed(seed)
     model = Florence2ForConditionalGeneration(config).eval()
-    model.generation_config = GenerationConfig(
-        bos_token_id=0,
-        pad_token_id=1,
-        eos_token_id=2,
-        decoder_start_token_id=2,
-        forced_bos_token_id=0,
-        forced_eos_token_id=2,
-        no_repeat_ngram_size=3,
-        num_beams=3,
-        max_new_tokens=1024,
-    )
+    model.generation_config = florence_generation_config()
     model.save_pretrained(path)
     return path
 

@@ -249,10 +249,6 @@ class FlorenceBackend:
             log.exception("generate failed")
             raise InferenceError(f"The model failed on this input ({type(exc).__name__}).") from exc
 
-    def postprocess(self, requests: Sequence[FlorenceRequest], generated: Any) -> list[AnyResult]:
-        texts = self._processor.batch_decode(generated, skip_special_tokens=False)
-        return [self.parse(request, raw.replace("<pad>", "")) for request, raw in zip(requests, texts, strict=True)]
-
     def _input_builder(self) -> InputBuilder:
         if self._model is None or self._inputs is None:
             raise ModelUnavailable("The Florence-2 model is not loaded.", code="model_not_loaded")

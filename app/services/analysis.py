@@ -43,7 +43,7 @@ class AnalysisService:
 
     def build_requests(
         self, images: Sequence[LoadedImage], task: str | TaskSpec, text: str | None, region: Sequence[float] | None
-    ) -> tuple[TaskSpec, list[FlorenceRequest | AppError]]:
+    ) -> list[FlorenceRequest | AppError]:
         """Validate once per image (a region may fit one image and not another)."""
         spec = task if isinstance(task, TaskSpec) else get_task(task)
         requests: list[FlorenceRequest | AppError] = []
@@ -52,7 +52,7 @@ class AnalysisService:
                 requests.append(FlorenceRequest.create(loaded.image, spec, text=text, region=region))
             except AppError as exc:
                 requests.append(exc)
-        return spec, requests
+        return requests
 
     def analyze(
         self,
@@ -61,7 +61,7 @@ class AnalysisService:
         text: str | None = None,
         region: Sequence[float] | None = None,
     ) -> list[ImageOutcome]:
-        _, requests = self.build_requests(images, task, text, region)
+        requests = self.build_requests(images, task, text, region)
         valid = [r for r in requests if isinstance(r, FlorenceRequest)]
         results = iter(self._run(valid)) if valid else iter(())
         return _merge(images, requests, results)
@@ -73,7 +73,7 @@ class AnalysisService:
         text: str | None = None,
         region: Sequence[float] | None = None,
     ) -> list[ImageOutcome]:
-        _, requests = self.build_requests(images, task, text, region)
+        requests = self.build_requests(images, task, text, region)
         valid = [r for r in requests if isinstance(r, FlorenceRequest)]
         results = iter(await self._run_async(valid)) if valid else iter(())
         return _merge(images, requests, results)
