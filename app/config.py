@@ -28,6 +28,9 @@ class Settings(BaseSettings):
     batch_wait_ms: float = Field(5.0, ge=0, le=10_000, description="How long a batch waits for more requests")
     cpu_optimization: Literal["none", "int8"] = Field("none", description="int8: int8 image encoder on CPU")
     cpu_threads: int = Field(0, ge=0, description="PyTorch CPU threads; 0 = one per core")
+    image_feature_cache: int = Field(
+        32, ge=0, le=4096, description="Images whose encoded features are kept for further tasks; 0 = off"
+    )
 
     # Classification, zero-shot and the OCR engine
     classifier_model_id: str = Field("microsoft/resnet-50", description="ImageNet-1k classifier: hub id or directory")

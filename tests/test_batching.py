@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import threading
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
 import pytest
@@ -55,9 +55,18 @@ def images() -> list[Image.Image]:
 
 
 @pytest.fixture(scope="module")
-def backend(tiny_manager: ModelManager) -> FlorenceBackend:
-    loaded: FlorenceBackend = tiny_manager.get()
-    return loaded
+def batch_settings(tiny_settings: Settings) -> Settings:
+    # The scripted answers read each row's pixels, which `generate` only sees with the image-feature
+    # cache off (with it on, `generate` gets encoder outputs); tests/test_image_features.py covers the cache.
+    return tiny_settings.model_copy(update={"image_feature_cache": 0})
+
+
+@pytest.fixture(scope="module")
+def backend(batch_settings: Settings) -> Iterator[FlorenceBackend]:
+    manager = ModelManager(batch_settings)
+    loaded: FlorenceBackend = manager.get()
+    yield loaded
+    manager.shutdown()
 
 
 @pytest.fixture()
@@ -148,7 +157,7 @@ def test_batched_inputs_equal_the_processors(backend: FlorenceBackend, images: l
 
 # -- each caller gets its own result ------------------------------------------------------------------------
 def test_one_call_with_mixed_tasks_is_one_batch_and_results_stay_in_order(
-    scripted: dict[str, Any], tiny_settings: Settings, images: list[Image.Image]
+    scripted: dict[str, Any], batch_settings: Settings, images: list[Image.Image]
 ) -> None:
     requests = [
         FlorenceRequest.create(images[0], get_task("<OD>")),
@@ -156,7 +165,7 @@ def test_one_call_with_mixed_tasks_is_one_batch_and_results_stay_in_order(
         FlorenceRequest.create(images[2], get_task("<REGION_TO_DESCRIPTION>"), region=[5, 5, 60, 60]),
         FlorenceRequest.create(images[3], get_task("<DENSE_REGION_CAPTION>")),
     ]
-    manager = ModelManager(tiny_settings.model_copy(update={"max_batch_size": 4, "batch_wait_ms": 60_000}))
+    manager = ModelManager(batch_settings.model_copy(update={"max_batch_size": 4, "batch_wait_ms": 60_000}))
     backend: FlorenceBackend = manager.get()
     spy = Spy(backend)
     manager._batchers["florence2"] = make_batcher(spy, max_batch_size=4, batch_wait_s=60)
@@ -178,9 +187,9 @@ def test_one_call_with_mixed_tasks_is_one_batch_and_results_stay_in_order(
 
 
 def test_concurrent_async_callers_share_a_batch_and_each_gets_its_own(
-    scripted: dict[str, Any], tiny_settings: Settings, images: list[Image.Image]
+    scripted: dict[str, Any], batch_settings: Settings, images: list[Image.Image]
 ) -> None:
-    manager = ModelManager(tiny_settings.model_copy(update={"max_batch_size": 4, "batch_wait_ms": 60_000}))
+    manager = ModelManager(batch_settings.model_copy(update={"max_batch_size": 4, "batch_wait_ms": 60_000}))
     backend: FlorenceBackend = manager.get()
     spy = Spy(backend)
     manager._batchers["florence2"] = make_batcher(spy, max_batch_size=4, batch_wait_s=60)
@@ -308,9 +317,9 @@ def test_cancelled_requests_are_dropped_before_their_batch_starts(
 
 
 def test_cancelling_an_async_caller_drops_its_queued_requests(
-    scripted: dict[str, Any], tiny_settings: Settings, images: list[Image.Image]
+    scripted: dict[str, Any], batch_settings: Settings, images: list[Image.Image]
 ) -> None:
-    manager = ModelManager(tiny_settings)
+    manager = ModelManager(batch_settings)
     backend: FlorenceBackend = manager.get()
     spy = Spy(backend, hold_first=True)
     batcher = manager._batchers["florence2"] = make_batcher(spy, max_batch_size=8)
@@ -358,9 +367,9 @@ def test_out_of_memory_splits_the_batch_down_until_it_fits(
 
 
 def test_a_request_that_cannot_fit_alone_fails_clearly_and_serving_goes_on(
-    scripted: dict[str, Any], tiny_settings: Settings, images: list[Image.Image]
+    scripted: dict[str, Any], batch_settings: Settings, images: list[Image.Image]
 ) -> None:
-    manager = ModelManager(tiny_settings.model_copy(update={"max_batch_size": 4}))
+    manager = ModelManager(batch_settings.model_copy(update={"max_batch_size": 4}))
     try:
         scripted["oom_above"] = 0
         with pytest.raises(OutOfDeviceMemory) as caught:

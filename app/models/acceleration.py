@@ -1,8 +1,7 @@
 """Speed options for the Florence-2 backend, each behind a setting (figures in docs/BENCHMARKS.md).
 
-- CPU: PyTorch thread count, and dynamic int8 quantisation of the image encoder's Linear layers
-  (weights stored as int8, activations quantised per call), which runs its matrix products on int8
-  kernels.
+- CPU: PyTorch thread count, and dynamic int8 quantisation of every Linear layer (weights stored as
+  int8, activations quantised per call), which runs the matrix products on int8 kernels.
 - GPU: attention kernels that need no per-shape planning.
 
 Tried on an H100 and left out because they did not help (docs/BENCHMARKS.md): a static KV cache
@@ -22,6 +21,15 @@ log = logging.getLogger(__name__)
 
 QuantScope = Literal["all", "vision"]
 
+# Which int8 kernels each part gets. A layer's kernel family is fixed when its weights are packed, so
+# the parts can differ. The encoders multiply hundreds to thousands of tokens at once, where oneDNN was
+# ~25% faster than FBGEMM on the 2-core AVX2 test machine; the decoder and its output layer see one
+# token per step, where FBGEMM ("x86") was ~4x faster than oneDNN.
+_ENCODER_PARTS = ("model.vision_tower", "model.multi_modal_projector", "model.language_model.encoder")
+_DECODER_PARTS = ("model.language_model.decoder", "lm_head")
+_ENGINE_FOR_MANY_TOKENS = "onednn"
+_ENGINE_FOR_ONE_TOKEN = "x86"
+
 
 def configure_cpu_threads(settings: Settings) -> None:
     import torch
@@ -34,32 +42,50 @@ def configure_cpu_threads(settings: Settings) -> None:
 def quantize_int8(model: Any, scope: QuantScope = "all") -> Any:
     """Dynamic int8 quantisation of `nn.Linear` layers, in place (CPU only).
 
-    `scope="vision"` limits it to the image encoder, which is most of the CPU time for one image.
+    `scope="vision"` limits it to the image encoder. Falls back to PyTorch's default int8 engine where
+    the preferred one is not built in (e.g. qnnpack on ARM).
     """
-    import torch
-    from torch.ao.quantization import quantize_dynamic
+    groups: list[tuple[tuple[str, ...], str]] = [(("model.vision_tower",), _ENGINE_FOR_MANY_TOKENS)]
+    if scope == "all":
+        groups = [(_ENCODER_PARTS, _ENGINE_FOR_MANY_TOKENS), (_DECODER_PARTS, _ENGINE_FOR_ONE_TOKEN)]
+    for names, engine in groups:
+        _quantize_parts(model, set(names), engine)
+    return model
 
-    target = model.model.vision_tower if scope == "vision" else model
-    with warnings.catch_warnings():
-        # torch.ao.quantization announces its move to torchao; the API still works in torch 2.x.
-        warnings.simplefilter("ignore", category=DeprecationWarning)
-        warnings.simplefilter("ignore", category=FutureWarning)
-        warnings.filterwarnings("ignore", message=r"torch\.quantize_per_tensor", category=UserWarning)
-        quantized = quantize_dynamic(target, {torch.nn.Linear}, dtype=torch.qint8, inplace=True)
-    if scope == "vision":
-        model.model.vision_tower = quantized
-        return model
-    return quantized
+
+def _quantize_parts(model: Any, names: set[str], engine: str) -> None:
+    import torch
+    from torch.ao.nn.quantized.dynamic import Linear as DynamicInt8Linear
+    from torch.ao.quantization import default_dynamic_qconfig, quantize_dynamic
+
+    before = torch.backends.quantized.engine
+    if engine in torch.backends.quantized.supported_engines:
+        torch.backends.quantized.engine = engine
+    try:
+        with warnings.catch_warnings():
+            # torch.ao.quantization announces its move to torchao; the API still works in torch 2.x.
+            warnings.simplefilter("ignore", category=DeprecationWarning)
+            warnings.simplefilter("ignore", category=FutureWarning)
+            warnings.filterwarnings("ignore", message=r"torch\.quantize_per_tensor", category=UserWarning)
+            # Named parts pass their qconfig down to every module inside them; only Linear layers are swapped.
+            quantize_dynamic(
+                model,
+                dict.fromkeys(names, default_dynamic_qconfig),
+                dtype=torch.qint8,
+                mapping={torch.nn.Linear: DynamicInt8Linear},
+                inplace=True,
+            )
+    finally:
+        torch.backends.quantized.engine = before
 
 
 def apply_cpu_optimization(model: Any, settings: Settings) -> Any:
     configure_cpu_threads(settings)
     if settings.cpu_optimization == "int8":
-        # The image encoder only: on 2 AVX2 cores it is ~85% of a caption's time, and int8 there cut a
-        # 20-token caption from 16.0 s to 11.9 s; quantising the text model too was slower (13.8 s:
-        # per-call activation quantisation outweighs the gain at one token per step) and less exact.
-        model = quantize_int8(model, "vision")
-        log.info("CPU_OPTIMIZATION=int8: the image encoder's Linear layers run as dynamic int8")
+        # Every Linear layer: on 2 AVX2 cores a 20-token caption went from ~18 s to ~11 s (image
+        # encoder ~14 -> ~9 s, text model ~4 -> ~1.5 s); see docs/BENCHMARKS.md for agreement.
+        model = quantize_int8(model, "all")
+        log.info("CPU_OPTIMIZATION=int8: every Linear layer runs as dynamic int8")
     return model
 
 

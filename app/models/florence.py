@@ -18,6 +18,7 @@ from app.models.acceleration import apply_cpu_optimization, configure_cuda
 from app.models.batching import OutOfDeviceMemory
 from app.models.florence_inputs import InputBuilder, PreparedInput
 from app.models.hub import resolve_model_source
+from app.models.image_features import ImageFeatureCache
 from app.results import AnyResult, result_from_florence
 from app.tasks import TaskSpec, validate_task_inputs
 
@@ -96,6 +97,7 @@ class FlorenceBackend:
         self._processor: Any = None
         self._dtype: Any = None
         self._inputs: InputBuilder | None = None
+        self._features = ImageFeatureCache(settings.image_feature_cache) if settings.image_feature_cache else None
 
     # -- lifecycle -------------------------------------------------------------------------------------
     def load(self) -> None:
@@ -132,7 +134,7 @@ class FlorenceBackend:
         else:
             configure_cuda()
         self._model, self._processor, self._dtype = model, processor, dtype
-        self._inputs = InputBuilder(processor)
+        self._inputs = InputBuilder(processor, digests=self._features is not None)
         self.device, self.dtype_name = device, str(dtype).removeprefix("torch.")
         log.info(
             "loaded %s on %s (%s) in %.1fs", self.settings.model_id, device, self.dtype_name,
@@ -255,15 +257,45 @@ class FlorenceBackend:
         return self._inputs
 
     def _collate(self, prepared: Sequence[PreparedInput]) -> dict[str, Any]:
+        """`generate`'s inputs: with the feature cache on, the encoded inputs (`encoder_outputs`) instead of pixels."""
         import torch
 
+        builder = self._input_builder()
         try:
-            return self._input_builder().collate(prepared, self.device, self._dtype)
+            if self._features is None:
+                return builder.collate(prepared, self.device, self._dtype)
+            inputs = builder.collate_text(prepared, self.device)
         except (torch.cuda.OutOfMemoryError, ModelUnavailable):
             raise
         except Exception as exc:
             log.exception("preprocessing failed")
             raise InferenceError(f"The input could not be prepared for the model ({type(exc).__name__}).") from exc
+        try:
+            with torch.inference_mode():
+                return {**inputs, "encoder_outputs": self._encode(prepared, inputs, self._features)}
+        except torch.cuda.OutOfMemoryError:
+            raise
+        except Exception as exc:
+            log.exception("encoding failed")
+            raise InferenceError(f"The model failed on this input ({type(exc).__name__}).") from exc
+
+    def _encode(self, prepared: Sequence[PreparedInput], inputs: dict[str, Any], cache: ImageFeatureCache) -> Any:
+        """Florence-2's encoder pass as `generate` runs it, with each image's features looked up first."""
+        import torch
+
+        model = self._model
+
+        def encode_images(indices: list[int]) -> torch.Tensor:
+            pixels = self._input_builder().collate_pixels([prepared[i] for i in indices], self.device, self._dtype)
+            return model.get_image_features(pixel_values=pixels).pooler_output
+
+        features = torch.stack(cache.features([p.digest or "" for p in prepared], encode_images))
+        input_ids = inputs["input_ids"]
+        embeds = model.get_input_embeddings()(input_ids)
+        features = features.to(embeds.dtype)
+        mask = model.get_placeholder_mask(input_ids, inputs_embeds=embeds, image_features=features)
+        embeds = embeds.masked_scatter(mask, features)
+        return model.get_encoder()(inputs_embeds=embeds, attention_mask=inputs["attention_mask"])
 
     def info(self) -> dict[str, Any]:
         return {"model_id": self.model_id, "device": self.device, "dtype": self.dtype_name}

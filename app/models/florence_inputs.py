@@ -16,6 +16,8 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 from PIL import Image
 
+from app.models.image_features import pixels_digest
+
 if TYPE_CHECKING:
     import torch
 
@@ -28,13 +30,15 @@ class PreparedInput:
 
     pixels: np.ndarray  # uint8 (height, width, 3) on the fast path, else float32 (3, height, width)
     prompt: str
+    digest: str | None = None  # identifies the pixels when image features are cached
 
 
 class InputBuilder:
     """Builds batched `input_ids`, `attention_mask` and `pixel_values` for a loaded processor."""
 
-    def __init__(self, processor: Any) -> None:
+    def __init__(self, processor: Any, digests: bool = False) -> None:
         self.processor = processor
+        self.digests = digests
         image_processor = processor.image_processor
         size = image_processor.size
         self._size_hw: tuple[int, int] | None = None
@@ -60,15 +64,25 @@ class InputBuilder:
             height, width = self._size_hw
             # The same PIL call the processor makes (transformers.image_transforms.resize) on 8-bit RGB.
             resized = request.image.resize((width, height), resample=self._resample, reducing_gap=None)
-            return PreparedInput(pixels=np.asarray(resized, dtype=np.uint8), prompt=request.prompt())
-        pixel_values = self.processor.image_processor(images=[request.image], return_tensors="np")["pixel_values"]
-        return PreparedInput(pixels=np.asarray(pixel_values[0], dtype=np.float32), prompt=request.prompt())
+            pixels = np.asarray(resized, dtype=np.uint8)
+        else:
+            pixel_values = self.processor.image_processor(images=[request.image], return_tensors="np")["pixel_values"]
+            pixels = np.asarray(pixel_values[0], dtype=np.float32)
+        digest = pixels_digest(pixels) if self.digests else None
+        return PreparedInput(pixels=pixels, prompt=request.prompt(), digest=digest)
 
     def collate(self, prepared: Sequence[PreparedInput], device: str, dtype: torch.dtype) -> dict[str, Any]:
-        import torch
+        """`input_ids`, `attention_mask` and `pixel_values`, as `Florence2Processor` would build them."""
+        return {**self.collate_text(prepared, device), "pixel_values": self.collate_pixels(prepared, device, dtype)}
 
+    def collate_text(self, prepared: Sequence[PreparedInput], device: str) -> dict[str, Any]:
         text = self._layout_prompts([p.prompt for p in prepared])
         encoded = self.processor.tokenizer(text, return_tensors="pt", padding=True)
+        return {"input_ids": encoded["input_ids"].to(device), "attention_mask": encoded["attention_mask"].to(device)}
+
+    def collate_pixels(self, prepared: Sequence[PreparedInput], device: str, dtype: torch.dtype) -> torch.Tensor:
+        import torch
+
         stacked = torch.from_numpy(np.stack([p.pixels for p in prepared]))
         if stacked.dtype == torch.uint8:
             pixels = stacked.to(device).permute(0, 3, 1, 2)
@@ -79,11 +93,7 @@ class InputBuilder:
             pixels = (pixels - mean) / std
         else:
             pixels = stacked.to(device)
-        return {
-            "input_ids": encoded["input_ids"].to(device),
-            "attention_mask": encoded["attention_mask"].to(device),
-            "pixel_values": pixels.to(dtype).contiguous(),
-        }
+        return pixels.to(dtype).contiguous()
 
     def _layout_prompts(self, prompts: list[str]) -> list[str]:
         # Mirrors Florence2Processor.prepare_inputs_layout + replace_image_token (transformers 5.x).
