@@ -193,7 +193,7 @@ async def require_principal(
     request: Request, credentials: HTTPAuthorizationCredentials | None = Depends(bearer_scheme)
 ) -> Principal:
     """Who is calling: the token's `sub`, or the client address when auth is explicitly disabled."""
-    policy = get_api_state(request).auth
+    policy = (await get_api_state(request)).auth
     if policy.disabled:
         client = request.client.host if request.client else "unknown"
         return Principal(sub=f"ip:{client}")

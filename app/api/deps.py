@@ -1,4 +1,9 @@
-"""FastAPI dependencies: the process services and the API's own state, read from `app.state`."""
+"""FastAPI dependencies: the process services and the API's own state, read from `app.state`.
+
+Dependencies are `async def` even when they never await: FastAPI runs a plain `def` dependency in
+its thread pool, one thread hop per dependency per request (~2 ms of the analyze route's overhead
+on 2 busy cores, measured by bench/http_overhead.py).
+"""
 
 from __future__ import annotations
 
@@ -30,12 +35,12 @@ class ApiState:
     preload_thread: threading.Thread | None = None
 
 
-def get_api_state(request: Request) -> ApiState:
+async def get_api_state(request: Request) -> ApiState:
     state: ApiState = request.app.state.api
     return state
 
 
-def get_services(request: Request) -> Services:
+async def get_services(request: Request) -> Services:
     services: Services | None = getattr(request.app.state, "services", None)
     if services is None:  # only before the lifespan has run
         raise ModelUnavailable("The server is still starting.", code="starting")

@@ -90,7 +90,7 @@ def json_body(*models: type[BaseModel]) -> dict[str, Any]:
     return {"requestBody": {"required": True, "content": {"application/json": {"schema": body}}}}
 
 
-def get_jobs(request: Request) -> JobSystem:
+async def get_jobs(request: Request) -> JobSystem:  # async: see app/api/deps.py
     system: JobSystem | None = getattr(request.app.state, "jobs", None)
     if system is None:
         raise ModelUnavailable("The job queue is not running (the server is starting).", code="jobs_unavailable")
@@ -111,7 +111,7 @@ class Submitter:
     idempotency_key: str | None
 
 
-def get_submitter(
+async def get_submitter(
     principal: PrincipalDep,
     services: ServicesDep,
     api: ApiStateDep,
