@@ -7,7 +7,9 @@ new tokens (min = max) and timed through `ModelManager.analyze` (resize, batchin
 - new image: a 20-token caption on an image the server has not seen (4 photos in turn, cache cleared);
 - same image, next task: `<OD>`, `<OCR>`, `<DENSE_REGION_CAPTION>` right after on the last photo,
   which reuse its encoded features when IMAGE_FEATURE_CACHE > 0 (the chat's "Analyze everything"
-  and "caption, then objects, then text" are this case).
+  and "caption, then objects, then text" are this case);
+- same image, 100 tokens: `<OD>` forced to 100 tokens (a detection's usual length), where the
+  decoder's per-token cost shows.
 
     python bench/cpu_server.py --size large --variants none,int8 --repeat 2
 """
@@ -53,6 +55,7 @@ def main() -> None:
     ckpt = build_checkpoint(args.size, args.checkpoint or Path(f"/tmp/florence-2-{args.size}-random"))
     images = sample_images()
     options = GenerationOptions(num_beams=1, max_new_tokens=TOKENS, min_new_tokens=TOKENS)
+    long_options = GenerationOptions(num_beams=1, max_new_tokens=100, min_new_tokens=100)
     print(json.dumps({"stage": "machine", **machine_info()}), flush=True)
 
     for variant in args.variants.split(","):
@@ -74,9 +77,15 @@ def main() -> None:
             m.analyze([FlorenceRequest.create(image, get_task(task))], options)
             return time.perf_counter() - t0
 
+        def timed_long(image: Any, m: ModelManager = manager) -> float:
+            t0 = time.perf_counter()
+            m.analyze([FlorenceRequest.create(image, get_task("<OD>"))], long_options)
+            return time.perf_counter() - t0
+
         timed(images[0], "<CAPTION>")  # the first full-size call pays one-off allocations
         new_image: list[float] = []
         next_task: list[float] = []
+        long_task: list[float] = []
         for round_index in range(args.repeat):
             for image in images:
                 if backend._features is not None:
@@ -85,6 +94,7 @@ def main() -> None:
             last = images[round_index % len(images)]
             timed(last, "<CAPTION>")
             next_task.extend(timed(last, task) for task in NEXT_TASKS)
+            long_task.append(timed_long(last))
         row = {
             "stage": "cpu_server",
             "size": args.size,
@@ -95,6 +105,7 @@ def main() -> None:
             "new_image_median_s": round(statistics.median(new_image), 2),
             "same_image_next_task_s": [round(t, 2) for t in next_task],
             "same_image_median_s": round(statistics.median(next_task), 2),
+            "same_image_od_100_tokens_s": [round(t, 2) for t in long_task],
             "load_average_1m": round(os.getloadavg()[0], 2),
         }
         with (args.out / "cpu_server.jsonl").open("a") as fh:

@@ -155,3 +155,30 @@ def test_a_further_task_on_the_same_image_skips_the_image_encoder(
         assert calls.images == before + 1
     finally:
         calls.handle.remove()
+
+
+def test_out_of_memory_while_encoding_images_splits_the_batch(
+    tiny_settings: Settings, pictures: list[Image.Image]
+) -> None:
+    """CUDA's OOM error raised by the real image encoder for batches over one image: each caller still gets
+    its result, from single-image retries, and the cache ends up holding every image."""
+    manager = ModelManager(
+        tiny_settings.model_copy(update={"image_feature_cache": 8, "max_batch_size": 3, "batch_wait_ms": 60_000})
+    )
+    backend: FlorenceBackend = manager.get()
+
+    def refuse_batches(module: torch.nn.Module, args: tuple[torch.Tensor, ...]) -> None:
+        if args[0].shape[0] > 1:
+            raise torch.cuda.OutOfMemoryError("CUDA out of memory. Tried to allocate 20.00 GiB")
+
+    handle = backend._model.model.vision_tower.register_forward_pre_hook(refuse_batches)
+    try:
+        requests = [FlorenceRequest.create(picture, get_task("<CAPTION>")) for picture in pictures]
+        results = manager.analyze(requests)
+        splits = manager.status()[0]["batching"]["split_retries"]
+    finally:
+        handle.remove()
+        manager.shutdown()
+    assert [r.task for r in results] == ["<CAPTION>"] * 3
+    assert splits >= 1
+    assert backend._features is not None and len(backend._features) == 3
