@@ -82,8 +82,8 @@ def _quantize_parts(model: Any, names: set[str], engine: str) -> None:
 def apply_cpu_optimization(model: Any, settings: Settings) -> Any:
     configure_cpu_threads(settings)
     if settings.cpu_optimization == "int8":
-        # Every Linear layer: on 2 AVX2 cores a 20-token caption went from ~18 s to ~11 s (image
-        # encoder ~14 -> ~9 s, text model ~4 -> ~1.5 s); see docs/BENCHMARKS.md for agreement.
+        # Every Linear layer: on 2 AVX2 cores a 20-token caption of a new image went from ~20 s to
+        # ~11 s, and the text side of a request from ~3.7 s to ~1.7 s; agreement in docs/BENCHMARKS.md.
         model = quantize_int8(model, "all")
         log.info("CPU_OPTIMIZATION=int8: every Linear layer runs as dynamic int8")
     return model
