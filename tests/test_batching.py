@@ -383,3 +383,11 @@ def test_a_request_that_cannot_fit_alone_fails_clearly_and_serving_goes_on(
         assert result == TextResult("<CAPTION>", images[1].size, text="dog")
     finally:
         manager.shutdown()
+
+
+def test_shutdown_waits_for_the_worker_to_end() -> None:
+    # A worker still unwinding at interpreter exit aborted the CLI (status 134) after int8 runs.
+    batcher = make_batcher(lambda prepared, key: ["x"] * len(prepared))
+    assert batcher._worker.is_alive()
+    batcher.shutdown()
+    assert not batcher._worker.is_alive()

@@ -197,7 +197,12 @@ def test_zero_shot_categories_sum_their_labels(services: Services, cat_upload: U
     )
     assert "| Category | Probability |" in reply.markdown
     assert f"| a red car | vehicle | {by_label['a red car']:.1%} |" in reply.markdown
-    assert len(chart_bar_widths(reply)) == 2  # the chart shows the categories
+    # The chart shows the categories, longest first; a bar a few pixels wide may lose its anti-aliased
+    # edge to the colour match, or not show at all, so only the order and count are exact here.
+    widths = chart_bar_widths(reply)
+    shares = sorted(body["categories"].values(), reverse=True)
+    assert len(widths) == 2 if shares[1] / shares[0] * widths[0] >= 8 else 1 <= len(widths) <= 2
+    assert widths == sorted(widths, reverse=True)
 
 
 def test_one_label_gets_an_independent_score(services: Services, cat_upload: Upload) -> None:

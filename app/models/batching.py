@@ -131,8 +131,12 @@ class DynamicBatcher(Generic[P, K, R]):
             self._cond.notify_all()
         return [item.future for item in items]
 
-    def shutdown(self) -> None:
-        """Stop the worker after its current batch; requests still waiting are cancelled."""
+    def shutdown(self, wait_s: float = 10.0) -> None:
+        """Stop the worker after its current batch; requests still waiting are cancelled.
+
+        Waits up to `wait_s` for the worker to end: a worker thread still unwinding while the
+        interpreter exits aborted the process (exit status 134) after int8 models had run on it.
+        """
         with self._cond:
             self._closed = True
             waiting = list(self._queue)
@@ -140,6 +144,8 @@ class DynamicBatcher(Generic[P, K, R]):
             self._cond.notify_all()
         for item in waiting:
             item.future.cancel()
+        if threading.current_thread() is not self._worker:
+            self._worker.join(timeout=wait_s)
 
     # -- worker ------------------------------------------------------------------------------------------
     def _work(self) -> None:
