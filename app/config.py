@@ -26,7 +26,7 @@ class Settings(BaseSettings):
     # Speed (measured in docs/BENCHMARKS.md)
     max_batch_size: int = Field(0, ge=0, le=512, description="Requests per generate call; 0 = auto (GPU 32, CPU 1)")
     batch_wait_ms: float = Field(5.0, ge=0, le=10_000, description="How long a batch waits for more requests")
-    cpu_optimization: Literal["none", "int8"] = Field("none", description="int8: int8 image encoder on CPU")
+    cpu_optimization: Literal["none", "int8"] = Field("none", description="int8: dynamic int8 Linear layers on CPU")
     cpu_threads: int = Field(0, ge=0, description="PyTorch CPU threads; 0 = one per core")
     image_feature_cache: int = Field(
         32, ge=0, le=4096, description="Images whose encoded features are kept for further tasks; 0 = off"

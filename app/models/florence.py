@@ -18,7 +18,7 @@ from app.models.acceleration import apply_cpu_optimization, configure_cuda
 from app.models.batching import OutOfDeviceMemory
 from app.models.florence_inputs import InputBuilder, PreparedInput
 from app.models.hub import resolve_model_source
-from app.models.image_features import ImageFeatureCache
+from app.models.image_features import ImageFeatureCache, pixels_digest
 from app.results import AnyResult, result_from_florence
 from app.tasks import TaskSpec, validate_task_inputs
 
@@ -289,7 +289,8 @@ class FlorenceBackend:
             pixels = self._input_builder().collate_pixels([prepared[i] for i in indices], self.device, self._dtype)
             return model.get_image_features(pixel_values=pixels).pooler_output
 
-        features = torch.stack(cache.features([p.digest or "" for p in prepared], encode_images))
+        digests = [p.digest or pixels_digest(p.pixels) for p in prepared]
+        features = torch.stack(cache.features(digests, encode_images))
         input_ids = inputs["input_ids"]
         embeds = model.get_input_embeddings()(input_ids)
         features = features.to(embeds.dtype)
