@@ -67,7 +67,7 @@ def main() -> None:
         return
 
     from checkpoints import build_model, build_processor, count_parameters
-    from serving_bench import machine_info, sample_images
+    from measure import machine_info, sample_images
 
     record(stage="machine", threads=torch.get_num_threads(), **machine_info())
     started = time.perf_counter()

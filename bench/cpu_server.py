@@ -49,7 +49,7 @@ def main() -> None:
     args = parser.parse_args()
 
     from checkpoints import build_checkpoint
-    from serving_bench import machine_info, sample_images
+    from measure import machine_info, sample_images
 
     args.out.mkdir(parents=True, exist_ok=True)
     ckpt = build_checkpoint(args.size, args.checkpoint or Path(f"/tmp/florence-2-{args.size}-random"))

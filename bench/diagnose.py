@@ -17,7 +17,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from serving_bench import ROOT, Recorder, machine_info, sample_images, sync
+from measure import ROOT, Recorder, machine_info, sample_images, sync
 
 sys.path.insert(0, str(ROOT))
 

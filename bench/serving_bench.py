@@ -8,9 +8,10 @@ with regions) and measures images/s, p50/p95 latency and peak GPU memory for:
 - server: `ModelManager.analyze` from C concurrent in-process clients (bf16 on CUDA, SDPA,
   dynamic batching, inputs built by `app/models/florence_inputs.py`), greedy and 3 beams;
 - variants: static KV cache;
-- ceilings: measured bf16 matmul rate and copy bandwidth, the vision encoder's FLOPs and the
-  decoder's weight bytes per step;
-- oom: a real CUDA out-of-memory inside a batch (memory capped), which must split and recover.
+- ceilings (CUDA, bench/gpu_stages.py): measured bf16 matmul rate and copy bandwidth, the vision
+  encoder's FLOPs and the decoder's weight bytes per step;
+- oom (CUDA, bench/gpu_stages.py): a real out-of-memory inside a batch (memory capped), which must
+  split and recover.
 
 Results go to OUT/results.jsonl (one JSON object per measurement) and a table on stdout.
 
@@ -21,182 +22,17 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import json
-import os
-import platform
-import sys
 import threading
 import time
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-ROOT = Path(__file__).resolve().parents[1]
-if str(ROOT) not in sys.path:
-    sys.path.insert(0, str(ROOT))
-
-os.environ.setdefault("HF_HUB_OFFLINE", "1")
-os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
-
-import numpy as np  # noqa: E402
-import torch  # noqa: E402
-from PIL import Image  # noqa: E402
+import torch
+from measure import ROOT, Recorder, batching_counts, machine_info, peak_gib, peak_window, sample_images, stats_ms, sync
+from PIL import Image
 
 TASK_FOR_LENGTH = {20: "<CAPTION>", 100: "<OD>", 300: "<OCR_WITH_REGION>"}
 DEVICE = "cuda" if torch.cuda.is_available() else "cpu"
-
-
-class Recorder:
-    def __init__(self, out: Path, deadline: float) -> None:
-        out.mkdir(parents=True, exist_ok=True)
-        self.path = out / "results.jsonl"
-        self.rows: list[dict[str, Any]] = []
-        self.deadline = deadline
-
-    def add(self, **row: Any) -> None:
-        self.rows.append(row)
-        with self.path.open("a") as fh:
-            fh.write(json.dumps(row) + "\n")
-        print(json.dumps(row), flush=True)
-
-    def left(self) -> float:
-        return self.deadline - time.monotonic()
-
-
-# -- machine ---------------------------------------------------------------------------------------------
-def machine_info() -> dict[str, Any]:
-    cpu = platform.processor()
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    import transformers
-
-    info: dict[str, Any] = {
-        "cpu": cpu,
-        "cpu_cores": os.cpu_count(),
-        "torch": torch.__version__,
-        "transformers": transformers.__version__,
-        "python": platform.python_version(),
-    }
-    if torch.cuda.is_available():
-        props = torch.cuda.get_device_properties(0)
-        info.update(
-            gpu=props.name,
-            gpu_memory_gib=round(props.total_memory / 2**30, 1),
-            sms=props.multi_processor_count,
-            cuda=torch.version.cuda,
-        )
-    return info
-
-
-def sync() -> None:
-    if torch.cuda.is_available():
-        torch.cuda.synchronize()
-
-
-def peak_gib() -> float | None:
-    return round(torch.cuda.max_memory_allocated() / 2**30, 2) if torch.cuda.is_available() else None
-
-
-@contextmanager
-def peak_window() -> Iterator[None]:
-    if torch.cuda.is_available():
-        torch.cuda.reset_peak_memory_stats()
-    yield
-
-
-def timed(fn: Callable[[], Any], repeat: int, warmup: int = 1) -> list[float]:
-    for _ in range(warmup):
-        fn()
-    sync()
-    times = []
-    for _ in range(repeat):
-        started = time.perf_counter()
-        fn()
-        sync()
-        times.append(time.perf_counter() - started)
-    return times
-
-
-def stats_ms(latencies: list[float]) -> dict[str, float]:
-    arr = np.array(latencies) * 1000
-    return {"p50_ms": round(float(np.percentile(arr, 50)), 1), "p95_ms": round(float(np.percentile(arr, 95)), 1)}
-
-
-def sample_images() -> list[Image.Image]:
-    try:
-        from skimage import data
-
-        return [Image.fromarray(x) for x in (data.astronaut(), data.chelsea(), data.coffee(), data.rocket())]
-    except Exception:  # noqa: BLE001 - scikit-image missing or without its sample files: noise photos
-        rng = np.random.default_rng(0)
-        sizes = [(512, 512), (451, 300), (600, 400), (427, 640)]
-        return [Image.fromarray(rng.integers(0, 256, (h, w, 3), dtype=np.uint8)) for w, h in sizes]
-
-
-# -- ceilings --------------------------------------------------------------------------------------------
-def measure_ceilings(rec: Recorder, model: Any, processor: Any) -> None:
-    from torch.utils.flop_counter import FlopCounterMode
-
-    device = "cuda"
-    n = 8192
-    a = torch.randn(n, n, device=device, dtype=torch.bfloat16)
-    b = torch.randn(n, n, device=device, dtype=torch.bfloat16)
-    t = min(timed(lambda a=a, b=b: a @ b, repeat=10, warmup=3))
-    matmul_tflops = 2 * n**3 / t / 1e12
-    src = torch.randn(2**30 // 2, device=device, dtype=torch.bfloat16)  # 1 GiB
-    dst = torch.empty_like(src)
-    t = min(timed(lambda s=src, d=dst: d.copy_(s), repeat=10, warmup=2))
-    bandwidth = 2 * src.numel() * 2 / t / 1e12
-    del a, b, src, dst
-    torch.cuda.empty_cache()
-
-    dtype = next(model.parameters()).dtype
-    pixels = torch.randn(1, 3, 768, 768, device=device, dtype=dtype)
-    with torch.inference_mode(), FlopCounterMode(display=False) as counter:
-        model.model.get_image_features(pixel_values=pixels)
-    vision_flops = counter.get_total_flops()
-    inputs = processor(images=[sample_images()[0]], text=["<CAPTION>"], return_tensors="pt").to(device)
-    inputs["pixel_values"] = inputs["pixel_values"].to(dtype)
-    with torch.inference_mode(), FlopCounterMode(display=False) as counter:
-        model.generate(**inputs, max_new_tokens=1, num_beams=1, do_sample=False)
-    encode_flops = counter.get_total_flops()  # vision + text encoder + one decoder step
-    decoder = model.model.language_model.decoder
-    # Per step the decoder reads its layer weights and the whole LM head (tied to the token embedding,
-    # of which a step reads only one row per sequence), so the embedding tables are left out here.
-    skip = {id(decoder.embed_tokens.weight), id(decoder.embed_positions.weight)}
-    decoder_bytes = sum(p.numel() * p.element_size() for p in decoder.parameters() if id(p) not in skip)
-    lm_head_bytes = model.lm_head.weight.numel() * model.lm_head.weight.element_size()
-    rec.add(
-        stage="ceilings",
-        matmul_bf16_tflops=round(matmul_tflops, 1),
-        copy_tb_s=round(bandwidth, 2),
-        vision_gflops_per_image=round(vision_flops / 1e9, 1),
-        encode_gflops_per_image=round(encode_flops / 1e9, 1),
-        decoder_weight_mb_per_step=round((decoder_bytes + lm_head_bytes) / 1e6, 1),
-        vision_floor_ms=round(vision_flops / (matmul_tflops * 1e12) * 1000, 2),
-        encode_floor_ms=round(encode_flops / (matmul_tflops * 1e12) * 1000, 2),
-        decoder_step_floor_ms=round((decoder_bytes + lm_head_bytes) / (bandwidth * 1e12) * 1000, 3),
-    )
-    for batch in (1, 8, 64):
-        pixels = torch.randn(batch, 3, 768, 768, device=device, dtype=dtype)
-        with torch.inference_mode(), peak_window():
-            times = timed(lambda p=pixels: model.model.get_image_features(pixel_values=p), repeat=3)
-        best = min(times)
-        rec.add(
-            stage="vision_encoder",
-            batch=batch,
-            ms=round(best * 1000, 1),
-            ms_per_image=round(best * 1000 / batch, 2),
-            achieved_tflops=round(vision_flops * batch / best / 1e12, 1),
-            peak_gib=peak_gib(),
-        )
-        del pixels
 
 
 # -- naive loop --------------------------------------------------------------------------------------------
@@ -349,11 +185,6 @@ def run_clients(manager: Any, length: int, beams: int, concurrency: int, cap_s: 
     return row
 
 
-def batching_counts(manager: Any) -> tuple[int, int, int]:
-    batching = manager.status()[0].get("batching", {})
-    return batching.get("batches", 0), batching.get("requests", 0), batching.get("split_retries", 0)
-
-
 def run_server(
     rec: Recorder, manager: Any, variant: str, lengths: list[int], beams_list: list[int], conc: list[int], cap_s: float
 ) -> None:
@@ -367,60 +198,6 @@ def run_server(
                 run_clients(manager, length, beams, concurrency, cap_s=0, min_requests=concurrency)
                 row = run_clients(manager, length, beams, concurrency, cap_s, min_requests=max(concurrency, 3))
                 rec.add(stage="server", variant=variant, tokens=length, beams=beams, concurrency=concurrency, **row)
-
-
-def run_oom(rec: Recorder, manager: Any) -> None:
-    """Cap this process's GPU memory so a big batch really runs out, then check every request is served."""
-    from app.models.florence import FlorenceRequest, GenerationOptions
-    from app.tasks import get_task
-
-    splits_before = batching_counts(manager)[2]
-    allocated = torch.cuda.memory_allocated()
-    total = torch.cuda.get_device_properties(0).total_memory
-    torch.cuda.empty_cache()
-    torch.cuda.set_per_process_memory_fraction(min(1.0, (allocated + 6 * 2**30) / total))
-    images = sample_images()
-    spec = get_task("<OCR_WITH_REGION>")
-    options = GenerationOptions(num_beams=3, max_new_tokens=300, min_new_tokens=300)
-    results: list[Any] = [None] * 48
-    errors: list[str] = []
-
-    def call(i: int) -> None:
-        try:
-            results[i] = manager.analyze([FlorenceRequest.create(images[i % 4], spec)], options)[0]
-        except Exception as exc:  # noqa: BLE001
-            errors.append(f"{type(exc).__name__}: {getattr(exc, 'message', exc)}")
-
-    started = time.perf_counter()
-    threads = [threading.Thread(target=call, args=(i,)) for i in range(48)]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join()
-    wall = time.perf_counter() - started
-    # A request that cannot fit even alone (memory capped just above the weights) fails with a clear
-    # error, and once memory is back the next request is served.
-    splits_mid = batching_counts(manager)[2]
-    torch.cuda.empty_cache()
-    torch.cuda.set_per_process_memory_fraction((torch.cuda.memory_allocated() + 48 * 2**20) / total)
-    single_error = None
-    try:
-        manager.analyze([FlorenceRequest.create(images[0], spec)], options)
-    except Exception as exc:  # noqa: BLE001
-        single_error = f"{type(exc).__name__}: {getattr(exc, 'message', exc)}"
-    torch.cuda.set_per_process_memory_fraction(1.0)
-    after = manager.analyze([FlorenceRequest.create(images[1], get_task("<CAPTION>"))])
-    rec.add(
-        stage="oom",
-        memory_cap_gib=round((allocated + 6 * 2**30) / 2**30, 1),
-        served=sum(r is not None for r in results),
-        of=len(results),
-        errors=errors[:3],
-        split_retries=splits_mid - splits_before,
-        seconds=round(wall, 1),
-        too_big_alone=single_error,
-        served_after=type(after[0]).__name__,
-    )
 
 
 def main() -> None:
@@ -464,6 +241,8 @@ def main() -> None:
     backend = manager.get()
     rec.add(stage="server_load", seconds=round(load_s, 1), dtype=backend.dtype_name, device=backend.device)
     if "ceilings" in stages and torch.cuda.is_available():
+        from gpu_stages import measure_ceilings
+
         measure_ceilings(rec, backend._model, backend._processor)
     if "server20" in stages:
         run_server(rec, manager, "eager", [20], [1], conc, args.cap_s)
@@ -476,6 +255,8 @@ def main() -> None:
         run_server(rec, manager, "eager", [20], [3], conc, args.cap_s)
         run_server(rec, manager, "eager", [x for x in lengths if x != 20], [1, 3], conc, args.cap_s)
     if "oom" in stages and torch.cuda.is_available():
+        from gpu_stages import run_oom
+
         run_oom(rec, manager)
     manager.shutdown()
     if "static_cache" in stages:
