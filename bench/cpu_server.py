@@ -72,14 +72,9 @@ def main() -> None:
         backend = manager.get()
         load_s = time.perf_counter() - started
 
-        def timed(image: Any, task: str, m: ModelManager = manager) -> float:
+        def timed(image: Any, task: str, opts: GenerationOptions = options, m: ModelManager = manager) -> float:
             t0 = time.perf_counter()
-            m.analyze([FlorenceRequest.create(image, get_task(task))], options)
-            return time.perf_counter() - t0
-
-        def timed_long(image: Any, m: ModelManager = manager) -> float:
-            t0 = time.perf_counter()
-            m.analyze([FlorenceRequest.create(image, get_task("<OD>"))], long_options)
+            m.analyze([FlorenceRequest.create(image, get_task(task))], opts)
             return time.perf_counter() - t0
 
         timed(images[0], "<CAPTION>")  # the first full-size call pays one-off allocations
@@ -94,7 +89,7 @@ def main() -> None:
             last = images[round_index % len(images)]
             timed(last, "<CAPTION>")
             next_task.extend(timed(last, task) for task in NEXT_TASKS)
-            long_task.append(timed_long(last))
+            long_task.append(timed(last, "<OD>", long_options))
         row = {
             "stage": "cpu_server",
             "size": args.size,

@@ -134,7 +134,7 @@ class FlorenceBackend:
         else:
             configure_cuda()
         self._model, self._processor, self._dtype = model, processor, dtype
-        self._inputs = InputBuilder(processor, digests=self._features is not None)
+        self._inputs = InputBuilder(processor, compute_digests=self._features is not None)
         self.device, self.dtype_name = device, str(dtype).removeprefix("torch.")
         log.info(
             "loaded %s on %s (%s) in %.1fs", self.settings.model_id, device, self.dtype_name,
@@ -272,21 +272,23 @@ class FlorenceBackend:
             raise InferenceError(f"The input could not be prepared for the model ({type(exc).__name__}).") from exc
         try:
             with torch.inference_mode():
-                return {**inputs, "encoder_outputs": self._encode(prepared, inputs, self._features)}
+                return {**inputs, "encoder_outputs": self._encode(builder, prepared, inputs, self._features)}
         except torch.cuda.OutOfMemoryError:
             raise
         except Exception as exc:
             log.exception("encoding failed")
             raise InferenceError(f"The model failed on this input ({type(exc).__name__}).") from exc
 
-    def _encode(self, prepared: Sequence[PreparedInput], inputs: dict[str, Any], cache: ImageFeatureCache) -> Any:
+    def _encode(
+        self, builder: InputBuilder, prepared: Sequence[PreparedInput], inputs: dict[str, Any], cache: ImageFeatureCache
+    ) -> Any:
         """Florence-2's encoder pass as `generate` runs it, with each image's features looked up first."""
         import torch
 
         model = self._model
 
         def encode_images(indices: list[int]) -> torch.Tensor:
-            pixels = self._input_builder().collate_pixels([prepared[i] for i in indices], self.device, self._dtype)
+            pixels = builder.collate_pixels([prepared[i] for i in indices], self.device, self._dtype)
             return model.get_image_features(pixel_values=pixels).pooler_output
 
         digests = [p.digest or pixels_digest(p.pixels) for p in prepared]

@@ -36,9 +36,9 @@ class PreparedInput:
 class InputBuilder:
     """Builds batched `input_ids`, `attention_mask` and `pixel_values` for a loaded processor."""
 
-    def __init__(self, processor: Any, digests: bool = False) -> None:
+    def __init__(self, processor: Any, compute_digests: bool = False) -> None:
         self.processor = processor
-        self.digests = digests
+        self.compute_digests = compute_digests
         image_processor = processor.image_processor
         size = image_processor.size
         self._size_hw: tuple[int, int] | None = None
@@ -68,7 +68,7 @@ class InputBuilder:
         else:
             pixel_values = self.processor.image_processor(images=[request.image], return_tensors="np")["pixel_values"]
             pixels = np.asarray(pixel_values[0], dtype=np.float32)
-        digest = pixels_digest(pixels) if self.digests else None
+        digest = pixels_digest(pixels) if self.compute_digests else None
         return PreparedInput(pixels=pixels, prompt=request.prompt(), digest=digest)
 
     def collate(self, prepared: Sequence[PreparedInput], device: str, dtype: torch.dtype) -> dict[str, Any]:
