@@ -18,7 +18,7 @@ from app.chat.flow import ChatFlow
 from app.chat.inputs import Upload
 from app.chat.replies import error_markdown, welcome_markdown
 from app.chat.session import ChatSession
-from app.chat.ui import ImageReply, RegionPicker
+from app.chat.ui import FollowUp, ImageReply, RegionPicker
 from app.errors import AppError
 from app.services.container import get_services
 
@@ -26,6 +26,7 @@ SESSION_KEY = "chat_session"
 OFFERED_ACTIONS_KEY = "chat_offered_actions"
 TASK_MODE_ID = "task"
 EVERYTHING_ACTION = "analyze_everything"
+FOLLOW_UP_ACTION = "follow_up"
 REGION_ACTION = "region_picked"  # called by public/elements/RegionPicker.jsx
 REGION_PICKER_ELEMENT = "RegionPicker"
 
@@ -70,6 +71,9 @@ class _Step:
         # Chainlit fetches an avatar named after the step: keep names to letters, digits, spaces, "." and "-".
         self.step.name, self.step.output = title, detail
 
+    def fail(self, title: str, detail: str) -> None:
+        self.step.name, self.step.output, self.step.is_error = title, detail, True
+
 
 class _Progress:
     def __init__(self, message: cl.Message) -> None:
@@ -103,7 +107,7 @@ class ChainlitUI:
                 cl.File(name=d.name, content=d.content, mime=d.mime, display="inline") for d in reply.downloads
             )
             last = position == len(replies) - 1
-            actions = [_everything_action()] if last else []
+            actions = [*(_follow_up_action(f) for f in reply.follow_ups), _everything_action()] if last else []
             if actions:
                 await _withdraw_offered_actions()
                 cl.user_session.set(OFFERED_ACTIONS_KEY, actions)
@@ -151,6 +155,12 @@ def _everything_action() -> cl.Action:
     )
 
 
+def _follow_up_action(follow_up: FollowUp) -> cl.Action:
+    return cl.Action(
+        name=FOLLOW_UP_ACTION, payload={"task": follow_up.task_key}, label=follow_up.label, tooltip=follow_up.tooltip
+    )
+
+
 async def _withdraw_offered_actions() -> None:
     """Only the newest reply keeps its button, so an old one cannot look tied to old images."""
     for action in cl.user_session.get(OFFERED_ACTIONS_KEY) or []:
@@ -186,6 +196,11 @@ async def on_message(message: cl.Message) -> None:
 @cl.action_callback(EVERYTHING_ACTION)
 async def on_analyze_everything(action: cl.Action) -> None:
     await _flow().on_analyze_everything(_session(), ChainlitUI())
+
+
+@cl.action_callback(FOLLOW_UP_ACTION)
+async def on_follow_up(action: cl.Action) -> None:
+    await _flow().on_follow_up(_session(), ChainlitUI(), str((action.payload or {}).get("task", "")))
 
 
 @cl.action_callback(REGION_ACTION)

@@ -37,6 +37,9 @@ class RecordedStep:
     def finish(self, title: str, detail: str) -> None:
         self.title, self.detail = title, detail
 
+    def fail(self, title: str, detail: str) -> None:
+        self.title, self.detail, self.failed = title, detail, True
+
 
 @dataclass
 class RecordedProgress:

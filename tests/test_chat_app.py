@@ -101,6 +101,8 @@ def test_chat_start_offers_the_task_picker_and_a_welcome(chat: None) -> None:
     (mode,) = emitter.modes
     assert (mode.id, mode.name) == ("task", "Task")
     assert [(o.id, o.name, o.description.split(" Uses")[0].split(" Needs")[0]) for o in mode.options] == [
+        ("AUTO", "Auto", 'Picks the task from your message: "find the cars", "read the text", "what is in box 2", '
+         '"is it a cat or a dog?". An empty message gives a caption.'),
         *((spec.short_name, spec.name, spec.description) for spec in TASKS),
         ("CLASSIFY", "Classify", "The most likely ImageNet classes, with a chart."),
         ("ZERO_SHOT", "Zero-shot", "Scores for labels you type, comma-separated (category: label groups them), "
@@ -109,7 +111,7 @@ def test_chat_start_offers_the_task_picker_and_a_welcome(chat: None) -> None:
     hints = {o.id: o.description for o in mode.options}
     assert hints["OD"].endswith("objects.") and hints["CLASSIFY"].endswith("chart.")
     assert hints["ZERO_SHOT"].endswith(" Uses your message.") and hints["REGION_TO_OCR"].endswith(" Needs a box.")
-    assert [o.id for o in mode.options if o.default] == ["CAPTION"]
+    assert [o.id for o in mode.options if o.default] == ["AUTO"]
     (welcome,) = [s for s in emitter.steps if s["type"] == "assistant_message"]
     assert welcome["output"].startswith("Model `")
 
@@ -126,12 +128,16 @@ def test_message_renders_step_picture_downloads_and_action(chat: None, cat_uploa
     assert ("image", "cat.annotated.png", "image/png", "inline") in kinds
     assert ("file", "cat.od.json", "application/json", "inline") in kinds
     assert {kind for kind, *_ in kinds} == {"image", "file"}
-    (action,) = [data for event, data in emitter.events if event == "action"]
-    assert (action["name"], action["label"], action["forId"]) == (
-        "analyze_everything",
-        "Analyze everything",
-        reply["id"],
-    )
+    actions = [data for event, data in emitter.events if event == "action"]
+    assert [(a["name"], a["label"], a["payload"]) for a in actions] == [
+        ("follow_up", "Caption", {"task": "CAPTION"}),
+        ("follow_up", "Text", {"task": "OCR_WITH_REGION"}),
+        ("follow_up", "Detailed caption", {"task": "DETAILED_CAPTION"}),
+        ("follow_up", "Segment…", {"task": "REFERRING_EXPRESSION_SEGMENTATION"}),
+        ("follow_up", "Ask about a box", {"task": "REGION_TO_DESCRIPTION"}),
+        ("analyze_everything", "Analyze everything", {}),
+    ]
+    assert {a["forId"] for a in actions} == {reply["id"]}
 
 
 def test_region_picker_element_and_its_callback(chat: None, cat_upload: Upload) -> None:
@@ -169,7 +175,7 @@ def test_zero_shot_reply_sends_the_chart_next_to_the_table(classify_chat: None, 
     emitter = in_context(lambda _: send_picture(cat_upload.path, "ZERO_SHOT", "a cat, a dog"))
     assert emitter.tool_step()["name"].startswith("Zero-shot in ")
     reply = emitter.last_reply()
-    assert reply["output"].startswith("**cat\\.png** — Zero\\-shot\n\nProbabilities over your labels")
+    assert reply["output"].startswith("**cat\\.png** — Zero\\-shot of *a cat, a dog*\n\nProbabilities over your labels")
     assert "| Label | Probability |" in reply["output"]
     sent = {
         (e["type"], e["name"], e["mime"], e["display"], e.get("size"))

@@ -90,7 +90,7 @@ def test_chat_tasks_are_the_florence_catalogue_plus_the_classifiers() -> None:
     assert get_chat_task("classify") is get_chat_task("CLASSIFY") is get_chat_task("imagenet")
     assert get_chat_task("zero-shot") is get_chat_task("ZERO_SHOT")
     assert get_chat_task("<OD>").spec is get_chat_task("od").spec
-    with pytest.raises(UnknownTask, match=r"Valid tasks: CAPTION, .*, CLASSIFY, ZERO_SHOT\."):
+    with pytest.raises(UnknownTask, match=r"Valid tasks: AUTO, CAPTION, .*, CLASSIFY, ZERO_SHOT\."):
         get_chat_task("nope")
 
 
@@ -176,7 +176,8 @@ def test_zero_shot_asks_for_labels_then_scores_them(services: Services, photo: I
     ranked = sorted(expected.items(), key=lambda item: -item[1])
     rows = "\n".join(f"| {label} | {p:.1%} |" for label, p in ranked)
     assert reply.markdown == (
-        "**cat\\.png** — Zero\\-shot\n\nProbabilities over your labels (they add up to 100%).\n\n"
+        "**cat\\.png** — Zero\\-shot of *a cat, a dog, a red car*\n\n"
+        "Probabilities over your labels (they add up to 100%).\n\n"
         f"| Label | Probability |\n|---|---|\n{rows}"
     )
     assert reply.picture_name == "cat.chart.png"

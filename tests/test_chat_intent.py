@@ -117,8 +117,9 @@ def test_an_empty_or_unknown_message_runs_a_caption_and_says_it_was_not_recognis
 
 def test_the_description_names_the_task_and_its_input_as_plain_text() -> None:
     assert Intent("OPEN_VOCABULARY_DETECTION", "cars").described("Open-vocabulary detection") == (
-        "Open-vocabulary detection of *cars*"
+        r"Open\-vocabulary detection of *cars*"
     )
     assert Intent("OPEN_VOCABULARY_DETECTION", "*x*").described("OVD") == r"OVD of *\*x\**"
-    assert Intent("REGION_TO_OCR", "read box 3").described("Region to OCR") == "Region to OCR"
+    assert Intent("REGION_TO_OCR", "read box 3").described("Region to OCR") == "Region to OCR of box 3"
+    assert Intent("REGION_TO_OCR", "1,2,3,4").described("Region to OCR") == "Region to OCR"
     assert Intent("CAPTION").described("Caption") == "Caption"

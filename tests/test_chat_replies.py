@@ -151,7 +151,7 @@ def test_regions_from_text_maps_box_numbers_per_image() -> None:
     second = DetectionResult.from_boxes("<OD>", (100, 100), [(1, 1, 6, 6)], ["a"])
     regions = regions_from_text("box 2", 2, {0: first, 1: second})
     assert regions is not None and regions[0] == (10, 10, 20, 20)
-    assert isinstance(regions[1], InvalidInput) and "has 1 box(es), so there is no box 2" in regions[1].message
+    assert isinstance(regions[1], InvalidInput) and "has 1 on this image, so there is no box 2" in regions[1].message
     assert regions_from_text("5,5,50,50", 2, {}) == [(5, 5, 50, 50), (5, 5, 50, 50)]
     assert regions_from_text("hello", 1, {0: first}) is None
 

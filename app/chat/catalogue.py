@@ -14,6 +14,7 @@ from app.tasks import TASKS, InputKind, OutputKind, TaskSpec, get_task
 
 
 class ChatTaskKind(StrEnum):
+    AUTO = "auto"  # reads the message and picks one of the others (`app.chat.intent`)
     FLORENCE = "florence"  # one of the Florence-2 prompts; `spec` says which
     CLASSIFY = "classify"  # ImageNet classifier
     ZERO_SHOT = "zero_shot"  # CLIP/SigLIP against labels the user types
@@ -67,11 +68,20 @@ ZERO_SHOT = ChatTask(
     ChatTaskKind.ZERO_SHOT,
     aliases=("ZEROSHOT", "ZERO_SHOT_CLASSIFICATION", "CLIP"),
 )
-CHAT_TASKS: tuple[ChatTask, ...] = (*(_florence(spec) for spec in TASKS), CLASSIFY, ZERO_SHOT)
-DEFAULT_TASK = "CAPTION"
+AUTO = ChatTask(
+    "AUTO",
+    "Auto",
+    'Picks the task from your message: "find the cars", "read the text", "what is in box 2", '
+    '"is it a cat or a dog?". An empty message gives a caption.',
+    "wand-sparkles",
+    ChatTaskKind.AUTO,
+    aliases=("AUTOMATIC",),
+)
+CHAT_TASKS: tuple[ChatTask, ...] = (AUTO, *(_florence(spec) for spec in TASKS), CLASSIFY, ZERO_SHOT)
+DEFAULT_TASK = "AUTO"
 
 _FLORENCE_BY_SPEC = {task.spec: task for task in CHAT_TASKS if task.spec is not None}
-_OTHERS = {key: task for task in (CLASSIFY, ZERO_SHOT) for key in (task.key, *task.aliases)}
+_OTHERS = {key: task for task in (AUTO, CLASSIFY, ZERO_SHOT) for key in (task.key, *task.aliases)}
 
 
 def get_chat_task(name: str) -> ChatTask:

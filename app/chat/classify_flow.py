@@ -13,6 +13,7 @@ from collections.abc import Sequence
 
 from app.chat.catalogue import ChatTask, ChatTaskKind
 from app.chat.classify_replies import classification_replies
+from app.chat.followups import with_follow_ups
 from app.chat.inputs import labels_from_text
 from app.chat.session import ChatSession
 from app.chat.ui import ChatUI
@@ -39,7 +40,13 @@ class ClassificationChat:
         self.services = services
 
     async def run(
-        self, session: ChatSession, ui: ChatUI, task: ChatTask, text: str, fresh: Sequence[LoadedImage] | None
+        self,
+        session: ChatSession,
+        ui: ChatUI,
+        task: ChatTask,
+        text: str,
+        fresh: Sequence[LoadedImage] | None,
+        title: str | None = None,
     ) -> None:
         """Classify every image of the session, or score the labels in `text` against them (zero-shot)."""
         request: ZeroShotRequest | None = None
@@ -67,8 +74,8 @@ class ClassificationChat:
                 outcomes = await classification.zero_shot(images, request)
             seconds = time.perf_counter() - started
             log.info("chat %s on %d image(s) in %.2fs", task.key, len(images), seconds)
-            finish_step(step, task.name, len(images), seconds)
+            finish_step(step, task.name, len(images), seconds, failed=all(o.result is None for o in outcomes))
         names = [loaded.name for loaded in images]
         categories = request.categories if request is not None else None
-        built = await asyncio.to_thread(classification_replies, task, names, outcomes, categories)
-        await ui.show_replies(built)
+        built = await asyncio.to_thread(classification_replies, task, names, outcomes, categories, title)
+        await ui.show_replies(with_follow_ups(built, task.key))

@@ -11,7 +11,7 @@ from collections.abc import Mapping, Sequence
 from app.charts import probability_chart_png
 from app.chat.catalogue import ChatTask
 from app.chat.pictures import Picture
-from app.chat.replies import Download, error_markdown, escape_md, heading, json_bytes, safe_stem
+from app.chat.replies import Download, error_markdown, escape_md, heading, heading_md, json_bytes, safe_stem
 from app.chat.ui import ImageReply
 from app.classification_results import ClassificationResult, ZeroShotResult
 from app.errors import InvalidInput
@@ -65,11 +65,12 @@ def classification_replies(
     names: Sequence[str],
     outcomes: Sequence[ClassificationOutcome],
     label_categories: Mapping[str, str] | None = None,
+    title_md: str | None = None,
 ) -> list[ImageReply]:
     """One reply per image: heading, table, the chart as its picture, the full result as JSON."""
     built = []
     for name, outcome in zip(names, outcomes, strict=True):
-        title = heading(name, task.name)
+        title = heading_md(name, title_md) if title_md else heading(name, task.name)
         result = outcome.result
         if result is None:
             error = outcome.error or InvalidInput("No result.")

@@ -13,17 +13,19 @@ import time
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 
 from app.chat import replies
-from app.chat.catalogue import get_chat_task
+from app.chat.catalogue import ChatTask, ChatTaskKind, get_chat_task
 from app.chat.classify_flow import ClassificationChat
+from app.chat.followups import with_follow_ups
 from app.chat.inputs import Upload, load_uploads, region_from_payload, regions_from_text
+from app.chat.intent import Intent, understand
 from app.chat.pictures import annotated_picture, picker_data_url
-from app.chat.session import ChatSession, SessionImage
+from app.chat.session import BoxedResult, ChatSession, SessionImage
 from app.chat.ui import ChatUI, ImageReply, RegionPicker
 from app.chat.work import decode_images, ensure_backend, finish_step
 from app.errors import AppError, InvalidInput
 from app.geometry import XYXY
 from app.images import LoadedImage
-from app.results import AnyResult, DetectionResult
+from app.results import AnyResult, DetectionResult, SegmentationResult
 from app.services.analysis import ImageOutcome
 from app.services.container import Services
 from app.tasks import TaskSpec, get_task
@@ -48,6 +50,9 @@ class ChatFlow:
 
     async def on_region_picked(self, session: ChatSession, ui: ChatUI, payload: Mapping[str, object]) -> None:
         await self._guarded(session, ui, functools.partial(self._region_picked, session, ui, payload))
+
+    async def on_follow_up(self, session: ChatSession, ui: ChatUI, task_key: str) -> None:
+        await self._guarded(session, ui, functools.partial(self._follow_up, session, ui, task_key))
 
     async def on_analyze_everything(self, session: ChatSession, ui: ChatUI) -> None:
         await self._guarded(session, ui, functools.partial(self._everything, session, ui))
@@ -89,7 +94,19 @@ class ChatFlow:
         if not spec.needs_region:
             raise InvalidInput(f"{spec.name} does not take a region.", code="unexpected_region")
         index, xyxy = region_from_payload(payload, len(session.images))
-        await self._analyze(session, ui, spec, [index], regions={index: xyxy})
+        await self._analyze(session, ui, spec, [index], regions={index: xyxy}, title=replies.escape_md(spec.name))
+
+    async def _follow_up(self, session: ChatSession, ui: ChatUI, task_key: str) -> None:
+        """A follow-up button: run the task on the current images; ask for words first when it needs them."""
+        if not session.images:
+            await ui.notify(replies.no_images_markdown())
+            return
+        task = get_chat_task(task_key)
+        if task.needs_text:
+            session.awaiting = task
+            await ui.notify(replies.ask_follow_up_text_markdown(task.name))
+            return
+        await self._run_task(session, ui, task, "", None, Intent(task.key))
 
     async def _everything(self, session: ChatSession, ui: ChatUI) -> None:
         if not session.images:
@@ -110,15 +127,40 @@ class ChatFlow:
                 finish_step(step, spec.name, len(images), time.perf_counter() - started)
         built = await asyncio.to_thread(self._everything_replies, images, per_task)
         session.remember_detections(_detections(per_task["<OD>"], indices))
-        await ui.show_replies(built)
+        await ui.show_replies(with_follow_ups(built, "EVERYTHING"))
 
     # -- the selected task -----------------------------------------------------------------------------
     async def _run_selected_task(
         self, session: ChatSession, ui: ChatUI, text: str, fresh: Sequence[LoadedImage] | None
     ) -> None:
-        task = session.task
+        """Run the picked task, or in Auto mode the task the message asks for (`app.chat.intent`)."""
+        task, awaiting = session.task, session.awaiting
+        session.awaiting = None
+        if awaiting is not None and text:  # the words a follow-up button asked for
+            intent = Intent(awaiting.key, text)
+            task = awaiting
+        elif task.kind is ChatTaskKind.AUTO:
+            intent = understand(text)
+            task = get_chat_task(intent.task_key)
+            if not intent.recognised and text:
+                await ui.notify(replies.not_understood_markdown(text, task.name))
+        else:  # the picker's task: the message is its input, if it takes one
+            takes_text = task.needs_text or (task.spec is not None and task.spec.needs_region)
+            intent = Intent(task.key, text if takes_text else "")
+        await self._run_task(session, ui, task, intent.text, fresh, intent)
+
+    async def _run_task(
+        self,
+        session: ChatSession,
+        ui: ChatUI,
+        task: ChatTask,
+        text: str,
+        fresh: Sequence[LoadedImage] | None,
+        intent: Intent,
+    ) -> None:
+        title = intent.described(task.name)
         if task.spec is None:  # a classifier, not a Florence-2 prompt
-            await self.classification.run(session, ui, task, text, fresh)
+            await self.classification.run(session, ui, task, text, fresh, title)
             return
         spec = task.spec
         indices = list(range(len(session.images)))
@@ -126,15 +168,15 @@ class ChatFlow:
             if not text:
                 await ui.notify(replies.ask_text_markdown(spec))
                 return
-            await self._analyze(session, ui, spec, indices, text=text, fresh=fresh)
+            await self._analyze(session, ui, spec, indices, text=text, fresh=fresh, title=title)
         elif spec.needs_region:
             found = regions_from_text(text, len(indices), session.detections) if text else None
             if found is None:
                 await self._ask_region(session, ui, spec, fresh)
                 return
-            await self._analyze(session, ui, spec, indices, regions=dict(enumerate(found)), fresh=fresh)
+            await self._analyze(session, ui, spec, indices, regions=dict(enumerate(found)), fresh=fresh, title=title)
         else:
-            await self._analyze(session, ui, spec, indices, fresh=fresh)
+            await self._analyze(session, ui, spec, indices, fresh=fresh, title=title)
 
     async def _ask_region(
         self, session: ChatSession, ui: ChatUI, spec: TaskSpec, fresh: Sequence[LoadedImage] | None
@@ -157,8 +199,11 @@ class ChatFlow:
         text: str | None = None,
         regions: Mapping[int, XYXY | AppError] | None = None,
         fresh: Sequence[LoadedImage] | None = None,
+        title: str = "",
     ) -> None:
-        """Rate-limit, load the model if needed, run one task on the chosen images, show one reply each."""
+        """Rate-limit, load the model if needed, run one task on the chosen images, show one reply each.
+
+        `title` (markdown) says how the message was understood; every reply's heading carries it."""
         self.services.limiter.hit(session.identity)
         await self._ensure_backend_for(ui, spec)
         pixels = await decode_images(session, indices, fresh, self.settings)
@@ -174,21 +219,23 @@ class ChatFlow:
                 outcomes.update(zip(group, results, strict=True))
             seconds = time.perf_counter() - started
             log.info("chat %s on %d image(s) in %.2fs", spec.short_name, len(indices), seconds)
-            finish_step(step, spec.name, len(indices), seconds)
+            finish_step(step, spec.name, len(indices), seconds, failed=all(o.result is None for o in outcomes.values()))
         ordered = [(pixels[i], outcomes[i]) for i in indices]
-        built = await asyncio.to_thread(self._task_replies, spec, ordered)
+        built = await asyncio.to_thread(self._task_replies, spec, ordered, title or replies.escape_md(spec.name))
         session.remember_detections(_detections([o for _, o in ordered], indices))
-        await ui.show_replies(built)
+        await ui.show_replies(with_follow_ups(built, spec.short_name))
 
     async def _ensure_backend_for(self, ui: ChatUI, spec: TaskSpec) -> None:
         # OCR_BACKEND=rapidocr serves OCR without Florence-2: load what the task's backend is, not always Florence.
         await ensure_backend(ui, self.services.manager, self.services.analysis.registry.backend_for(spec.token))
 
     # -- replies (CPU work, run in a thread) ------------------------------------------------------------
-    def _task_replies(self, spec: TaskSpec, ordered: Sequence[tuple[LoadedImage, ImageOutcome]]) -> list[ImageReply]:
+    def _task_replies(
+        self, spec: TaskSpec, ordered: Sequence[tuple[LoadedImage, ImageOutcome]], title_md: str
+    ) -> list[ImageReply]:
         built = []
         for loaded, outcome in ordered:
-            title = replies.heading(loaded.name, spec.name)
+            title = replies.heading_md(loaded.name, title_md)
             if outcome.result is None:
                 error = outcome.error or InvalidInput("No result.")
                 built.append(ImageReply(loaded.name, f"{title}\n\n{replies.error_markdown(error)}"))
@@ -245,9 +292,10 @@ def _group_by_region(
     return list(groups.values())
 
 
-def _detections(outcomes: Sequence[ImageOutcome], indices: Sequence[int]) -> dict[int, DetectionResult]:
+def _detections(outcomes: Sequence[ImageOutcome], indices: Sequence[int]) -> dict[int, BoxedResult]:
+    """The numbered boxes a reply showed, per image: what `box N` refers to next."""
     return {
         index: outcome.result
         for index, outcome in zip(indices, outcomes, strict=True)
-        if isinstance(outcome.result, DetectionResult)
+        if isinstance(outcome.result, DetectionResult | SegmentationResult) and len(outcome.result)
     }

@@ -12,7 +12,7 @@ from app.config import Settings
 from app.errors import AppError, InvalidImage, InvalidInput, PayloadTooLarge
 from app.geometry import XYXY, parse_region
 from app.images import ImageLimits, LoadedImage, load_image_bytes
-from app.results import DetectionResult
+from app.results import DetectionResult, SegmentationResult
 
 
 @dataclass(frozen=True)
@@ -98,12 +98,12 @@ def find_coordinates(text: str) -> XYXY | None:
 
 
 def regions_from_text(
-    text: str, image_count: int, detections: Mapping[int, DetectionResult]
+    text: str, image_count: int, detections: Mapping[int, DetectionResult | SegmentationResult]
 ) -> list[XYXY | AppError] | None:
     """The region for each image from a message, or None when the message names no region.
 
     Typed coordinates apply to every image (each clips them to its own size); `box N` means box N of
-    the last detection reply on that same image.
+    the latest reply with numbered boxes (detection or segmentation) on that same image.
     """
     coordinates = find_coordinates(text)
     if coordinates is not None:
@@ -120,14 +120,25 @@ def regions_from_text(
     regions: list[XYXY | AppError] = []
     for index in range(image_count):
         result = detections.get(index)
-        if result is None or not 1 <= number <= len(result.xyxy):
-            found = len(result.xyxy) if result is not None else 0
+        boxes = numbered_boxes(result) if result is not None else []
+        box = boxes[number - 1] if 1 <= number <= len(boxes) else None
+        if box is None:
             regions.append(
-                InvalidInput(f"The last detection on this image has {found} box(es), so there is no box {number}.")
+                InvalidInput(
+                    f"The last reply with boxes has {len(boxes)} on this image, so there is no box {number}.",
+                    code="no_such_box",
+                )
             )
         else:
-            regions.append(result.xyxy[number - 1])
+            regions.append(box)
     return regions
+
+
+def numbered_boxes(result: DetectionResult | SegmentationResult) -> list[XYXY | None]:
+    """The boxes in the order they are numbered (#1 first); a segment without a polygon has none."""
+    if isinstance(result, DetectionResult):
+        return list(result.xyxy)
+    return [result.instance_xyxy(i) for i in range(len(result))]
 
 
 def region_from_payload(payload: Mapping[str, object], image_count: int) -> tuple[int, XYXY]:

@@ -27,9 +27,13 @@ class Intent:
 
     def described(self, task_name: str) -> str:
         """ "Open-vocabulary detection of *cars*": how the message was understood, in markdown."""
-        if not self.text or self.task_key in _REGION_TASKS:
-            return task_name
-        return f"{task_name} of *{_escape(self.text)}*"
+        name = _escape(task_name)
+        if not self.text:
+            return name
+        if self.task_key in _REGION_TASKS:
+            number = find_box_reference(self.text)
+            return f"{name} of box {number}" if number is not None else name
+        return f"{name} of *{_escape(self.text)}*"
 
 
 _REGION_TASKS = ("REGION_TO_DESCRIPTION", "REGION_TO_CATEGORY", "REGION_TO_OCR", "REGION_TO_SEGMENTATION")
@@ -37,7 +41,7 @@ _MD_RE = re.compile(r"([\\`*_{}\[\]<>()#+\-.!|~])")
 
 
 def _escape(text: str) -> str:
-    return _MD_RE.sub(r"\\\1", text)
+    return _MD_RE.sub(r"\\\1", " ".join(text.split()))
 
 
 def _words(*alternatives: str) -> re.Pattern[str]:

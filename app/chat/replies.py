@@ -117,7 +117,12 @@ def everything_markdown(results: Mapping[str, AnyResult]) -> str:
 
 
 def heading(image_name: str, title: str) -> str:
-    return f"**{escape_md(image_name)}** — {escape_md(title)}"
+    return heading_md(image_name, escape_md(title))
+
+
+def heading_md(image_name: str, title_md: str) -> str:
+    """`**street.jpg** — Open-vocabulary detection of *cars*`: `title_md` is markdown already."""
+    return f"**{escape_md(image_name)}** — {title_md}"
 
 
 # -- downloads ---------------------------------------------------------------------------------------------
@@ -184,6 +189,19 @@ def ask_region_markdown(spec: TaskSpec, has_detections: bool) -> str:
     if has_detections:
         ways += ", or name a box from the last detection such as `box 2`"
     return f"**{spec.name}** needs a region: {ways}."
+
+
+def ask_follow_up_text_markdown(task_name: str) -> str:
+    return f"**{escape_md(task_name)}**: type what to look for, e.g. `the dog`, and send (the image stays)."
+
+
+def not_understood_markdown(text: str, task_name: str) -> str:
+    shown = escape_md(text[:80] + ("…" if len(text) > 80 else ""))
+    return (
+        f"I did not recognise a request in “{shown}”, so here is a **{escape_md(task_name)}**. Try "
+        "“find the cars”, “read the text”, “segment the dog”, “what is in box 2” or “is it a cat or a dog?”, "
+        "or choose a task in the **Task** picker."
+    )
 
 
 def no_images_markdown() -> str:

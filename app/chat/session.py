@@ -9,7 +9,9 @@ from dataclasses import dataclass, field
 from app.chat.catalogue import DEFAULT_TASK, ChatTask, get_chat_task
 from app.chat.inputs import Upload
 from app.errors import Busy
-from app.results import DetectionResult
+from app.results import DetectionResult, SegmentationResult
+
+BoxedResult = DetectionResult | SegmentationResult
 
 
 @dataclass(frozen=True)
@@ -32,8 +34,10 @@ class ChatSession:
     identity: str  # rate-limit key: the login name, or the session id when the chat is open
     task: ChatTask = field(default_factory=lambda: get_chat_task(DEFAULT_TASK))
     images: list[SessionImage] = field(default_factory=list)
-    # Boxes of the last detection reply, per image index, for "box 2".
-    detections: dict[int, DetectionResult] = field(default_factory=dict)
+    # The numbered boxes of the latest reply that had any (detection or segmentation), per image, for "box 2".
+    detections: dict[int, BoxedResult] = field(default_factory=dict)
+    # A follow-up button that needs words ("Segment…") waits here for the next message.
+    awaiting: ChatTask | None = None
     upload_batch: int = 0  # increases with every new set of images; stale region pickers are refused
     _busy: bool = False
 
@@ -47,9 +51,10 @@ class ChatSession:
     def replace_images(self, images: list[SessionImage]) -> None:
         self.images = list(images)
         self.detections = {}
+        self.awaiting = None
         self.upload_batch += 1
 
-    def remember_detections(self, results: dict[int, DetectionResult]) -> None:
+    def remember_detections(self, results: dict[int, BoxedResult]) -> None:
         """Keep the boxes of the latest reply that had any; other replies leave them as they were."""
         if results:
             self.detections = dict(results)

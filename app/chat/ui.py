@@ -15,6 +15,15 @@ from app.chat.replies import Download
 
 
 @dataclass(frozen=True)
+class FollowUp:
+    """A button under the newest reply that runs `task_key` on the same images without typing."""
+
+    task_key: str
+    label: str
+    tooltip: str
+
+
+@dataclass(frozen=True)
 class ImageReply:
     """Everything shown for one image: heading + summary, one picture, the downloads."""
 
@@ -23,6 +32,7 @@ class ImageReply:
     picture: Picture | None = None
     downloads: list[Download] = field(default_factory=list)
     picture_kind: str = "annotated"  # what the picture is: the annotated image, or a probability "chart"
+    follow_ups: tuple[FollowUp, ...] = ()  # set on the last reply of a message only
 
     @property
     def picture_name(self) -> str:
@@ -58,6 +68,9 @@ class RegionPicker:
 class StepHandle(Protocol):
     def finish(self, title: str, detail: str) -> None:
         """Final title and text, shown when the step closes."""
+
+    def fail(self, title: str, detail: str) -> None:
+        """Close as failed: the run produced no result (the replies say why)."""
 
 
 class Progress(Protocol):

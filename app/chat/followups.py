@@ -1,0 +1,31 @@
+"""The buttons under the newest reply: the likely next tasks on the same images, run without typing."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import replace
+
+from app.chat.ui import FollowUp, ImageReply
+
+FOLLOW_UPS: tuple[FollowUp, ...] = (
+    FollowUp("CAPTION", "Caption", "One sentence about the image"),
+    FollowUp("OD", "Objects", "Object detection: numbered boxes for the objects"),
+    FollowUp("OCR_WITH_REGION", "Text", "Read the text and show where it is"),
+    FollowUp("DETAILED_CAPTION", "Detailed caption", "A few sentences about the image"),
+    FollowUp("REFERRING_EXPRESSION_SEGMENTATION", "Segment…", "A mask for what you name next"),
+    FollowUp("REGION_TO_DESCRIPTION", "Ask about a box", "Describe a box you drag or a numbered box"),
+)
+MAX_FOLLOW_UPS = 5
+
+
+def follow_ups_after(task_key: str) -> tuple[FollowUp, ...]:
+    """The follow-ups for a reply to `task_key`: every common next task except the one just run."""
+    return tuple(f for f in FOLLOW_UPS if f.task_key != task_key)[:MAX_FOLLOW_UPS]
+
+
+def with_follow_ups(replies: Sequence[ImageReply], task_key: str) -> list[ImageReply]:
+    """The replies with the buttons on the last one, so they sit under the whole answer."""
+    if not replies:
+        return []
+    *first, last = replies
+    return [*first, replace(last, follow_ups=follow_ups_after(task_key))]
