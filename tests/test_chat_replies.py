@@ -31,7 +31,7 @@ def detections() -> DetectionResult:
 
 def test_detection_summary_counts_labels_and_numbers_boxes() -> None:
     assert summary_markdown(get_task("OD"), detections()) == (
-        "3 found: cat ×2, dog\n\n1. cat (0, 0, 10, 10)\n2. dog (5, 5, 20, 30)\n3. cat (1, 1, 2, 2)"
+        "3 found: cat ×2, dog\n\n- \\#1 cat (0, 0, 10, 10)\n- \\#2 dog (5, 5, 20, 30)\n- \\#3 cat (1, 1, 2, 2)"
     )
 
 
@@ -39,7 +39,7 @@ def test_long_box_lists_are_cut_with_a_pointer_to_the_json() -> None:
     many = DetectionResult.from_boxes("<OD>", (100, 100), [(i, i, i + 1, i + 1) for i in range(25)], ["x"] * 25)
     text = summary_markdown(get_task("OD"), many)
     assert text.splitlines()[-1] == "… and 5 more in the JSON download"
-    assert "\n20. x (19, 19, 20, 20)\n" in text and "\n21. " not in text
+    assert "\n- \\#20 x (19, 19, 20, 20)\n" in text and "#21 " not in text
 
 
 def test_caption_is_escaped_so_model_output_cannot_inject_markup() -> None:
@@ -69,7 +69,7 @@ def test_segmentation_summary_numbers_instances() -> None:
         "<REFERRING_EXPRESSION_SEGMENTATION>", (50, 50), [[[0, 0, 10, 0, 10, 10]]], ["cat"]
     )
     assert summary_markdown(get_task("REFERRING_EXPRESSION_SEGMENTATION"), result) == (
-        "1 mask\\(s\\): cat\n\n1. cat (0, 0, 10, 10)"
+        "1 mask\\(s\\): cat\n\n- \\#1 cat (0, 0, 10, 10)"
     )
 
 

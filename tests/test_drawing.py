@@ -13,7 +13,16 @@ import pytest
 from PIL import Image, ImageFont
 
 from app import drawing
-from app.drawing import PALETTE, Annotator, label_color, load_font, to_png_bytes
+from app.drawing import (
+    PALETTE,
+    Annotator,
+    class_colors,
+    free_spot,
+    label_color,
+    label_text,
+    load_font,
+    to_png_bytes,
+)
 from app.results import DetectionResult, OCRResult, SegmentationResult, TextResult
 
 GREY = (120, 120, 120)
@@ -168,17 +177,58 @@ def test_multi_part_instance_fills_every_part_in_one_colour() -> None:
     assert px(out, 90, 60) == GREY
 
 
-def test_ocr_text_is_drawn_inside_its_quad() -> None:
+def test_ocr_text_is_drawn_next_to_its_quad_not_over_the_text() -> None:
     image = grey(300, 100)
     quad = [20, 30, 280, 30, 280, 70, 20, 70]
     out = Annotator().annotate(image, OCRResult.from_quads("<OCR_WITH_REGION>", image.size, [quad], ["HELLO WORLD"]))
     interior = np.asarray(out)[33:68, 23:278]
-    tag = np.all(interior == np.array(PALETTE[0]), axis=-1)
-    text = (interior > 200).all(axis=-1)  # white text on the red tag
-    assert tag.sum() > 300
-    assert text.sum() > 50
+    assert np.all(interior == np.array(GREY), axis=-1).all()  # the found text stays visible
+    above = np.asarray(out)[:30]
+    tag = np.all(above == np.array(PALETTE[0]), axis=-1)
+    text = (above > 200).all(axis=-1)  # white text on the red tag
+    assert tag.sum() > 300 and text.sum() > 50
     assert px(out, 150, 30) == PALETTE[0]  # quad outline
     assert px(out, 150, 80) == GREY
+
+
+def test_ocr_tags_avoid_every_found_line_and_each_other() -> None:
+    image = grey(300, 200)
+    quads = [[20, 20 + 40 * i, 280, 20 + 40 * i, 280, 50 + 40 * i, 20, 50 + 40 * i] for i in range(4)]
+    result = OCRResult.from_quads("<OCR_WITH_REGION>", image.size, quads, ["ONE", "TWO", "THREE", "FOUR"])
+    out = np.asarray(Annotator().annotate(image, result))
+    for i in range(4):  # the inside of each found line is untouched
+        top = 20 + 40 * i
+        assert np.all(out[top + 3 : top + 28, 23:278] == np.array(GREY), axis=-1).all()
+
+
+def test_tags_of_overlapping_boxes_are_stacked_not_drawn_over_each_other() -> None:
+    boxes = [(100, 150, 300, 280), (102, 152, 290, 270), (104, 154, 280, 260), (101, 151, 299, 279)] * 2
+    placed: list[tuple[int, int, int, int]] = []
+    moved = []
+    for box in boxes:
+        spot = free_spot(box, (80, 20), (400, 300), placed, inside=True, steps=6)
+        assert spot is not None
+        (x, y), away = spot
+        placed.append((x, y, x + 79, y + 19))
+        moved.append(away)
+    for i, a in enumerate(placed):
+        assert a[0] >= 0 and a[2] < 400 and a[1] >= 0 and a[3] < 300
+        for b in placed[i + 1 :]:
+            assert a[2] < b[0] or b[2] < a[0] or a[3] < b[1] or b[3] < a[1], (a, b)
+    assert moved[0] is False and any(moved)  # the first sits on its box; a later one moved off (leader line)
+    # Nowhere free (blocked everywhere): None, and the caller decides.
+    assert free_spot(boxes[0], (80, 20), (400, 300), [(0, 0, 399, 299)], inside=True, steps=6) is None
+
+
+def test_two_classes_never_share_a_colour_and_tags_carry_numbers() -> None:
+    labels = ["person", "helmet", "cat", "dog", "car", "bus", "tree", "sky"]
+    colors = class_colors(labels)
+    assert len(set(colors.values())) == len(labels)
+    assert colors["cat"] == label_color("cat")  # the first class keeps its stable colour
+    assert class_colors(["cat", "Cat ", "cat"]) == {"cat": label_color("cat")}
+    assert label_text(2, "car") == "#2 car"
+    assert label_text(2, "car", 0.912) == "#2 car 0.91"
+    assert label_text(3, "") == "#3"
 
 
 def test_region_is_drawn_as_a_black_and_white_dashed_frame() -> None:
@@ -209,7 +259,7 @@ def test_line_width_and_font_grow_with_the_image() -> None:
     annotator = Annotator()
     small, large = (64, 48), (8000, 1000)
     assert (annotator.line_width(small), annotator.font_size(small)) == (1, 12)
-    assert (annotator.line_width(large), annotator.font_size(large)) == (21, 200)
+    assert (annotator.line_width(large), annotator.font_size(large)) == (21, 288)
 
     def measured(size: tuple[int, int], box: list[float]) -> tuple[int, int]:
         out = annotator.annotate(grey(*size), detection(size, [box], ["cat"]))
@@ -221,7 +271,7 @@ def test_line_width_and_font_grow_with_the_image() -> None:
         return line, tag_h
 
     small_line, small_tag = measured(small, [10, 24, 60, 48])
-    large_line, large_tag = measured(large, [2000, 400, 6000, 990])
+    large_line, large_tag = measured(large, [2000, 490, 6000, 990])
     assert small_line == 1 and small_tag >= 12
     assert large_line == 21 and large_tag >= 10 * small_tag
 

@@ -79,8 +79,7 @@ def summary_markdown(spec: TaskSpec, result: AnyResult) -> str:
         lines.extend(_numbered(result.labels, result.xyxy))
     elif isinstance(result, SegmentationResult):
         lines.append(escape_md(result.summary()))
-        boxes = [result.instance_xyxy(i) for i in range(len(result))]
-        lines.extend(_numbered(result.labels, [b for b in boxes if b is not None]))
+        lines.extend(_numbered(result.labels, [result.instance_xyxy(i) for i in range(len(result))]))
     elif isinstance(result, OCRResult):
         count = len(result.texts)
         lines.append(f"{count} text line{'s' if count != 1 else ''}" if count else "No text found.")
@@ -89,10 +88,10 @@ def summary_markdown(spec: TaskSpec, result: AnyResult) -> str:
     return "\n\n".join(lines)
 
 
-def _numbered(labels: Sequence[str], boxes: Sequence[XYXY]) -> list[str]:
-    """`1. cat (12, 30, 200, 180)`: the numbers are what "box 2" refers to."""
+def _numbered(labels: Sequence[str], boxes: Sequence[XYXY | None]) -> list[str]:
+    """`#1 cat (12, 30, 200, 180)`: the numbers drawn on the picture, and what "box 2" refers to."""
     rows = [
-        f"{i}. {escape_md(label) if label else 'region'} {fmt_box(box)}"
+        f"- \\#{i} {escape_md(label) if label else 'region'} {fmt_box(box) if box is not None else ''}".rstrip()
         for i, (label, box) in enumerate(zip(labels, boxes, strict=False), start=1)
     ]
     if len(rows) > MAX_LISTED_ITEMS:
