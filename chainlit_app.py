@@ -100,7 +100,7 @@ class ChainlitUI:
                         content=reply.picture.content,
                         mime=reply.picture.mime,
                         display="inline",
-                        size="large",
+                        size=reply.picture_size,
                     )
                 )
             elements.extend(
@@ -111,7 +111,11 @@ class ChainlitUI:
             if actions:
                 await _withdraw_offered_actions()
                 cl.user_session.set(OFFERED_ACTIONS_KEY, actions)
-            await cl.Message(content=reply.markdown, elements=elements, actions=actions).send()
+            message = cl.Message(content=reply.markdown, actions=actions)
+            await message.send()
+            # One at a time: Chainlit sends a message's own elements concurrently, so their order would vary.
+            for element in elements:
+                await element.send(for_id=message.id)
 
     async def ask_region(self, markdown: str, pickers: Sequence[RegionPicker]) -> None:
         elements = [

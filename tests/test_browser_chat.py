@@ -157,7 +157,7 @@ def test_chat_end_to_end(server: str, png: Path, tmp_path: Path) -> None:
                 page.set_input_files("#upload-button-input", str(png))
             _send(page, "detect")
             page.get_by_text("loaded in").wait_for()
-            json_link = page.get_by_text("cat.od.json", exact=True)
+            json_link = page.get_by_text("cat · objects.json", exact=True)
             json_link.wait_for()
             picture = page.locator('img[alt="cat.annotated.png"]').first
             picture.wait_for()
@@ -179,7 +179,7 @@ def test_chat_end_to_end(server: str, png: Path, tmp_path: Path) -> None:
             _send(page, "40,30,400,290")
             region_reply = page.get_by_text("Region (40, 30, 400, 290)")
             region_reply.wait_for()
-            page.get_by_text("cat.region_to_description.json", exact=True).scroll_into_view_if_needed()
+            page.get_by_text("cat · region description.json", exact=True).scroll_into_view_if_needed()
             _shot(page, "04-region-typed")
 
             # 5. The same task by dragging a box on the picker element.
@@ -220,7 +220,7 @@ def test_chat_end_to_end(server: str, png: Path, tmp_path: Path) -> None:
             chart.wait_for()
             assert chart.evaluate("img => img.naturalWidth") == 640
             page.get_by_role("cell", name="a red car").wait_for()
-            page.get_by_text("cat.zero_shot.json", exact=True).scroll_into_view_if_needed()
+            page.get_by_text("cat · zero-shot.json", exact=True).scroll_into_view_if_needed()
             _shot(page, "07-zero-shot")
         finally:
             browser.close()

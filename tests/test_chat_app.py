@@ -126,7 +126,7 @@ def test_message_renders_step_picture_downloads_and_action(chat: None, cat_uploa
     kinds = [(e["type"], e["name"], e["mime"], e["display"]) for e in sent]
     # Chainlit sends a message's elements concurrently: compare without order.
     assert ("image", "cat.annotated.png", "image/png", "inline") in kinds
-    assert ("file", "cat.od.json", "application/json", "inline") in kinds
+    assert ("file", "cat · objects.json", "application/json", "inline") in kinds
     assert {kind for kind, *_ in kinds} == {"image", "file"}
     actions = [data for event, data in emitter.events if event == "action"]
     assert [(a["name"], a["label"], a["payload"]) for a in actions] == [
@@ -159,7 +159,7 @@ def test_region_picker_element_and_its_callback(chat: None, cat_upload: Upload) 
     reply = emitter.last_reply()
     assert reply["output"].startswith("**cat\\.png** — Region to category\n\nRegion (10, 10, 120, 90)")
     files = [e for e in emitter.elements if e["forId"] == reply["id"] and e["type"] == "file"]
-    assert [f["name"] for f in files] == ["cat.region_to_category.json"]
+    assert [f["name"] for f in files] == ["cat · region category.json"]
 
 
 @pytest.fixture
@@ -184,5 +184,5 @@ def test_zero_shot_reply_sends_the_chart_next_to_the_table(classify_chat: None, 
     }
     assert sent == {
         ("image", "cat.chart.png", "image/png", "inline", "large"),
-        ("file", "cat.zero_shot.json", "application/json", "inline", None),
+        ("file", "cat · zero-shot.json", "application/json", "inline", None),
     }

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
+from PIL import Image
 
 from app.chat.flow import ChatFlow
 from app.chat.inputs import Upload
@@ -11,7 +14,7 @@ from app.config import Settings
 from app.models.manager import ModelManager
 from app.results import DetectionResult, SegmentationResult
 from app.services.container import Services
-from tests.chat_support import RecordingUI, download_json, make_services, run, send
+from tests.chat_support import RecordingUI, download_json, make_services, run, save_upload, send
 
 
 @pytest.fixture
@@ -22,9 +25,9 @@ def services(tiny_settings: Settings, tiny_manager: ModelManager) -> Services:
 @pytest.mark.parametrize(
     ("message", "heading", "download"),
     [
-        ("find the cars", "Open\\-vocabulary detection of *cars*", "open_vocabulary_detection"),
-        ("Detect the objects in this image", "Object detection", "od"),
-        ("read the text", "OCR", "ocr"),
+        ("find the cars", "Open\\-vocabulary detection of *cars*", "found"),
+        ("Detect the objects in this image", "Object detection", "objects"),
+        ("read the text", "OCR", "text"),
         ("", "Caption", "caption"),
     ],
 )
@@ -34,7 +37,7 @@ def test_auto_mode_runs_the_task_the_message_asks_for_and_says_so(
     ui = send(services, message, [cat_upload], "AUTO")
     (reply,) = ui.replies
     assert reply.markdown.startswith(f"**cat\\.png** — {heading}\n\n")
-    assert download_json(reply, f"cat.{download}.json")["image"] == "cat.png"
+    assert download_json(reply, f"cat · {download}.json")["image"] == "cat.png"
     assert ui.notices == []
 
 
@@ -87,7 +90,7 @@ def test_box_numbers_come_from_the_latest_reply_with_boxes(services: Services, c
     run(flow.on_message(session, ui, "what is in box 1", [], "AUTO"))
     reply = ui.replies[-1]
     assert reply.markdown.startswith("**cat\\.png** — Region to description of box 1\n\nRegion (10, 10, 90, 70)")
-    assert download_json(reply, "cat.region_to_description.json")["region"] == [10, 10, 90, 70]
+    assert download_json(reply, "cat · region description.json")["region"] == [10, 10, 90, 70]
 
 
 def test_a_run_without_any_result_is_a_failed_step(services: Services, cat_upload: Upload) -> None:
@@ -99,3 +102,22 @@ def test_a_run_without_any_result_is_a_failed_step(services: Services, cat_uploa
     assert step.failed and step.title == "Region to description failed"
     assert "there is no box 4" in ui.replies[-1].markdown
     assert not ui.steps[0].failed
+
+
+def test_a_two_image_message_gets_one_combined_coco_file_with_distinct_ids(
+    services: Services, photo: Image.Image, tmp_path: Path
+) -> None:
+    uploads = [save_upload(photo, tmp_path, "street.png"), save_upload(photo.rotate(90), tmp_path, "yard.png")]
+    ui, session, flow = RecordingUI(), ChatSession(identity="t"), ChatFlow(services)
+    run(flow.on_message(session, ui, "", uploads, "REGION_PROPOSAL"))
+    first, last = ui.replies
+    assert first.downloads[0].name == "street · region proposals.json"
+    names = [d.name for d in last.downloads]
+    assert names[0] == "yard · region proposals.json"
+    per_image = [download_json(r, f"{stem} · region proposals.json") for r, stem in ((first, "street"), (last, "yard"))]
+    assert any(body["detections"] for body in per_image)  # the seeded tiny checkpoint proposes boxes here
+    assert names[-1] == "2 images · region proposals.coco.json"
+    dataset = download_json(last, "2 images · region proposals.coco.json")
+    assert [(i["id"], i["file_name"]) for i in dataset["images"]] == [(1, "street.png"), (2, "yard.png")]
+    assert len({a["id"] for a in dataset["annotations"]}) == len(dataset["annotations"])
+    assert len(dataset["annotations"]) == sum(len(body["detections"]) for body in per_image)

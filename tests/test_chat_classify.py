@@ -113,7 +113,7 @@ def test_classify_replies_with_table_chart_and_json(
         "| 4 | goldfish | `n01443537` | 1.3% |\n"
         "| 5 | great white shark | `n01484850` | 0.1% |"
     )
-    body = download_json(reply, "cat.classify.json")
+    body = download_json(reply, "cat · classes.json")
     assert (body["image"], body["kind"], body["model"], body["image_wh"]) == (
         "cat.png", "classification", classify_settings.classifier_model_id, [451, 300]
     )  # fmt: skip
@@ -168,7 +168,7 @@ def test_zero_shot_asks_for_labels_then_scores_them(services: Services, photo: I
     (direct,) = asyncio.run(services.classification.zero_shot([loaded], request))
     assert direct.result is not None
     expected = direct.result.by_label
-    body = download_json(reply, "cat.zero_shot.json")
+    body = download_json(reply, "cat · zero-shot.json")
     assert list(body["result"]) == ["a cat", "a dog", "a red car"]
     assert list(body["result"].values()) == pytest.approx(list(expected.values()), abs=1e-6)
     assert sum(body["result"].values()) == pytest.approx(1.0, abs=1e-5)
@@ -191,7 +191,7 @@ def test_zero_shot_categories_sum_their_labels(services: Services, cat_upload: U
     run(ChatFlow(services).on_message(ChatSession(identity="t"), ui, text, [cat_upload], "ZERO_SHOT"))
 
     (reply,) = ui.replies
-    body = download_json(reply, "cat.zero_shot.json")
+    body = download_json(reply, "cat · zero-shot.json")
     by_label = body["result"]
     assert body["categories"] == pytest.approx(
         {"pet": by_label["a cat"] + by_label["a dog"], "vehicle": by_label["a red car"]}, abs=2e-6
@@ -209,7 +209,7 @@ def test_zero_shot_categories_sum_their_labels(services: Services, cat_upload: U
 def test_one_label_gets_an_independent_score(services: Services, cat_upload: Upload) -> None:
     ui = send(services, "a cat", [cat_upload], "ZERO_SHOT")
     (reply,) = ui.replies
-    body = download_json(reply, "cat.zero_shot.json")
+    body = download_json(reply, "cat · zero-shot.json")
     assert body["multi_label"] is True and 0 < body["result"]["a cat"] < 1
     assert "Independent score per label." in reply.markdown
 
@@ -276,7 +276,7 @@ def test_rate_limit_counts_every_task_kind(
 def test_second_request_while_classifying_is_told_to_wait(services: Services, cat_upload: Upload) -> None:
     ui, session, flow = RecordingUI(), ChatSession(identity="t"), ChatFlow(services)
     send_together(flow, session, ui, ("", [cat_upload], "CLASSIFY"), ("cat, dog", [cat_upload], "ZERO_SHOT"))
-    assert [r.downloads[0].name for r in ui.replies] == ["cat.classify.json"]
+    assert [r.downloads[0].name for r in ui.replies] == ["cat · classes.json"]
     assert ui.notices == [BUSY_NOTICE]
     assert not session.busy
 

@@ -59,12 +59,14 @@ def test_image_only_task_replies_with_picture_summary_and_downloads(
     assert ui.notices == []
     (reply,) = ui.replies
     expected = expected_result(services, photo, "<OD>")
-    assert download_json(reply, "cat.od.json") == expected
+    assert download_json(reply, "cat · objects.json") == expected
     assert reply.markdown.startswith("**cat\\.png** — Object detection\n\n")
     picture = decode_picture(reply)
     assert (picture.format, picture.size) == ("PNG", photo.size)
     names = [d.name for d in reply.downloads]
-    assert names == (["cat.od.json", "cat.od.coco.json"] if expected["detections"] else ["cat.od.json"])
+    assert names == (
+        ["cat · objects.json", "cat · objects.coco.json"] if expected["detections"] else ["cat · objects.json"]
+    )
     (step,) = ui.steps
     assert step.name == "Object detection" and step.title and STEP_TITLE.match(step.title)
     # The boxes are kept for "box N" on the next message.
@@ -79,18 +81,22 @@ def test_the_chosen_task_sticks_for_later_messages(services: Services, cat_uploa
     run(flow.on_message(session, ui, "", [cat_upload], "OCR"))
     run(flow.on_message(session, ui, "again please", [], None))  # no picker value: keep the last choice
 
-    assert [r.downloads[0].name for r in ui.replies] == ["cat.ocr.json", "cat.ocr.json"]
+    assert [r.downloads[0].name for r in ui.replies] == ["cat · text.json", "cat · text.json"]
     assert all("```text\n" in r.markdown or "*(no text)*" in r.markdown for r in ui.replies)
 
 
-def test_caption_reply_shows_the_text_and_the_image(services: Services, photo: Image.Image, cat_upload: Upload) -> None:
+def test_caption_reply_shows_the_text_and_a_thumbnail(
+    services: Services, photo: Image.Image, cat_upload: Upload
+) -> None:
     ui = send(services, "", [cat_upload], "<CAPTION>")
 
     (reply,) = ui.replies
     expected = expected_result(services, photo, "<CAPTION>")
-    assert download_json(reply, "cat.caption.json") == expected
-    assert [d.name for d in reply.downloads] == ["cat.caption.json"]  # no COCO for text
-    assert decode_picture(reply).size == photo.size
+    assert download_json(reply, "cat · caption.json") == expected
+    assert [d.name for d in reply.downloads] == ["cat · caption.json"]  # no COCO for text
+    # Nothing is drawn for a caption: a small thumbnail says which image it is about.
+    assert decode_picture(reply).size == (320, 213)
+    assert (reply.picture_size, reply.picture_name) == ("small", "cat.thumbnail.png")
 
 
 def test_text_task_asks_for_words_then_uses_the_next_message(
@@ -105,7 +111,7 @@ def test_text_task_asks_for_words_then_uses_the_next_message(
     run(flow.on_message(session, ui, "a cat", [], "OPEN_VOCABULARY_DETECTION"))
     (reply,) = ui.replies
     expected = expected_result(services, photo, "<OPEN_VOCABULARY_DETECTION>", text="a cat")
-    assert download_json(reply, "cat.open_vocabulary_detection.json") == expected
+    assert download_json(reply, "cat · found.json") == expected
 
 
 # -- regions ---------------------------------------------------------------------------------------------
@@ -118,7 +124,7 @@ def test_region_task_with_typed_coordinates(services: Services, photo: Image.Ima
     )
 
     (reply,) = ui.replies
-    body = download_json(reply, "cat.region_to_description.json")
+    body = download_json(reply, "cat · region description.json")
     assert body["region"] == [40, 30, 400, 290]
     assert body == expected_result(services, photo, "<REGION_TO_DESCRIPTION>", region=(40, 30, 400, 290))
     assert "Region (40, 30, 400, 290)" in reply.markdown
@@ -158,7 +164,7 @@ def test_box_reference_uses_the_box_from_the_last_detection(services: Services, 
     )
 
     run(flow.on_message(session, ui, "what is in box 2?", [], "REGION_TO_DESCRIPTION"))
-    body = download_json(ui.replies[-1], "cat.region_to_description.json")
+    body = download_json(ui.replies[-1], "cat · region description.json")
     assert body["region"] == [100, 80, 300, 250]
 
     run(flow.on_message(session, ui, "box 3", [], None))
@@ -190,7 +196,7 @@ def test_region_picker_callback_runs_the_task_on_that_image(
 
     run(flow.on_region_picked(session, ui, payload))
     (reply,) = ui.replies
-    body = download_json(reply, "cat.region_to_segmentation.json")
+    body = download_json(reply, "cat · region segmentation.json")
     assert body == expected_result(services, photo, "<REGION_TO_SEGMENTATION>", region=(10, 20, 200, 150))
 
 
@@ -230,7 +236,7 @@ def test_analyze_everything_answers_in_one_reply_per_image(
     run(flow.on_analyze_everything(session, ui))
 
     reply = ui.replies[-1]
-    body = download_json(reply, "cat.all.json")
+    body = download_json(reply, "cat · everything.json")
     assert list(body["results"]) == ["<CAPTION>", "<OD>", "<OCR>"]
     for task in ("<CAPTION>", "<OD>", "<OCR>"):
         expected = expected_result(services, photo, task)
@@ -270,11 +276,11 @@ def test_rate_limit_refuses_model_work_and_says_when_to_retry(
 def test_second_request_while_busy_is_told_to_wait(services: Services, cat_upload: Upload) -> None:
     ui, session, flow = RecordingUI(), ChatSession(identity="t"), ChatFlow(services)
     send_together(flow, session, ui, ("", [cat_upload], "CAPTION"), ("", [cat_upload], "OD"))
-    assert len(ui.replies) == 1 and ui.replies[0].downloads[0].name == "cat.caption.json"
+    assert len(ui.replies) == 1 and ui.replies[0].downloads[0].name == "cat · caption.json"
     assert ui.notices == [BUSY_NOTICE]
     assert not session.busy  # released afterwards: the session keeps working
     run(flow.on_message(session, ui, "", [], "OD"))
-    assert ui.replies[-1].downloads[0].name == "cat.od.json"
+    assert ui.replies[-1].downloads[0].name == "cat · objects.json"
 
 
 def test_full_model_queue_gives_a_clear_busy_message(
@@ -310,7 +316,7 @@ def test_bad_upload_gets_a_message_and_the_session_keeps_working(
     assert len(ui.replies) == 1
 
     run(flow.on_message(session, ui, "", [Upload("notes.png", fake), cat_upload], "OD"))
-    assert len(ui.notices) == 2 and ui.replies[-1].downloads[0].name == "cat.od.json"
+    assert len(ui.notices) == 2 and ui.replies[-1].downloads[0].name == "cat · objects.json"
 
 
 def test_session_keeps_files_not_pixels_and_decodes_them_per_request(
@@ -323,7 +329,7 @@ def test_session_keeps_files_not_pixels_and_decodes_them_per_request(
     assert session.images == [SessionImage(upload, (451, 300))]
 
     run(flow.on_message(session, ui, "again", [], None))  # decoded again from the stored file
-    assert len(ui.replies) == 2 and decode_picture(ui.replies[1]).size == (451, 300)
+    assert len(ui.replies) == 2 and decode_picture(ui.replies[1]).size == (320, 213)
 
     upload.path.unlink()  # type: ignore[union-attr]
     run(flow.on_message(session, ui, "once more", [], None))

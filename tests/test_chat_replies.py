@@ -76,13 +76,13 @@ def test_segmentation_summary_numbers_instances() -> None:
 def test_downloads_have_the_full_result_and_coco_for_boxes() -> None:
     result = detections()
     json_file, coco_file = result_downloads("my photo.JPG", get_task("OD"), result, "org/model")
-    assert json_file.name == "my_photo.od.json" and coco_file.name == "my_photo.od.coco.json"
+    assert json_file.name == "my_photo · objects.json" and coco_file.name == "my_photo · objects.coco.json"
     assert json.loads(json_file.content) == {"image": "my photo.JPG", "model": "org/model", **result.to_dict()}
     assert json.loads(coco_file.content) == result.to_coco(file_name="my photo.JPG")
     text = TextResult("<CAPTION>", (10, 10), text="a cat")
-    assert [d.name for d in result_downloads("a.png", get_task("CAPTION"), text, "m")] == ["a.caption.json"]
+    assert [d.name for d in result_downloads("a.png", get_task("CAPTION"), text, "m")] == ["a · caption.json"]
     empty = DetectionResult.from_boxes("<OD>", (10, 10), [], [])
-    assert [d.name for d in result_downloads("a.png", get_task("OD"), empty, "m")] == ["a.od.json"]
+    assert [d.name for d in result_downloads("a.png", get_task("OD"), empty, "m")] == ["a · objects.json"]
 
 
 def test_everything_download_holds_all_three_results() -> None:
@@ -90,7 +90,7 @@ def test_everything_download_holds_all_three_results() -> None:
     all_file, coco_file = everything_downloads("x.png", results, "m")
     body = json.loads(all_file.content)
     assert body == {"image": "x.png", "model": "m", "results": {k: v.to_dict() for k, v in results.items()}}
-    assert coco_file.name == "x.od.coco.json"
+    assert coco_file.name == "x · objects.coco.json"
 
 
 def test_welcome_reports_model_device_dtype_and_state() -> None:

@@ -11,7 +11,7 @@ from collections.abc import Mapping, Sequence
 from app.charts import probability_chart_png
 from app.chat.catalogue import ChatTask
 from app.chat.pictures import Picture
-from app.chat.replies import Download, error_markdown, escape_md, heading, heading_md, json_bytes, safe_stem
+from app.chat.replies import Download, download_name, error_markdown, escape_md, heading, heading_md, json_bytes
 from app.chat.ui import ImageReply
 from app.classification_results import ClassificationResult, ZeroShotResult
 from app.errors import InvalidInput
@@ -82,7 +82,7 @@ def classification_replies(
             table = zero_shot_markdown(result, label_categories)
         chart = probability_chart_png(result.scores(), title=f"{task.name}: {name}")
         body = {"image": name, **result.to_dict()}
-        download = Download(f"{safe_stem(name)}.{task.key.lower()}.json", json_bytes(body))
+        download = Download(download_name(name, task.key), json_bytes(body))
         built.append(
             ImageReply(name, f"{title}\n\n{table}", Picture(chart, "image/png"), [download], picture_kind="chart")
         )

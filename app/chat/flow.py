@@ -7,6 +7,7 @@ the whole conversation logic runs in tests with a recording UI and the real (tin
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import functools
 import logging
 import time
@@ -18,14 +19,14 @@ from app.chat.classify_flow import ClassificationChat
 from app.chat.followups import with_follow_ups
 from app.chat.inputs import Upload, load_uploads, region_from_payload, regions_from_text
 from app.chat.intent import Intent, understand
-from app.chat.pictures import annotated_picture, picker_data_url
+from app.chat.pictures import annotated_picture, picker_data_url, thumbnail
 from app.chat.session import BoxedResult, ChatSession, SessionImage
 from app.chat.ui import ChatUI, ImageReply, RegionPicker
 from app.chat.work import decode_images, ensure_backend, finish_step
 from app.errors import AppError, InvalidInput
 from app.geometry import XYXY
 from app.images import LoadedImage
-from app.results import AnyResult, DetectionResult, SegmentationResult
+from app.results import AnyResult, DetectionResult, SegmentationResult, TextResult
 from app.services.analysis import ImageOutcome
 from app.services.container import Services
 from app.tasks import TaskSpec, get_task
@@ -126,6 +127,9 @@ class ChatFlow:
                 per_task[token] = await self.services.analysis.analyze_async(images, spec)
                 finish_step(step, spec.name, len(images), time.perf_counter() - started)
         built = await asyncio.to_thread(self._everything_replies, images, per_task)
+        named = [(im.name, o.result) for im, o in zip(images, per_task["<OD>"], strict=True)]
+        if (combined := replies.combined_coco_download("OD", named)) is not None:
+            built[-1] = dataclasses.replace(built[-1], downloads=[*built[-1].downloads, combined])
         session.remember_detections(_detections(per_task["<OD>"], indices))
         await ui.show_replies(with_follow_ups(built, "EVERYTHING"))
 
@@ -222,6 +226,9 @@ class ChatFlow:
             finish_step(step, spec.name, len(indices), seconds, failed=all(o.result is None for o in outcomes.values()))
         ordered = [(pixels[i], outcomes[i]) for i in indices]
         built = await asyncio.to_thread(self._task_replies, spec, ordered, title or replies.escape_md(spec.name))
+        combined = replies.combined_coco_download(spec.short_name, [(im.name, o.result) for im, o in ordered])
+        if combined is not None:  # on the last reply, next to the buttons: it covers the whole message
+            built[-1] = dataclasses.replace(built[-1], downloads=[*built[-1].downloads, combined])
         session.remember_detections(_detections([o for _, o in ordered], indices))
         await ui.show_replies(with_follow_ups(built, spec.short_name))
 
@@ -241,12 +248,15 @@ class ChatFlow:
                 built.append(ImageReply(loaded.name, f"{title}\n\n{replies.error_markdown(error)}"))
                 continue
             result = outcome.result
+            text_only = isinstance(result, TextResult) and result.region is None  # nothing drawn: a thumbnail
             built.append(
                 ImageReply(
                     loaded.name,
                     f"{title}\n\n{replies.summary_markdown(spec, result)}",
-                    annotated_picture(loaded.image, result),
+                    thumbnail(loaded.image) if text_only else annotated_picture(loaded.image, result),
                     replies.result_downloads(loaded.name, spec, result, self.settings.model_id),
+                    picture_kind="thumbnail" if text_only else "annotated",
+                    picture_size="small" if text_only else "large",
                 )
             )
         return built

@@ -16,6 +16,7 @@ from app.results import AnyResult
 
 DISPLAY_MAX_SIDE = 1600  # big enough to read labels, small enough to send over a websocket
 PICKER_MAX_SIDE = 1024
+THUMBNAIL_MAX_SIDE = 320  # a text answer shows which image it is about, not the whole image again
 _PNG_MAX_PIXELS = 1_000_000  # above this a photo as PNG gets large; JPEG at high quality keeps labels sharp
 
 
@@ -50,6 +51,10 @@ def encode_for_display(image: Image.Image, max_side: int = DISPLAY_MAX_SIDE) -> 
 def annotated_picture(image: Image.Image, result: AnyResult, annotator: Annotator | None = None) -> Picture:
     """Draw at full resolution (line widths scale with the image), then shrink for display."""
     return encode_for_display((annotator or Annotator()).annotate(image, result))
+
+
+def thumbnail(image: Image.Image) -> Picture:
+    return encode_for_display(image, THUMBNAIL_MAX_SIDE)
 
 
 def picker_data_url(image: Image.Image) -> str:

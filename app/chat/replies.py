@@ -130,28 +130,70 @@ def safe_stem(image_name: str) -> str:
     return re.sub(r"[^A-Za-z0-9._-]+", "_", stem)[:60] or "image"
 
 
+# What a download holds, in words: `street · objects.json`. A task missing here reads as its short name.
+DOWNLOAD_WORDS = {
+    "CAPTION": "caption",
+    "DETAILED_CAPTION": "detailed caption",
+    "MORE_DETAILED_CAPTION": "more detailed caption",
+    "OD": "objects",
+    "DENSE_REGION_CAPTION": "region captions",
+    "REGION_PROPOSAL": "region proposals",
+    "CAPTION_TO_PHRASE_GROUNDING": "grounding",
+    "REFERRING_EXPRESSION_SEGMENTATION": "segmentation",
+    "REGION_TO_SEGMENTATION": "region segmentation",
+    "OPEN_VOCABULARY_DETECTION": "found",
+    "REGION_TO_CATEGORY": "region category",
+    "REGION_TO_DESCRIPTION": "region description",
+    "REGION_TO_OCR": "region text",
+    "OCR": "text",
+    "OCR_WITH_REGION": "text regions",
+    "CLASSIFY": "classes",
+    "ZERO_SHOT": "zero-shot",
+    "EVERYTHING": "everything",
+}
+
+
+def download_name(image_name: str, task_key: str, extension: str = "json") -> str:
+    """`street · objects.json`, `street · objects.coco.json`: the image, what was done, the format."""
+    words = DOWNLOAD_WORDS.get(task_key) or task_key.lower().replace("_", " ")
+    return f"{safe_stem(image_name)} · {words}.{extension}"
+
+
 def json_bytes(body: Any) -> bytes:
     return json.dumps(body, ensure_ascii=False, indent=2).encode("utf-8")
 
 
 def result_downloads(image_name: str, spec: TaskSpec, result: AnyResult, model_id: str) -> list[Download]:
-    """The full result as JSON, plus COCO JSON when the result has boxes or polygons."""
-    stem, task = safe_stem(image_name), spec.short_name.lower()
+    """The full result as JSON, then COCO JSON when the result has boxes or polygons (always in that order)."""
     body = {"image": image_name, "model": model_id, **result.to_dict()}
-    downloads = [Download(f"{stem}.{task}.json", json_bytes(body))]
+    downloads = [Download(download_name(image_name, spec.short_name), json_bytes(body))]
     if isinstance(result, DetectionResult | SegmentationResult) and len(result):
         coco = result.to_coco(file_name=image_name)
-        downloads.append(Download(f"{stem}.{task}.coco.json", json_bytes(coco)))
+        downloads.append(Download(download_name(image_name, spec.short_name, "coco.json"), json_bytes(coco)))
     return downloads
 
 
+def combined_coco_download(task_key: str, named_results: Sequence[tuple[str, AnyResult | None]]) -> Download | None:
+    """One COCO dataset for a multi-image message: every image with its own id, categories shared by name.
+
+    None for a single image (its own COCO download is the same) or when no image has boxes or polygons."""
+    from app.jobs.folder import merge_coco  # the folder jobs' merge: the same ids and categories rules
+
+    boxed = [(name, r) for name, r in named_results if isinstance(r, DetectionResult | SegmentationResult)]
+    if len(named_results) < 2 or not any(len(r) for _, r in boxed):
+        return None
+    dataset = merge_coco([r.to_coco(file_name=name) for name, r in boxed])
+    words = DOWNLOAD_WORDS.get(task_key) or task_key.lower().replace("_", " ")
+    return Download(f"{len(boxed)} images · {words}.coco.json", json_bytes(dataset))
+
+
 def everything_downloads(image_name: str, results: Mapping[str, AnyResult], model_id: str) -> list[Download]:
-    stem = safe_stem(image_name)
     body = {"image": image_name, "model": model_id, "results": {task: r.to_dict() for task, r in results.items()}}
-    downloads = [Download(f"{stem}.all.json", json_bytes(body))]
+    downloads = [Download(download_name(image_name, "EVERYTHING"), json_bytes(body))]
     detections = results.get("<OD>")
     if isinstance(detections, DetectionResult) and len(detections):
-        downloads.append(Download(f"{stem}.od.coco.json", json_bytes(detections.to_coco(file_name=image_name))))
+        coco = detections.to_coco(file_name=image_name)
+        downloads.append(Download(download_name(image_name, "OD", "coco.json"), json_bytes(coco)))
     return downloads
 
 

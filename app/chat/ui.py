@@ -8,7 +8,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass, field
-from typing import Protocol
+from typing import Literal, Protocol
 
 from app.chat.pictures import Picture
 from app.chat.replies import Download
@@ -33,6 +33,9 @@ class ImageReply:
     downloads: list[Download] = field(default_factory=list)
     picture_kind: str = "annotated"  # what the picture is: the annotated image, or a probability "chart"
     follow_ups: tuple[FollowUp, ...] = ()  # set on the last reply of a message only
+    picture_size: Literal["small", "medium", "large"] = (
+        "large"  # Chainlit's image size: "small" for a thumbnail next to a text answer
+    )
 
     @property
     def picture_name(self) -> str:
