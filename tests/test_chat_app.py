@@ -113,7 +113,7 @@ def test_chat_start_offers_the_task_picker_and_a_welcome(chat: None) -> None:
     assert hints["ZERO_SHOT"].endswith(" Uses your message.") and hints["REGION_TO_OCR"].endswith(" Needs a box.")
     assert [o.id for o in mode.options if o.default] == ["AUTO"]
     (welcome,) = [s for s in emitter.steps if s["type"] == "assistant_message"]
-    assert welcome["output"].startswith("Model `")
+    assert welcome["output"].startswith("**Florence\\-2 \\(")  # the tiny checkpoint's folder name
 
 
 def test_message_renders_step_picture_downloads_and_action(chat: None, cat_upload: Upload) -> None:

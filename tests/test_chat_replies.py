@@ -12,6 +12,7 @@ from app.chat.replies import (
     error_markdown,
     escape_md,
     everything_downloads,
+    model_in_words,
     result_downloads,
     summary_markdown,
     welcome_markdown,
@@ -93,15 +94,28 @@ def test_everything_download_holds_all_three_results() -> None:
     assert coco_file.name == "x · objects.coco.json"
 
 
-def test_welcome_reports_model_device_dtype_and_state() -> None:
-    ready = [{"state": "ready", "model_id": "org/model", "device": "cuda", "dtype": "bfloat16"}]
-    assert welcome_markdown(ready, SETTINGS).startswith("Model `org/model` on **cuda** (bfloat16), loaded and ready.")
-    idle = [{"state": "not_loaded", "model_id": "org/model", "device": "cpu", "dtype": "float32"}]
-    assert welcome_markdown(idle, SETTINGS).startswith(
-        "Model `org/model` not loaded yet: it loads on the first request (device auto, dtype auto)."
+def test_welcome_names_the_model_in_words_and_its_state() -> None:
+    ready = [
+        {"state": "ready", "model_id": "florence-community/Florence-2-large", "device": "cuda", "dtype": "bfloat16"}
+    ]
+    assert welcome_markdown(ready, SETTINGS).startswith(
+        "**Florence\\-2 large** is loaded and ready on cuda (bfloat16)."
     )
-    failed = [{"state": "failed", "model_id": "org/model", "error": "no weights"}]
-    assert welcome_markdown(failed, SETTINGS).startswith("Model `org/model` **failed to load**: no weights.")
+    idle = [{"state": "not_loaded", "model_id": "/models/Florence-2-base-ft/", "device": "cpu", "dtype": "float32"}]
+    assert welcome_markdown(idle, SETTINGS).startswith(
+        "**Florence\\-2 base \\(fine\\-tuned\\)** loads with the first request"
+    )
+    assert "*find the cars*" in welcome_markdown(idle, SETTINGS)
+    assert model_in_words("/tmp/tiny-checkpoint") == "Florence-2 (tiny-checkpoint)"
+
+
+def test_a_failed_model_load_keeps_its_commands_and_links_intact() -> None:
+    error = "Cannot load. Run `hf download x --local-dir ./models/x` or give access to https://huggingface.co. <b>"
+    failed = [{"state": "failed", "model_id": "org/Florence-2-large", "error": error}]
+    assert welcome_markdown(failed, SETTINGS) == (
+        "**Florence\\-2 large failed to load.**\n\nCannot load. Run `hf download x --local-dir ./models/x` or "
+        "give access to https://huggingface.co. \\<b\\>"
+    )
 
 
 def test_errors_become_friendly_messages_without_internals() -> None:

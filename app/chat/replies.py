@@ -198,26 +198,39 @@ def everything_downloads(image_name: str, results: Mapping[str, AnyResult], mode
 
 
 # -- words -------------------------------------------------------------------------------------------------
+_FLORENCE_NAME_RE = re.compile(r"florence[-_ ]?2(?:[-_ ](base|large))?(?:[-_ ](ft))?", re.IGNORECASE)
+
+
+def model_in_words(model_id: str) -> str:
+    """`florence-community/Florence-2-large-ft` → "Florence-2 large (fine-tuned)"; a folder → its name."""
+    name = PurePath(model_id.rstrip("/\\")).name or model_id
+    match = _FLORENCE_NAME_RE.search(name)
+    if match is None:
+        return f"Florence-2 ({name})"
+    size, tuned = match.groups()
+    return "Florence-2" + (f" {size.lower()}" if size else "") + (" (fine-tuned)" if tuned else "")
+
+
 def welcome_markdown(status: Sequence[Mapping[str, Any]], settings: Settings) -> str:
     # The Florence-2 entry: with OCR_BACKEND=rapidocr that backend is listed first.
     model = next((entry for entry in status if entry.get("name") == "florence2"), status[0] if status else {})
     state = str(model.get("state", "not_loaded"))
-    model_id = str(model.get("model_id", settings.model_id))
+    words = escape_md(model_in_words(str(model.get("model_id", settings.model_id))))
     if state == "ready":
-        where = f"on **{model.get('device')}** ({model.get('dtype')}), loaded and ready"
+        where = f"**{words}** is loaded and ready on {model.get('device')} ({model.get('dtype')})."
     elif state == "loading":
-        where = f"loading now (device {settings.device}, dtype {settings.dtype})"
+        where = f"**{words}** is loading now."
     elif state == "failed":
-        where = "**failed to load**: " + escape_md(str(model.get("error", "unknown error")))
+        # Our own words (commands in backticks, links): markdown as written, only HTML-like text escaped.
+        reason = re.sub(r"([<>])", r"\\\1", str(model.get("error", "unknown error")))
+        return f"**{words} failed to load.**\n\n{reason}"
     else:
-        where = f"not loaded yet: it loads on the first request (device {settings.device}, dtype {settings.dtype})"
+        where = f"**{words}** loads with the first request (it takes a while once)."
     return (
-        f"Model `{model_id}` {where}.\n\n"
-        "Drop in one or more images, choose a task in the **Task** picker below (it stays until you change it) "
-        "and send. Text tasks use your message; region tasks let you drag a box on the image, type "
-        "`x1,y1,x2,y2`, or say `box 2` after a detection. **Classify** names ImageNet classes and "
-        "**Zero-shot** scores labels you type, each with a chart. **Analyze everything** runs caption, "
-        "object detection and OCR at once."
+        f"{where}\n\n"
+        "Drop in one or more images and say what you want: *find the cars*, *read the text*, *segment the dog*, "
+        "*what is in box 2*, *is it a cat or a dog?* An image with no message gets a caption. The buttons under "
+        "each answer run the next task; the **Task** picker below chooses one yourself."
     )
 
 
