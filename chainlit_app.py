@@ -17,6 +17,7 @@ from app.chat.catalogue import CHAT_TASKS, DEFAULT_TASK, get_chat_task
 from app.chat.flow import ChatFlow
 from app.chat.inputs import Upload
 from app.chat.replies import error_markdown, welcome_markdown
+from app.chat.samples import STARTERS
 from app.chat.session import ChatSession
 from app.chat.ui import FollowUp, ImageReply, RegionPicker
 from app.errors import AppError
@@ -189,6 +190,12 @@ async def on_chat_start() -> None:
     except Exception as exc:  # noqa: BLE001 - the welcome must never fail the page
         text = error_markdown(exc)
     await cl.Message(content=text).send()
+
+
+@cl.set_starters
+async def starters(user: cl.User | None = None, language: str | None = None) -> list[cl.Starter]:
+    """One click runs a task on a sample image the project draws (`app.chat.samples`)."""
+    return [cl.Starter(label=s.label, message=s.message) for s in STARTERS]
 
 
 @cl.on_message

@@ -121,3 +121,14 @@ def test_a_two_image_message_gets_one_combined_coco_file_with_distinct_ids(
     assert [(i["id"], i["file_name"]) for i in dataset["images"]] == [(1, "street.png"), (2, "yard.png")]
     assert len({a["id"] for a in dataset["annotations"]}) == len(dataset["annotations"])
     assert len(dataset["annotations"]) == sum(len(body["detections"]) for body in per_image)
+
+
+def test_a_starter_message_runs_on_its_sample_image(services: Services) -> None:
+    ui = send(services, "Read the text in the sample sign picture", [], "AUTO")
+    (reply,) = ui.replies
+    assert reply.markdown.startswith("**sign\\.png** — OCR\n\n")
+    assert download_json(reply, "sign · text.json")["image_wh"] == [800, 450]
+    # Any other message without an image still asks for one.
+    assert send(services, "Read the text", [], "AUTO").notices == [
+        "Add an image first: drag it into the chat or use the paperclip, then send."
+    ]

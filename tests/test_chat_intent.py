@@ -39,6 +39,7 @@ PHRASINGS: list[tuple[str, str, str]] = [
     ("can you find a bicycle?", "OPEN_VOCABULARY_DETECTION", "bicycle"),
     ("please find the cat, dog", "OPEN_VOCABULARY_DETECTION", "cat, dog"),
     ("Finde die Autos", "OPEN_VOCABULARY_DETECTION", "Autos"),
+    ("Find the cars in the sample street picture", "OPEN_VOCABULARY_DETECTION", "cars"),
     ("Wo ist die Katze?", "OPEN_VOCABULARY_DETECTION", "Katze"),
     ("zeig mir den Hund", "OPEN_VOCABULARY_DETECTION", "Hund"),
     # object detection
@@ -66,6 +67,7 @@ PHRASINGS: list[tuple[str, str, str]] = [
     ("read the text with regions", "OCR_WITH_REGION", ""),
     ("where is the text?", "OCR_WITH_REGION", ""),
     ("Lies den Text", "OCR", ""),
+    ("Read the text in the sample sign picture", "OCR", ""),
     ("Was steht da geschrieben?", "OCR", ""),
     # segmentation
     ("segment the dog", "REFERRING_EXPRESSION_SEGMENTATION", "dog"),

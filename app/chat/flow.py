@@ -20,6 +20,7 @@ from app.chat.followups import with_follow_ups
 from app.chat.inputs import Upload, load_uploads, region_from_payload, regions_from_text
 from app.chat.intent import Intent, understand
 from app.chat.pictures import annotated_picture, picker_data_url, thumbnail
+from app.chat.samples import starter_upload
 from app.chat.session import BoxedResult, ChatSession, SessionImage
 from app.chat.ui import ChatUI, ImageReply, RegionPicker
 from app.chat.work import decode_images, ensure_backend, finish_step
@@ -72,6 +73,8 @@ class ChatFlow:
         if task_key:
             session.choose_task(get_chat_task(task_key))
         fresh: list[LoadedImage] | None = None
+        if not uploads and (sample := starter_upload(text)) is not None:  # a starter: its sample image
+            uploads = [sample]
         if uploads:
             check = await asyncio.to_thread(load_uploads, uploads, self.settings)
             if check.errors:

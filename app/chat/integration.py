@@ -15,7 +15,7 @@ import re
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from fastapi import FastAPI
 
@@ -52,11 +52,13 @@ def mount_chat(app: FastAPI, settings: Settings) -> None:
     global _mounted
     # Chainlit finds `public/`, `.chainlit/` and `chainlit.md` under its app root, read once at import.
     os.environ.setdefault("CHAINLIT_APP_ROOT", str(REPO_ROOT))
+    _quiet_translation_copies()
     import chainlit.server as chainlit_server
     from chainlit.config import config
 
     _configure_login(settings)
     _apply_upload_limits(settings)
+    _explain_refused_uploads(chainlit_server, settings)
     config.features.latex = False
     if not _mounted:
         from chainlit.utils import mount_chainlit
@@ -114,6 +116,40 @@ def _apply_upload_limits(settings: Settings) -> None:
         max_files=settings.max_images_per_request,
         max_size_mb=max(1, math.ceil(settings.max_image_bytes / 2**20)),
     )
+
+
+class _DropTranslationCopies(logging.Filter):
+    """Chainlit logs one line per translation file it copies into `.chainlit/translations` (24 on a
+    first start): routine set-up, not news."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not str(record.msg).startswith(("Created default translation", "Translated markdown file"))
+
+
+def _quiet_translation_copies() -> None:
+    chainlit_log = logging.getLogger("chainlit")
+    if not any(isinstance(f, _DropTranslationCopies) for f in chainlit_log.filters):
+        chainlit_log.addFilter(_DropTranslationCopies())
+
+
+def _explain_refused_uploads(chainlit_server: Any, settings: Settings) -> None:
+    """Chainlit's upload route answers an empty file with a 500 and a traceback, and a too-large one with
+    "File size too large". Its check runs first in the route, so a check in front of it turns both into a
+    400 that says what is wrong and the limit (the chat decodes every file again anyway)."""
+    original = getattr(chainlit_server.validate_file_upload, "__wrapped__", chainlit_server.validate_file_upload)
+    limit_mb = max(1, math.ceil(settings.max_image_bytes / 2**20))
+
+    @functools.wraps(original)
+    def validate(file: Any, spec: Any = None) -> None:
+        name = str(getattr(file, "filename", "") or "The file")[:80]
+        size = getattr(file, "size", None)
+        if size == 0:
+            raise ValueError(f"{name} is empty (0 bytes): send an image file of up to {limit_mb} MB.")
+        if size is not None and size > settings.max_image_bytes:
+            raise ValueError(f"{name} is {size / 2**20:.1f} MB: images are limited to {limit_mb} MB each.")
+        original(file, spec)
+
+    chainlit_server.validate_file_upload = validate
 
 
 def _configure_login(settings: Settings) -> None:

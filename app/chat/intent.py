@@ -92,7 +92,7 @@ _QUESTION_OR = re.compile(
 )
 _OR_SPLIT = re.compile(r"\s*(?:,|\bor\b|\boder\b)\s*", re.IGNORECASE)
 _TAIL = re.compile(
-    r"\s*\b(?:in|on|from|of|im|auf|in\s+dem)\s+(?:this|the|that|dem|diesem|das)?\s*"
+    r"\s*\b(?:in|on|from|of|im|auf|in\s+dem)\s+(?:this|the|that|dem|diesem|das)?\s*(?:[\w-]+\s+){0,2}"
     r"(?:image|picture|photo|pic|bild|foto)s?\b.*$"
     r"|\s*\b(?:here|hier|please|bitte|for\s+me)\b\s*$",
     re.IGNORECASE,
