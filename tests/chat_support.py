@@ -16,6 +16,7 @@ from PIL import Image
 
 from app.chat.flow import ChatFlow
 from app.chat.inputs import Upload
+from app.chat.replies import escape_md, model_in_words
 from app.chat.session import ChatSession
 from app.chat.ui import ImageReply, RegionPicker
 from app.config import Settings
@@ -133,8 +134,10 @@ def send_together(
 def assert_loaded_behind_progress(ui: RecordingUI, model_id: str) -> None:
     """The first request loaded `model_id`, said so in a progress message, then replied."""
     (progress,) = ui.progresses
-    assert progress.texts[0] == f"Loading `{model_id}` (first request only)…"
-    assert re.fullmatch(rf"Model `{re.escape(model_id)}` loaded in \d+\.\d+ s on cpu \(float32\)\.", progress.texts[-1])
+    words = escape_md(model_in_words(model_id))  # the model in words, never its path
+    assert progress.texts[0] == f"Loading **{words}** (first request only)…"
+    assert re.fullmatch(rf"\*\*{re.escape(words)}\*\* loaded in \d+\.\d+ s on cpu \(float32\)\.", progress.texts[-1])
+    assert "/" not in progress.texts[-1]
     assert len(ui.replies) == 1
 
 

@@ -113,7 +113,7 @@ def test_chat_start_offers_the_task_picker_and_a_welcome(chat: None) -> None:
     assert hints["ZERO_SHOT"].endswith(" Uses your message.") and hints["REGION_TO_OCR"].endswith(" Needs a box.")
     assert [o.id for o in mode.options if o.default] == ["AUTO"]
     (welcome,) = [s for s in emitter.steps if s["type"] == "assistant_message"]
-    assert welcome["output"].startswith("**Florence\\-2 \\(")  # the tiny checkpoint's folder name
+    assert welcome["output"].startswith("**tiny\\-florence")  # the tiny checkpoint's folder name, not its path
 
 
 def test_message_renders_step_picture_downloads_and_action(chat: None, cat_upload: Upload) -> None:
@@ -130,11 +130,11 @@ def test_message_renders_step_picture_downloads_and_action(chat: None, cat_uploa
     assert {kind for kind, *_ in kinds} == {"image", "file"}
     actions = [data for event, data in emitter.events if event == "action"]
     assert [(a["name"], a["label"], a["payload"]) for a in actions] == [
-        ("follow_up", "Caption", {"task": "CAPTION"}),
         ("follow_up", "Text", {"task": "OCR_WITH_REGION"}),
+        ("follow_up", "Ask about a box", {"task": "REGION_TO_DESCRIPTION"}),
         ("follow_up", "Detailed caption", {"task": "DETAILED_CAPTION"}),
         ("follow_up", "Segment…", {"task": "REFERRING_EXPRESSION_SEGMENTATION"}),
-        ("follow_up", "Ask about a box", {"task": "REGION_TO_DESCRIPTION"}),
+        ("follow_up", "Caption", {"task": "CAPTION"}),
         ("analyze_everything", "Analyze everything", {}),
     ]
     assert {a["forId"] for a in actions} == {reply["id"]}

@@ -58,7 +58,7 @@ def test_the_last_reply_offers_follow_ups_other_than_the_task_just_run(services:
     ui = send(services, "", [cat_upload], "OD")
     (reply,) = ui.replies
     keys = [f.task_key for f in reply.follow_ups]
-    assert "OD" not in keys and keys[:2] == ["CAPTION", "OCR_WITH_REGION"]
+    assert "OD" not in keys and keys[:2] == ["OCR_WITH_REGION", "REGION_TO_DESCRIPTION"]
 
 
 def test_a_follow_up_runs_on_the_same_images_without_typing(services: Services, cat_upload: Upload) -> None:

@@ -106,7 +106,8 @@ def test_welcome_names_the_model_in_words_and_its_state() -> None:
         "**Florence\\-2 base \\(fine\\-tuned\\)** loads with the first request"
     )
     assert "*find the cars*" in welcome_markdown(idle, SETTINGS)
-    assert model_in_words("/tmp/tiny-checkpoint") == "Florence-2 (tiny-checkpoint)"
+    assert model_in_words("/tmp/tiny-checkpoint") == "tiny-checkpoint"
+    assert model_in_words("microsoft/resnet-50") == "resnet-50"
 
 
 def test_a_failed_model_load_keeps_its_commands_and_links_intact() -> None:

@@ -8,12 +8,12 @@ from dataclasses import replace
 from app.chat.ui import FollowUp, ImageReply
 
 FOLLOW_UPS: tuple[FollowUp, ...] = (
-    FollowUp("CAPTION", "Caption", "One sentence about the image"),
     FollowUp("OD", "Objects", "Object detection: numbered boxes for the objects"),
     FollowUp("OCR_WITH_REGION", "Text", "Read the text and show where it is"),
+    FollowUp("REGION_TO_DESCRIPTION", "Ask about a box", "Describe a box you drag or a numbered box"),
     FollowUp("DETAILED_CAPTION", "Detailed caption", "A few sentences about the image"),
     FollowUp("REFERRING_EXPRESSION_SEGMENTATION", "Segment…", "A mask for what you name next"),
-    FollowUp("REGION_TO_DESCRIPTION", "Ask about a box", "Describe a box you drag or a numbered box"),
+    FollowUp("CAPTION", "Caption", "One sentence about the image"),
 )
 MAX_FOLLOW_UPS = 5
 

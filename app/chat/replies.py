@@ -202,11 +202,12 @@ _FLORENCE_NAME_RE = re.compile(r"florence[-_ ]?2(?:[-_ ](base|large))?(?:[-_ ](f
 
 
 def model_in_words(model_id: str) -> str:
-    """`florence-community/Florence-2-large-ft` → "Florence-2 large (fine-tuned)"; a folder → its name."""
+    """`florence-community/Florence-2-large-ft` → "Florence-2 large (fine-tuned)"; another id or a folder
+    → its last part (`/models/tiny` → "tiny"), never the whole path."""
     name = PurePath(model_id.rstrip("/\\")).name or model_id
     match = _FLORENCE_NAME_RE.search(name)
     if match is None:
-        return f"Florence-2 ({name})"
+        return name
     size, tuned = match.groups()
     return "Florence-2" + (f" {size.lower()}" if size else "") + (" (fine-tuned)" if tuned else "")
 

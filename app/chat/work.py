@@ -23,10 +23,10 @@ async def ensure_backend(ui: ChatUI, manager: ModelManager, backend: str) -> Non
     slot = manager.slot(backend)  # an unconfigured backend is a clear `ModelUnavailable`
     if slot.state is ModelState.READY:
         return
-    model_id = slot.status().get("model_id") or backend
+    model_id = replies.model_in_words(str(slot.status().get("model_id") or backend))
     started = time.perf_counter()
-    loading_text = f"Loading `{model_id}` (first request only)…"
-    async with ui.progress(loading_text, failed=f"Loading `{model_id}` failed.") as progress:
+    loading_text = f"Loading **{replies.escape_md(model_id)}** (first request only)…"
+    async with ui.progress(loading_text, failed=f"Loading **{replies.escape_md(model_id)}** failed.") as progress:
         loading = asyncio.ensure_future(asyncio.to_thread(manager.get, backend))
         while not loading.done():
             await asyncio.wait({loading}, timeout=LOAD_TICK_S)
@@ -36,7 +36,7 @@ async def ensure_backend(ui: ChatUI, manager: ModelManager, backend: str) -> Non
         info = slot.status()
         seconds = replies.fmt_seconds(time.perf_counter() - started)
         where = f" on {info['device']} ({info['dtype']})" if info.get("device") and info.get("dtype") else ""
-        await progress.show(f"Model `{model_id}` loaded in {seconds}{where}.")
+        await progress.show(f"**{replies.escape_md(model_id)}** loaded in {seconds}{where}.")
 
 
 async def decode_images(
