@@ -76,7 +76,10 @@ def load_image_bytes(data: bytes, limits: ImageLimits, name: str = "image") -> L
             code="unsupported_image_format",
         ) from None
     except (Image.DecompressionBombError, Image.DecompressionBombWarning):
-        raise PayloadTooLarge(f"{name}: the image decodes to too many pixels.", code="too_many_pixels") from None
+        raise PayloadTooLarge(
+            f"{name}: the image decodes to too many pixels (the limit is {limits.max_pixels:,}).",
+            code="too_many_pixels",
+        ) from None
     except Exception as exc:  # noqa: BLE001 - malformed files raise anything (TypeError, OSError, ...)
         raise InvalidImage(
             f"{name}: the image could not be decoded ({type(exc).__name__}).", code="corrupt_image"

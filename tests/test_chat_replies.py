@@ -176,3 +176,9 @@ def test_region_payload_validation_accepts_numbers_only() -> None:
     for bad in ({"image_index": True, "xyxy": [1, 2, 3, 4]}, {"image_index": 0, "xyxy": [1, 2, 3, float("nan")]}):
         with pytest.raises(InvalidInput):
             region_from_payload(bad, 2)
+
+
+def test_coordinates_that_look_normalised_get_a_hint_about_pixels() -> None:
+    with pytest.raises(InvalidInput, match=r"`0\.1,0\.2,0\.5,0\.6` looks like fractions of the image size.*in pixels"):
+        regions_from_text("0.1,0.2,0.5,0.6", 1, {})
+    assert regions_from_text("0,0,1,1", 1, {}) == [(0, 0, 1, 1)]  # whole pixels stay pixels

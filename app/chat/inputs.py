@@ -107,6 +107,13 @@ def regions_from_text(
     """
     coordinates = find_coordinates(text)
     if coordinates is not None:
+        if all(0 <= v <= 1 for v in coordinates) and not all(v.is_integer() for v in coordinates):
+            shown = ",".join(f"{v:g}" for v in coordinates)
+            raise InvalidInput(
+                f"`{shown}` looks like fractions of the image size, but regions are in pixels: x1,y1,x2,y2 "
+                "from the top-left corner, e.g. `40,30,400,290`. Or drag a box on the picture instead.",
+                code="normalized_region",
+            )
         return [coordinates] * image_count
     number = find_box_reference(text)
     if number is None:
