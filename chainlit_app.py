@@ -28,6 +28,7 @@ OFFERED_ACTIONS_KEY = "chat_offered_actions"
 TASK_MODE_ID = "task"
 EVERYTHING_ACTION = "analyze_everything"
 FOLLOW_UP_ACTION = "follow_up"
+STARTER_ACTION = "starter"
 REGION_ACTION = "region_picked"  # called by public/elements/RegionPicker.jsx
 REGION_PICKER_ELEMENT = "RegionPicker"
 
@@ -189,13 +190,12 @@ async def on_chat_start() -> None:
         text = welcome_markdown(services.manager.status(), services.settings)
     except Exception as exc:  # noqa: BLE001 - the welcome must never fail the page
         text = error_markdown(exc)
-    await cl.Message(content=text).send()
-
-
-@cl.set_starters
-async def starters(user: cl.User | None = None, language: str | None = None) -> list[cl.Starter]:
-    """One click runs a task on a sample image the project draws (`app.chat.samples`)."""
-    return [cl.Starter(label=s.label, message=s.message) for s in STARTERS]
+    # Starters as buttons on the welcome: Chainlit's own starters only show in a chat with no message at all.
+    starters = [
+        cl.Action(name=STARTER_ACTION, payload={"message": s.message}, label=s.label, tooltip=s.message, icon="image")
+        for s in STARTERS
+    ]
+    await cl.Message(content=text, actions=starters).send()
 
 
 @cl.on_message
@@ -212,6 +212,13 @@ async def on_analyze_everything(action: cl.Action) -> None:
 @cl.action_callback(FOLLOW_UP_ACTION)
 async def on_follow_up(action: cl.Action) -> None:
     await _flow().on_follow_up(_session(), ChainlitUI(), str((action.payload or {}).get("task", "")))
+
+
+@cl.action_callback(STARTER_ACTION)
+async def on_starter(action: cl.Action) -> None:
+    message = str((action.payload or {}).get("message", ""))
+    if message in {s.message for s in STARTERS}:  # the payload comes from the browser: only our own starters
+        await _flow().on_message(_session(), ChainlitUI(), message, [], "AUTO")
 
 
 @cl.action_callback(REGION_ACTION)

@@ -6,6 +6,7 @@ Same server and browser set-up as `test_browser_chat`, with a rate limit high en
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -16,6 +17,7 @@ from typing import Any
 import pytest
 from PIL import Image
 
+from app.drawing import Annotator
 from tests.test_browser_chat import (
     ARTIFACTS,
     CHROMIUM_ARGS,
@@ -23,6 +25,7 @@ from tests.test_browser_chat import (
     TIMEOUT_MS,
     _chromium,
     _free_port,
+    _pick_task,
     _send,
     _shot,
     _wait_until_serving,
@@ -133,3 +136,103 @@ def test_messages_pick_their_task_and_follow_ups_run_without_typing(
     page.get_by_role("button", name="Objects").last.click()
     _reply(page, "cat.png — Object detection")
     _shot(page, "23-follow-up")
+
+
+def test_box_numbers_after_a_detection_and_a_failed_run_shown_as_failed(
+    auto_server: tuple[str, Path], images: dict[str, Path], browser: Any
+) -> None:
+    url, _ = auto_server
+    page = _open_chat(browser, url)
+    _upload(page, images["cat"])
+    _send(page, "where is the cat?")
+    _reply(page, "Open-vocabulary detection of cat")
+    # The seeded tiny model finds two boxes; #1 is a degenerate sliver, #2 a real box.
+    listed = page.get_by_text("#2 ").last.inner_text()  # "#2 label (x1, y1, x2, y2)"
+    box = listed[listed.rindex("(") :]
+
+    _send(page, "what is in box 2")
+    _reply(page, "cat.png — Region to description of box 2")
+    page.get_by_text(f"Region {box}").last.wait_for()  # the same box the detection listed as #2
+    _shot(page, "24-box-number")
+
+    _send(page, "what is in box 9")
+    page.get_by_text("Region to description failed").last.wait_for()
+    page.get_by_text("so there is no box 9").last.wait_for()
+    assert page.get_by_text("Region to description in").count() == 1  # only the run that worked
+    _shot(page, "25-failed-run")
+
+
+def test_an_empty_message_runs_the_picked_task_and_two_images_share_one_coco_file(
+    auto_server: tuple[str, Path], images: dict[str, Path], browser: Any, tmp_path: Path
+) -> None:
+    url, _ = auto_server
+    page = _open_chat(browser, url)
+    _pick_task(page, "Region proposal")
+    _upload(page, images["cat"], images["yard"])
+    page.click("#chat-submit")  # no text: the picked task runs
+    link = page.get_by_text("2 images · region proposals.coco.json", exact=True)
+    link.wait_for()
+    link.scroll_into_view_if_needed()
+    _shot(page, "26-two-images")
+    chips = page.locator("a.inline-file").all_inner_texts()
+    assert [c.split("\n")[-1] for c in chips] == [
+        "cat · region proposals.json", "cat · region proposals.coco.json",
+        "yard · region proposals.json", "yard · region proposals.coco.json",
+        "2 images · region proposals.coco.json",
+    ]  # fmt: skip
+    with page.expect_download() as download_info:
+        link.click()
+    saved = tmp_path / "combined.json"
+    download_info.value.save_as(saved)
+    dataset = json.loads(saved.read_text())
+    assert [(i["id"], i["file_name"]) for i in dataset["images"]] == [(1, "cat.png"), (2, "yard.png")]
+    assert {a["image_id"] for a in dataset["annotations"]} == {1, 2}
+    assert len({a["id"] for a in dataset["annotations"]}) == len(dataset["annotations"]) > 0
+
+
+def test_a_starter_runs_on_its_sample_image(auto_server: tuple[str, Path], browser: Any) -> None:
+    url, _ = auto_server
+    page = _open_chat(browser, url)
+    _shot(page, "27-welcome-starters")
+    assert not page.get_by_text("LLMs can make mistakes").is_visible()
+    page.get_by_role("button", name="Read a sign").click()  # a button on the welcome
+    _reply(page, "sign.png — OCR")
+    page.locator('img[alt="sign.thumbnail.png"]').wait_for()
+    _shot(page, "28-starter")
+
+
+def test_a_zero_byte_upload_is_refused_in_one_line_without_a_traceback(
+    auto_server: tuple[str, Path], images: dict[str, Path], browser: Any
+) -> None:
+    url, log = auto_server
+    page = _open_chat(browser, url)
+    with page.expect_response(lambda r: "/project/file" in r.url and r.request.method == "POST") as answer:
+        page.set_input_files("#upload-button-input", str(images["empty"]))
+    assert answer.value.status == 400
+    page.get_by_text("empty.png is empty (0 bytes): send an image file of up to 20 MB.").wait_for()
+    _shot(page, "29-zero-byte")
+    assert "Traceback" not in log.read_text()
+
+
+def test_labels_read_at_eleven_px_on_a_390_px_phone(
+    auto_server: tuple[str, Path], images: dict[str, Path], browser: Any
+) -> None:
+    url, _ = auto_server
+    page = _open_chat(browser, url, viewport={"width": 390, "height": 844})
+    _upload(page, images["cat"])
+    _send(page, "find the cat")
+    picture = page.locator('img[alt="cat.annotated.png"]').last
+    picture.wait_for()
+    picture.scroll_into_view_if_needed()
+    page.wait_for_function("img => img.complete && img.naturalWidth > 0", arg=picture.element_handle())
+    natural = picture.evaluate("img => [img.naturalWidth, img.naturalHeight]")
+    shown_width = picture.evaluate("img => img.getBoundingClientRect().width")
+    label_px = Annotator().font_size((natural[0], natural[1])) * shown_width / natural[0]
+    _shot(page, "30-phone-390")
+    assert shown_width < 390 and label_px >= 11, (natural, shown_width, label_px)
+    # The upload in the user's own message is a small tile, not a second full-width picture.
+    tile = page.locator("div.items-end img.inline-image").last
+    tile.scroll_into_view_if_needed()
+    page.wait_for_function("img => img.complete && img.naturalWidth > 0", arg=tile.element_handle())
+    assert tile.evaluate("img => img.getBoundingClientRect().width") <= 96
+    _shot(page, "31-phone-upload-tile")

@@ -113,6 +113,12 @@ def test_chat_start_offers_the_task_picker_and_a_welcome(chat: None) -> None:
     assert hints["ZERO_SHOT"].endswith(" Uses your message.") and hints["REGION_TO_OCR"].endswith(" Needs a box.")
     assert [o.id for o in mode.options if o.default] == ["AUTO"]
     (welcome,) = [s for s in emitter.steps if s["type"] == "assistant_message"]
+    starters = [data for event, data in emitter.events if event == "action"]
+    assert [(a["name"], a["label"], a["forId"]) for a in starters] == [
+        ("starter", "Find the cars", welcome["id"]),
+        ("starter", "Read a sign", welcome["id"]),
+        ("starter", "Describe a picture", welcome["id"]),
+    ]
     assert welcome["output"].startswith("**tiny\\-florence")  # the tiny checkpoint's folder name, not its path
 
 
@@ -128,7 +134,7 @@ def test_message_renders_step_picture_downloads_and_action(chat: None, cat_uploa
     assert ("image", "cat.annotated.png", "image/png", "inline") in kinds
     assert ("file", "cat · objects.json", "application/json", "inline") in kinds
     assert {kind for kind, *_ in kinds} == {"image", "file"}
-    actions = [data for event, data in emitter.events if event == "action"]
+    actions = [data for event, data in emitter.events if event == "action" and data["name"] != "starter"]
     assert [(a["name"], a["label"], a["payload"]) for a in actions] == [
         ("follow_up", "Text", {"task": "OCR_WITH_REGION"}),
         ("follow_up", "Ask about a box", {"task": "REGION_TO_DESCRIPTION"}),
