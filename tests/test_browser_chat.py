@@ -140,9 +140,9 @@ def test_chat_end_to_end(server: str, png: Path, tmp_path: Path) -> None:
             page = context.new_page()
             page.on("request", lambda request: requested.append(request.url))
 
-            # 1. The welcome says which model and that it is not loaded yet.
+            # 1. The welcome names the model and says it loads with the first request.
             page.goto(server + "/")
-            page.get_by_text("not loaded yet").wait_for()
+            page.get_by_text("loads with the first request").wait_for()
             _shot(page, "01-welcome")
 
             # 2. The task picker: human names with one-line descriptions.

@@ -132,3 +132,18 @@ def test_a_starter_message_runs_on_its_sample_image(services: Services) -> None:
     assert send(services, "Read the text", [], "AUTO").notices == [
         "Add an image first: drag it into the chat or use the paperclip, then send."
     ]
+
+
+def test_ask_about_a_box_offers_the_numbered_boxes_as_starting_points(services: Services, cat_upload: Upload) -> None:
+    ui, session, flow = RecordingUI(), ChatSession(identity="t"), ChatFlow(services)
+    run(flow.on_message(session, ui, "", [cat_upload], "AUTO"))
+    session.remember_detections(
+        {0: DetectionResult.from_boxes("<OD>", (451, 300), [(1, 2, 50, 60), (100, 80, 300, 250)], ["cat", "ear"])}
+    )
+    run(flow.on_follow_up(session, ui, "REGION_TO_DESCRIPTION"))
+    markdown, (picker,) = ui.region_asks[-1]
+    assert "such as `box 2`" in markdown
+    assert picker.props()["boxes"] == [
+        {"number": 1, "label": "cat", "xyxy": [1, 2, 50, 60]},
+        {"number": 2, "label": "ear", "xyxy": [100, 80, 300, 250]},
+    ]

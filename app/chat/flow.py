@@ -17,7 +17,7 @@ from app.chat import replies
 from app.chat.catalogue import ChatTask, ChatTaskKind, get_chat_task
 from app.chat.classify_flow import ClassificationChat
 from app.chat.followups import with_follow_ups
-from app.chat.inputs import Upload, load_uploads, region_from_payload, regions_from_text
+from app.chat.inputs import Upload, load_uploads, numbered_boxes, region_from_payload, regions_from_text
 from app.chat.intent import Intent, understand
 from app.chat.pictures import annotated_picture, picker_data_url, thumbnail
 from app.chat.samples import starter_upload
@@ -36,6 +36,7 @@ log = logging.getLogger(__name__)
 
 EVERYTHING_TASKS = ("<CAPTION>", "<OD>", "<OCR>")
 MAX_PICKERS = 4  # typed coordinates still reach every image of a larger upload
+MAX_PICKER_BOXES = 12  # numbered boxes offered as starting points in a picker; `box N` reaches the rest
 
 
 class ChatFlow:
@@ -192,9 +193,12 @@ class ChatFlow:
         pixels = await decode_images(session, indices, fresh, self.settings)
         sources = await asyncio.to_thread(lambda: [picker_data_url(pixels[i].image) for i in indices])
         pickers = [
-            RegionPicker(i, pixels[i].name, pixels[i].image_wh, src, spec.token, spec.name, session.upload_batch)
+            RegionPicker(
+                i, pixels[i].name, pixels[i].image_wh, src, spec.token, spec.name, session.upload_batch,
+                boxes=_pickable_boxes(session.detections.get(i)),
+            )
             for i, src in zip(indices, sources, strict=True)
-        ]
+        ]  # fmt: skip
         await ui.ask_region(replies.ask_region_markdown(spec, bool(session.detections)), pickers)
 
     async def _analyze(
@@ -303,6 +307,14 @@ def _group_by_region(
         key: object = id(region) if isinstance(region, AppError) else region
         groups.setdefault(key, ([], region))[0].append(index)
     return list(groups.values())
+
+
+def _pickable_boxes(result: BoxedResult | None) -> tuple[tuple[int, str, XYXY], ...]:
+    """The numbered boxes a region picker offers to start from (the first MAX_PICKER_BOXES)."""
+    if result is None:
+        return ()
+    numbered = zip(range(1, MAX_PICKER_BOXES + 1), result.labels, numbered_boxes(result), strict=False)
+    return tuple((n, label, box) for n, label, box in numbered if box is not None)
 
 
 def _detections(outcomes: Sequence[ImageOutcome], indices: Sequence[int]) -> dict[int, BoxedResult]:

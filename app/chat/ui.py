@@ -54,6 +54,8 @@ class RegionPicker:
     task: str
     task_name: str
     batch: int
+    # The numbered boxes of the latest answer on this image: (number, label, xyxy), to start from.
+    boxes: tuple[tuple[int, str, tuple[float, float, float, float]], ...] = ()
 
     def props(self) -> dict[str, object]:
         return {
@@ -65,6 +67,7 @@ class RegionPicker:
             "task": self.task,
             "taskName": self.task_name,
             "batch": self.batch,
+            "boxes": [{"number": n, "label": label, "xyxy": list(xyxy)} for n, label, xyxy in self.boxes],
         }
 
 

@@ -3,7 +3,8 @@ import { Button } from '@/components/ui/button';
 
 // Drag a box on the image, then "Run" sends it to the server as the action `region_picked`.
 // Props (set by chainlit_app.py): src (small preview), width/height (original pixels), imageIndex,
-// imageName, task, taskName, batch. Coordinates are sent in ORIGINAL image pixels.
+// imageName, task, taskName, batch, boxes (the numbered boxes of the latest answer: [{number, label, xyxy}]).
+// Coordinates are sent in ORIGINAL image pixels.
 export default function RegionPicker() {
   const picture = useRef(null);
   const [drag, setDrag] = useState(null); // {x0, y0, x1, y1} in displayed pixels
@@ -70,6 +71,18 @@ export default function RegionPicker() {
     }
   };
 
+  // Start from a numbered box of the latest answer: shown as if dragged, then Run (or drag another).
+  const pickNumbered = (numbered) => {
+    if (status.kind === 'running' || !picture.current) return;
+    const rect = picture.current.getBoundingClientRect();
+    const sx = rect.width / props.width;
+    const sy = rect.height / props.height;
+    const [x1, y1, x2, y2] = numbered.xyxy;
+    setDrag({ x0: x1 * sx, y0: y1 * sy, x1: x2 * sx, y1: y2 * sy });
+    setBox(numbered.xyxy.map((v) => Math.round(v)));
+    setStatus({ kind: 'idle', text: '' });
+  };
+
   const clear = () => {
     setDrag(null);
     setBox(null);
@@ -117,6 +130,16 @@ export default function RegionPicker() {
           />
         )}
       </div>
+      {(props.boxes || []).length > 0 && (
+        <div className="flex items-center gap-1 flex-wrap" data-testid="region-numbered">
+          <span className="text-sm text-muted-foreground">or start from</span>
+          {props.boxes.map((numbered) => (
+            <Button key={numbered.number} size="sm" variant="outline" onClick={() => pickNumbered(numbered)}>
+              #{numbered.number}{numbered.label ? ` ${numbered.label}` : ''}
+            </Button>
+          ))}
+        </div>
+      )}
       <div className="flex items-center gap-2 flex-wrap">
         <Button size="sm" onClick={run} disabled={!box || status.kind === 'running'} data-testid="region-run">
           Run {props.taskName}
