@@ -155,10 +155,18 @@ def test_box_numbers_after_a_detection_and_a_failed_run_shown_as_failed(
     page.get_by_text(f"Region {box}").last.wait_for()  # the same box the detection listed as #2
     _shot(page, "24-box-number")
 
+    # "Ask about a box" opens the region picker, which can start from a numbered box.
+    page.get_by_role("button", name="Ask about a box").last.click()
+    page.get_by_test_id("region-numbered").last.get_by_role("button", name="#2").click()
+    assert page.get_by_test_id("region-box").last.inner_text() == box.strip("()").replace(" ", "")
+    _shot(page, "24b-picker-numbered")
+    page.get_by_test_id("region-run").last.click()
+    page.get_by_text(f"Region {box}").nth(1).wait_for()  # a second answer about the same box
+
     _send(page, "what is in box 9")
     page.get_by_text("Region to description failed").last.wait_for()
     page.get_by_text("so there is no box 9").last.wait_for()
-    assert page.get_by_text("Region to description in").count() == 1  # only the run that worked
+    assert page.get_by_text("Region to description in").count() == 2  # only the two runs that worked
     _shot(page, "25-failed-run")
 
 

@@ -75,6 +75,9 @@ def test_a_follow_up_runs_on_the_same_images_without_typing(services: Services, 
     assert ui.replies[-1].markdown.startswith("**cat\\.png** — Referring expression segmentation of *read the dog*")
     assert session.awaiting is None
 
+    run(flow.on_follow_up(session, ui, "AUTO"))  # a forged payload: refused in words
+    assert ui.notices[-1] == "**Cannot run that.** That button names no task; choose one in the Task picker."
+
 
 def test_box_numbers_come_from_the_latest_reply_with_boxes(services: Services, cat_upload: Upload) -> None:
     ui, session, flow = RecordingUI(), ChatSession(identity="t"), ChatFlow(services)

@@ -107,6 +107,8 @@ class ChatFlow:
             await ui.notify(replies.no_images_markdown())
             return
         task = get_chat_task(task_key)
+        if task.kind is ChatTaskKind.AUTO:  # the payload comes from the browser; buttons name real tasks
+            raise InvalidInput("That button names no task; choose one in the Task picker.", code="invalid_follow_up")
         if task.needs_text:
             session.awaiting = task
             await ui.notify(replies.ask_follow_up_text_markdown(task.name))

@@ -19,8 +19,10 @@ MAX_FOLLOW_UPS = 5
 
 
 def follow_ups_after(task_key: str) -> tuple[FollowUp, ...]:
-    """The follow-ups for a reply to `task_key`: every common next task except the one just run."""
-    return tuple(f for f in FOLLOW_UPS if f.task_key != task_key)[:MAX_FOLLOW_UPS]
+    """The follow-ups for a reply to `task_key`: every common next task except the one just run (asking
+    about another box stays: it is the usual next step after asking about one)."""
+    again = {"REGION_TO_DESCRIPTION"}
+    return tuple(f for f in FOLLOW_UPS if f.task_key != task_key or f.task_key in again)[:MAX_FOLLOW_UPS]
 
 
 def with_follow_ups(replies: Sequence[ImageReply], task_key: str) -> list[ImageReply]:

@@ -242,7 +242,7 @@ def ask_text_markdown(spec: TaskSpec) -> str:
 def ask_region_markdown(spec: TaskSpec, has_detections: bool) -> str:
     ways = "drag a box on the image below and press **Run**, or type `x1,y1,x2,y2` in pixels"
     if has_detections:
-        ways += ", or name a box from the last detection such as `box 2`"
+        ways += ", or start from a numbered box of the latest answer, or type one such as `box 2`"
     return f"**{spec.name}** needs a region: {ways}."
 
 
