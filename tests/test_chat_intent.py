@@ -35,6 +35,8 @@ PHRASINGS: list[tuple[str, str, str]] = [
     ("show me the dog", "OPEN_VOCABULARY_DETECTION", "dog"),
     ("highlight the person on the left", "OPEN_VOCABULARY_DETECTION", "person on the left"),
     ("how many people are there?", "OPEN_VOCABULARY_DETECTION", "people"),
+    ("Is there a dog?", "OPEN_VOCABULARY_DETECTION", "dog"),
+    ("are there any bikes in the photo", "OPEN_VOCABULARY_DETECTION", "bikes"),
     ("count the birds in the image", "OPEN_VOCABULARY_DETECTION", "birds"),
     ("can you find a bicycle?", "OPEN_VOCABULARY_DETECTION", "bicycle"),
     ("please find the cat, dog", "OPEN_VOCABULARY_DETECTION", "cat, dog"),
@@ -94,6 +96,9 @@ PHRASINGS: list[tuple[str, str, str]] = [
     ("are these apples or oranges", "ZERO_SHOT", "apples, oranges"),
     ("classify as indoor or outdoor", "ZERO_SHOT", "indoor, outdoor"),
     ("Ist das eine Katze oder ein Hund?", "ZERO_SHOT", "eine Katze, ein Hund"),
+    ("cat or dog?", "ZERO_SHOT", "cat, dog"),
+    ("sunny, cloudy or rainy", "ZERO_SHOT", "sunny, cloudy, rainy"),
+    ("read the text or describe it", "OCR", ""),
 ]
 
 
@@ -112,7 +117,7 @@ def test_the_table_is_large_and_every_task_key_exists() -> None:
 GERMAN_LEADS = {"Was", "was", "Finde", "Wo", "zeig", "Erkenne", "Lies", "segmentiere", "Klassifiziere", "Ist"}
 
 
-@pytest.mark.parametrize("message", ["", "   ", "hello", "thanks!", "ok go"])
+@pytest.mark.parametrize("message", ["", "   ", "hello", "thanks!", "ok go", "a dog on the ground next to a bike"])
 def test_an_empty_or_unknown_message_runs_a_caption_and_says_it_was_not_recognised(message: str) -> None:
     assert understand(message) == Intent("CAPTION", recognised=False)
 

@@ -70,11 +70,11 @@ _EVERYTHING = re.compile(
 _DENSE = _words(r"dense", r"each\s+region", r"every\s+region", r"each\s+part", r"every\s+part",
                 r"each\s+object", r"every\s+object", r"jede\s+region", r"jedes\s+objekt")  # fmt: skip
 _PROPOSAL = _words(r"proposals?", r"propose", r"candidate\s+(?:boxes|regions)", r"vorschläge")
-_GROUND = re.compile(r"\b(?:ground(?:ing)?|verorte)\b\s*:?\s*", re.IGNORECASE)
+_GROUND = re.compile(r"^\s*(?:ground(?:ing)?|verorte)\b\s*:?\s*", re.IGNORECASE)  # only as the first word
 _FIND = re.compile(
     r"^(?:please\s+|can\s+you\s+|could\s+you\s+|bitte\s+)?"
     r"(?:find|locate|detect|spot|highlight|show\s+me|point\s+(?:out|to)|mark|box|count|"
-    r"where\s+(?:is|are)|where's|how\s+many|look\s+for|search\s+for|"
+    r"where\s+(?:is|are)|where's|how\s+many|look\s+for|search\s+for|(?:is|are)\s+there|gibt\s+es|"
     r"finde|suche|zeige?\s+mir|wo\s+(?:ist|sind)|markiere|zähle|wie\s+viele)\b\s*",
     re.IGNORECASE,
 )
@@ -90,6 +90,7 @@ _QUESTION_OR = re.compile(
     r"^(?:is|are|was|does|do|ist|sind|zeigt)\s+(?:this|that|these|those|it|they|there|the\s+\w+|das|es|dies|diese)\s+(?P<rest>.+)$",
     re.IGNORECASE,
 )
+_BARE_CHOICE = re.compile(r"^[\w' -]{1,40}(?:,\s*[\w' -]{1,40})*\s+(?:or|oder)\s+[\w' -]{1,40}\??$", re.IGNORECASE)
 _OR_SPLIT = re.compile(r"\s*(?:,|\bor\b|\boder\b)\s*", re.IGNORECASE)
 _TAIL = re.compile(
     r"\s*\b(?:in|on|from|of|im|auf|in\s+dem)\s+(?:this|the|that|dem|diesem|das)?\s*(?:[\w-]+\s+){0,2}"
@@ -135,6 +136,10 @@ def understand(message: str) -> Intent:
         after = re.split(r"\b(?:as|into|between|als|in)\b", text, maxsplit=1)
         labels = _labels(after[1]) if len(after) == 2 else []
         return Intent("ZERO_SHOT", ", ".join(labels)) if len(labels) >= 2 else Intent("CLASSIFY")
+    # "cat or dog?": a bare choice, unless it names a task ("read the text or describe it").
+    asks_task = _READ.search(text) or _FIND.match(text) or _SEGMENT.search(text) or _DETAIL.search(text)
+    if not asks_task and _BARE_CHOICE.match(text) and len(labels := _labels(text)) >= 2:
+        return Intent("ZERO_SHOT", ", ".join(labels))
     find = _FIND.match(text)
     if _READ.search(text) and (find is None or _TEXT_THINGS.match(_subject(text[find.end() :]))):
         return Intent("OCR_WITH_REGION" if _WHERE.search(text) or find else "OCR")
