@@ -182,6 +182,9 @@ def test_an_empty_message_runs_the_picked_task_and_two_images_share_one_coco_fil
     link.wait_for()
     link.scroll_into_view_if_needed()
     _shot(page, "26-two-images")
+    # Every chip shows its whole name (JSON and COCO of an image must not look the same).
+    names = page.locator("a.inline-file span.truncate")
+    assert names.evaluate_all("spans => spans.every(s => s.scrollWidth <= s.clientWidth)")
     chips = page.locator("a.inline-file").all_inner_texts()
     assert [c.split("\n")[-1] for c in chips] == [
         "cat · region proposals.json", "cat · region proposals.coco.json",
