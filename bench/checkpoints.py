@@ -15,21 +15,17 @@ config.json, as converted by transformers' convert_florence2_original_pytorch_to
 The tokenizer is a small byte-level BPE padded with filler entries to BART's 50265 ids, so every id
 the random model emits decodes to text of a realistic length.
 
-    python bench/checkpoints.py large /tmp/florence-2-large-random
+    python -m bench.checkpoints large /tmp/florence-2-large-random
 """
 
 from __future__ import annotations
 
+import argparse
 import json
-import sys
 from pathlib import Path
 from typing import Any
 
-ROOT = Path(__file__).resolve().parents[1]
-if str(ROOT) not in sys.path:
-    sys.path.insert(0, str(ROOT))
-
-from tests.tiny_models import (  # noqa: E402
+from tests.tiny_models import (
     florence_generation_config,
     florence_processor,
     florence_tokenizer,
@@ -166,7 +162,13 @@ def count_parameters(model: Any) -> dict[str, int]:
     }
 
 
+def main() -> None:
+    parser = argparse.ArgumentParser(description="Write a full-size Florence-2 checkpoint with random weights.")
+    parser.add_argument("size", nargs="?", default="large", choices=sorted(CONFIGS))
+    parser.add_argument("target", nargs="?", type=Path, help="folder to write (default: /tmp/florence-2-SIZE-random)")
+    args = parser.parse_args()
+    print(build_checkpoint(args.size, args.target or Path(f"/tmp/florence-2-{args.size}-random")))
+
+
 if __name__ == "__main__":
-    size_arg = sys.argv[1] if len(sys.argv) > 1 else "large"
-    target = Path(sys.argv[2] if len(sys.argv) > 2 else f"/tmp/florence-2-{size_arg}-random")
-    print(build_checkpoint(size_arg, target))
+    main()

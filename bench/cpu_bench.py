@@ -10,8 +10,8 @@ greedy captions compared position by position. With random weights the logits ar
 trained model's (see `logit_margin_fp32`), so one flipped step derails a free-running caption; treat
 these as a weak signal and check real weights before relying on int8 for OCR or boxes.
 
-    python bench/cpu_bench.py --size large --out bench/results
-    python bench/cpu_bench.py --gemm-only   # this CPU's matrix-product rates, float32 and int8 kernels
+    python -m bench.cpu_bench --size large --out bench/results
+    python -m bench.cpu_bench --gemm-only   # this CPU's matrix-product rates, float32 and int8 kernels
 """
 
 from __future__ import annotations
@@ -20,23 +20,20 @@ import argparse
 import copy
 import json
 import os
-import sys
 import time
 from pathlib import Path
 from typing import Any
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
-sys.path.insert(0, str(Path(__file__).resolve().parent))
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
-import torch  # noqa: E402
-from transformers import LogitsProcessor, LogitsProcessorList  # noqa: E402
+import torch
+from transformers import LogitsProcessor, LogitsProcessorList
 
-from app.models.acceleration import quantize_int8  # noqa: E402
-from app.models.florence import FlorenceRequest  # noqa: E402
-from app.models.florence_inputs import InputBuilder  # noqa: E402
-from app.tasks import get_task  # noqa: E402
+from app.models.acceleration import quantize_int8
+from app.models.florence import FlorenceRequest
+from app.models.florence_inputs import InputBuilder
+from app.tasks import get_task
+from bench.measure import ROOT
 
 
 def timed(fn: Any) -> float:
@@ -66,8 +63,8 @@ def main() -> None:
     if args.gemm_only:
         return
 
-    from checkpoints import build_model, build_processor, count_parameters
-    from measure import machine_info, sample_images
+    from bench.checkpoints import build_model, build_processor, count_parameters
+    from bench.measure import machine_info, sample_images
 
     record(stage="machine", threads=torch.get_num_threads(), **machine_info())
     started = time.perf_counter()

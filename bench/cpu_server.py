@@ -11,7 +11,7 @@ new tokens (min = max) and timed through `ModelManager.analyze` (resize, batchin
 - same image, 100 tokens: `<OD>` forced to 100 tokens (a detection's usual length), where the
   decoder's per-token cost shows.
 
-    python bench/cpu_server.py --size large --variants none,int8 --repeat 2
+    python -m bench.cpu_server --size large --variants none,int8 --repeat 2
 """
 
 from __future__ import annotations
@@ -20,20 +20,17 @@ import argparse
 import json
 import os
 import statistics
-import sys
 import time
 from pathlib import Path
 from typing import Any
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
-sys.path.insert(0, str(Path(__file__).resolve().parent))
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
-from app.config import Settings  # noqa: E402
-from app.models.florence import FlorenceRequest, GenerationOptions  # noqa: E402
-from app.models.manager import ModelManager  # noqa: E402
-from app.tasks import get_task  # noqa: E402
+from app.config import Settings
+from app.models.florence import FlorenceRequest, GenerationOptions
+from app.models.manager import ModelManager
+from app.tasks import get_task
+from bench.measure import ROOT
 
 TOKENS = 20
 NEXT_TASKS = ("<OD>", "<OCR>", "<DENSE_REGION_CAPTION>")
@@ -48,8 +45,8 @@ def main() -> None:
     parser.add_argument("--out", type=Path, default=ROOT / "bench" / "results")
     args = parser.parse_args()
 
-    from checkpoints import build_checkpoint
-    from measure import machine_info, sample_images
+    from bench.checkpoints import build_checkpoint
+    from bench.measure import machine_info, sample_images
 
     args.out.mkdir(parents=True, exist_ok=True)
     ckpt = build_checkpoint(args.size, args.checkpoint or Path(f"/tmp/florence-2-{args.size}-random"))

@@ -2,24 +2,19 @@
 client threads): first vs repeated calls, per-step cost by batch size, a profiler table of host-side
 hot spots, and torch.compile of the vision encoder.
 
-    python bench/diagnose.py --out bench/results --stages steps,profile,compile_vision
+    python -m bench.diagnose --out bench/results --stages steps,profile,compile_vision
 """
 
 from __future__ import annotations
 
 import argparse
-import sys
 import time
 from pathlib import Path
 from typing import Any
 
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-
-from measure import ROOT, Recorder, machine_info, sample_images, sync
-
-sys.path.insert(0, str(ROOT))
+from bench.measure import ROOT, Recorder, machine_info, sample_images, sync
 
 
 def load_backend(ckpt: Path, **overrides: Any) -> Any:
@@ -144,7 +139,7 @@ def main() -> None:
     args = parser.parse_args()
     rec = Recorder(args.out, time.monotonic() + args.budget_s)
     rec.add(stage="machine", **machine_info())
-    from checkpoints import build_checkpoint
+    from bench.checkpoints import build_checkpoint
 
     build_checkpoint("large", args.ckpt, device="cuda")
     stages = args.stages.split(",")

@@ -7,7 +7,8 @@ import time
 from typing import Any
 
 import torch
-from measure import Recorder, batching_counts, peak_gib, peak_window, sample_images, timed
+
+from bench.measure import Recorder, batching_counts, peak_gib, peak_window, sample_images, timed
 
 
 def measure_ceilings(rec: Recorder, model: Any, processor: Any) -> None:

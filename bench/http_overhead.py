@@ -13,7 +13,7 @@ would) and times, interleaved so drift cancels:
 The server's overhead is p50(c) - p50(b): the HTTP stack, on top of the work any caller needs.
 p50(c) - p50(a) is printed too (it also counts decoding the upload). A /healthz round trip is timed.
 
-    python bench/http_overhead.py --requests 60
+    python -m bench.http_overhead --requests 60
 """
 
 from __future__ import annotations
@@ -29,20 +29,19 @@ import tempfile
 import time
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
-import httpx  # noqa: E402
-import numpy as np  # noqa: E402
-from PIL import Image  # noqa: E402
+import httpx
+import numpy as np
+from PIL import Image
 
-from app.config import Settings  # noqa: E402
-from app.images import ImageLimits, load_image_bytes  # noqa: E402
-from app.models.florence import FlorenceRequest  # noqa: E402
-from app.models.manager import ModelManager  # noqa: E402
-from app.tasks import get_task  # noqa: E402
-from tests.tiny_models import build_tiny_florence  # noqa: E402
+from app.config import Settings
+from app.images import ImageLimits, load_image_bytes
+from app.models.florence import FlorenceRequest
+from app.models.manager import ModelManager
+from app.tasks import get_task
+from bench.measure import ROOT
+from tests.tiny_models import build_tiny_florence
 
 
 def free_port() -> int:

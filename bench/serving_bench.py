@@ -15,7 +15,7 @@ with regions) and measures images/s, p50/p95 latency and peak GPU memory for:
 
 Results go to OUT/results.jsonl (one JSON object per measurement) and a table on stdout.
 
-    python bench/serving_bench.py --size large --stages ceilings,server20,naive,server --out bench/results
+    python -m bench.serving_bench --size large --stages ceilings,server20,naive,server --out bench/results
 """
 
 from __future__ import annotations
@@ -28,8 +28,19 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from measure import ROOT, Recorder, batching_counts, machine_info, peak_gib, peak_window, sample_images, stats_ms, sync
 from PIL import Image
+
+from bench.measure import (
+    ROOT,
+    Recorder,
+    batching_counts,
+    machine_info,
+    peak_gib,
+    peak_window,
+    sample_images,
+    stats_ms,
+    sync,
+)
 
 TASK_FOR_LENGTH = {20: "<CAPTION>", 100: "<OD>", 300: "<OCR_WITH_REGION>"}
 DEVICE = "cuda" if torch.cuda.is_available() else "cpu"
@@ -223,7 +234,7 @@ def main() -> None:
     conc = [int(x) for x in args.concurrency.split(",")]
     rec.add(stage="machine", size=args.size, **machine_info())
 
-    from checkpoints import build_checkpoint
+    from bench.checkpoints import build_checkpoint
 
     ckpt = args.ckpt or Path(f"/tmp/florence-2-{args.size}-random")
     started = time.perf_counter()
@@ -241,7 +252,7 @@ def main() -> None:
     backend = manager.get()
     rec.add(stage="server_load", seconds=round(load_s, 1), dtype=backend.dtype_name, device=backend.device)
     if "ceilings" in stages and torch.cuda.is_available():
-        from gpu_stages import measure_ceilings
+        from bench.gpu_stages import measure_ceilings
 
         measure_ceilings(rec, backend._model, backend._processor)
     if "server20" in stages:
@@ -255,7 +266,7 @@ def main() -> None:
         run_server(rec, manager, "eager", [20], [3], conc, args.cap_s)
         run_server(rec, manager, "eager", [x for x in lengths if x != 20], [1, 3], conc, args.cap_s)
     if "oom" in stages and torch.cuda.is_available():
-        from gpu_stages import run_oom
+        from bench.gpu_stages import run_oom
 
         run_oom(rec, manager)
     manager.shutdown()
