@@ -51,6 +51,9 @@ class Settings(BaseSettings):
     # Serving
     host: str = "127.0.0.1"
     port: int = Field(8010, ge=1, le=65535)
+    forwarded_allow_ips: str = Field(
+        "", description="Proxy addresses/CIDRs whose X-Forwarded-For/-Proto are trusted (comma-separated); empty: none"
+    )
     rate_limit: str = Field("30/minute", description="limits notation, e.g. '5/minute' or '100/hour;10/minute'")
     rate_limit_storage: str = Field("memory://", description="limits storage URL, e.g. redis://host:6379")
     max_queue_size: int = Field(32, ge=1, description="Requests waiting for the model before 'busy'")

@@ -7,6 +7,7 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
 from fastapi import FastAPI
+from uvicorn.middleware.proxy_headers import ProxyHeadersMiddleware
 
 from app import __version__
 from app.api import api_router, install_api
@@ -39,6 +40,9 @@ def create_app(settings: Settings, services: Services | None = None) -> FastAPI:
     app.include_router(api_router)
     install_api(app, settings)  # auth, errors, body limit, CORS, metrics, model preload
     mount_chat(app, settings)  # last: the chat at `/` catches every path not routed above
+    if settings.forwarded_allow_ips.strip():
+        # Outermost: the client address every layer sees (rate limits, logs) comes from a trusted proxy only.
+        app.add_middleware(ProxyHeadersMiddleware, trusted_hosts=settings.forwarded_allow_ips)
     return app
 
 
@@ -46,4 +50,12 @@ def serve(settings: Settings, host: str | None = None, port: int | None = None) 
     """Run the server with uvicorn (blocking)."""
     import uvicorn
 
-    uvicorn.run(create_app(settings), host=host or settings.host, port=port or settings.port, log_config=None)
+    # proxy_headers=False: uvicorn would trust X-Forwarded-For from loopback peers; create_app applies
+    # FORWARDED_ALLOW_IPS itself.
+    uvicorn.run(
+        create_app(settings),
+        host=host or settings.host,
+        port=port or settings.port,
+        log_config=None,
+        proxy_headers=False,
+    )

@@ -17,6 +17,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.requests import ClientDisconnect
 
 from app.errors import AppError
 
@@ -107,6 +108,10 @@ async def _on_http_error(request: Request, exc: Exception) -> JSONResponse:
 
 
 async def _on_unexpected(request: Request, exc: Exception) -> JSONResponse:
+    if isinstance(exc, ClientDisconnect):
+        # An aborted upload is the client's choice, not a server fault; nobody reads this answer.
+        log.debug("%s %s: the client disconnected", request.method, request.url.path[:200])
+        return error_json(400, "client_disconnected", "The client closed the connection before the request was read.")
     log.error("%s %s: unhandled %s", request.method, request.url.path, type(exc).__name__, exc_info=exc)
     return error_json(500, "internal_error", "Internal server error; the details are in the server log.")
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import binascii
+import json
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, TypeVar
@@ -21,7 +22,7 @@ from starlette.datastructures import FormData, UploadFile
 
 from app.api.schemas import AnalyzeForm, AnalyzeRequest, ImageBase64, ImageInput, ImageURL
 from app.config import Settings
-from app.errors import AppError, InvalidImage, PayloadTooLarge, UnsupportedMediaType
+from app.errors import AppError, InvalidImage, InvalidInput, PayloadTooLarge, UnsupportedMediaType
 from app.geometry import parse_region
 from app.images import ImageLimits, LoadedImage, load_image_bytes
 from app.services.fetch import UrlFetcher
@@ -29,6 +30,7 @@ from app.services.fetch import UrlFetcher
 ModelT = TypeVar("ModelT", bound=BaseModel)
 T = TypeVar("T")
 _MAX_NAME_CHARS = 100
+MAX_JSON_DEPTH = 32  # real bodies nest 3-4 levels
 _DECODE_CONCURRENCY = 2  # decoding is CPU work; a batch of 16 should not start 16 threads at once
 
 
@@ -81,6 +83,34 @@ def parse_body(model: type[ModelT], data: bytes | dict[str, Any]) -> ModelT:
         return model.model_validate(data)
     except ValidationError as exc:
         raise RequestValidationError(exc.errors(include_input=False, include_url=False)) from None
+
+
+def parse_json_object(data: bytes) -> dict[str, Any]:
+    """A JSON object, or `invalid_json` (400): not JSON, not an object, or nested past `MAX_JSON_DEPTH`.
+
+    Python's parser raises RecursionError (not ValueError) near 1000 levels, and a body just under that
+    would overflow later, when the fingerprint re-serialises it; the depth is checked here once.
+    """
+    try:
+        body = json.loads(data)
+    except (ValueError, UnicodeDecodeError, RecursionError):
+        raise InvalidInput("The request body is not valid JSON.", code="invalid_json") from None
+    if not isinstance(body, dict):
+        raise InvalidInput("The request body must be a JSON object.", code="invalid_json")
+    if json_depth(body) > MAX_JSON_DEPTH:
+        raise InvalidInput(f"The request body nests deeper than {MAX_JSON_DEPTH} levels.", code="invalid_json")
+    return body
+
+
+def json_depth(value: Any) -> int:
+    """How deeply lists and objects nest in `value` (iterative: safe on any depth the parser returns)."""
+    deepest, stack = 0, [(value, 1)]
+    while stack:
+        node, depth = stack.pop()
+        if isinstance(node, dict | list):
+            deepest = max(deepest, depth)
+            stack.extend((child, depth + 1) for child in (node.values() if isinstance(node, dict) else node))
+    return deepest
 
 
 def form_fields(form: FormData, files_field: str) -> dict[str, str]:

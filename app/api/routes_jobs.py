@@ -22,7 +22,15 @@ from pydantic import BaseModel, Field
 from app.api.auth import Principal, PrincipalDep
 from app.api.deps import ApiState, ApiStateDep, ServicesDep
 from app.api.errors import error_responses
-from app.api.intake import ImageSource, check_image_count, checked_bytes, parse_body, require_json, source_from_json
+from app.api.intake import (
+    ImageSource,
+    check_image_count,
+    checked_bytes,
+    parse_body,
+    parse_json_object,
+    require_json,
+    source_from_json,
+)
 from app.api.schemas import AnalyzeRequest, ImageInput, inline_refs
 from app.api.schemas_classify import ClassifyRequest, ZeroShotRequestBody
 from app.config import Settings
@@ -127,13 +135,7 @@ SubmitterDep = Annotated[Submitter, Depends(get_submitter)]
 # -- intake shared with the seed-compatible routes --------------------------------------------------------
 async def read_json_object(request: Request) -> dict[str, Any]:
     require_json(request, "Send jobs as application/json.")
-    try:
-        body = json.loads(await request.body())
-    except (ValueError, UnicodeDecodeError):
-        raise InvalidInput("The request body is not valid JSON.", code="invalid_json") from None
-    if not isinstance(body, dict):
-        raise InvalidInput("The request body must be a JSON object.", code="invalid_json")
-    return body
+    return parse_json_object(await request.body())
 
 
 def body_fingerprint(*parts: Any) -> str:

@@ -157,7 +157,7 @@ class JobQueue:
         with store_errors():
             record = self.store.get(job_id)
         if record is None or record.owner != owner:
-            raise NotFound(f"No job {job_id!r}.", code="job_not_found")
+            raise NotFound(f"No job {job_id[:64]!r}.", code="job_not_found")
         return record
 
     def find(self, owner: str, idempotency_key: str) -> JobRecord | None:
