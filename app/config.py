@@ -54,6 +54,16 @@ class Settings(BaseSettings):
     forwarded_allow_ips: str = Field(
         "", description="Proxy addresses/CIDRs whose X-Forwarded-For/-Proto are trusted (comma-separated); empty: none"
     )
+    http_header_timeout_s: float = Field(
+        10.0, gt=0, le=300, description="Seconds a connection may take to send a request head"
+    )
+    http_keepalive_timeout_s: float = Field(
+        5.0, gt=0, le=300, description="Seconds an idle keep-alive connection stays open"
+    )
+    http_body_timeout_s: float = Field(30.0, gt=0, le=3600, description="Seconds a request body may take to arrive")
+    http_max_header_bytes: int = Field(16 * 1024, ge=1024, description="Largest request head (431 above)")
+    http_max_headers: int = Field(100, ge=10, description="Most header lines in a request (431 above)")
+    max_connections: int = Field(1000, ge=1, description="Concurrent connections and requests before 503")
     rate_limit: str = Field("30/minute", description="limits notation, e.g. '5/minute' or '100/hour;10/minute'")
     rate_limit_storage: str = Field("memory://", description="limits storage URL, e.g. redis://host:6379")
     max_queue_size: int = Field(32, ge=1, description="Requests waiting for the model before 'busy'")

@@ -14,6 +14,7 @@ from app.api import api_router, install_api
 from app.api.docs import offline_docs_app
 from app.chat.integration import chat_lifespan, mount_chat
 from app.config import Settings
+from app.http_limits import RequestLimitsMiddleware, uvicorn_config
 from app.jobs.worker import jobs_lifespan
 from app.services.container import Services, set_services
 
@@ -40,6 +41,12 @@ def create_app(settings: Settings, services: Services | None = None) -> FastAPI:
     app.include_router(api_router)
     install_api(app, settings)  # auth, errors, body limit, CORS, metrics, model preload
     mount_chat(app, settings)  # last: the chat at `/` catches every path not routed above
+    app.add_middleware(
+        RequestLimitsMiddleware,
+        max_headers=settings.http_max_headers,
+        max_header_bytes=settings.http_max_header_bytes,
+        body_timeout_s=settings.http_body_timeout_s,
+    )
     if settings.forwarded_allow_ips.strip():
         # Outermost: the client address every layer sees (rate limits, logs) comes from a trusted proxy only.
         app.add_middleware(ProxyHeadersMiddleware, trusted_hosts=settings.forwarded_allow_ips)
@@ -50,12 +57,4 @@ def serve(settings: Settings, host: str | None = None, port: int | None = None) 
     """Run the server with uvicorn (blocking)."""
     import uvicorn
 
-    # proxy_headers=False: uvicorn would trust X-Forwarded-For from loopback peers; create_app applies
-    # FORWARDED_ALLOW_IPS itself.
-    uvicorn.run(
-        create_app(settings),
-        host=host or settings.host,
-        port=port or settings.port,
-        log_config=None,
-        proxy_headers=False,
-    )
+    uvicorn.Server(uvicorn_config(create_app(settings), settings, host or settings.host, port or settings.port)).run()

@@ -60,6 +60,8 @@ def error_headers(exc: AppError) -> dict[str, str]:
         headers["Retry-After"] = str(max(1, math.ceil(exc.retry_after)))
     if exc.http_status == 401:
         headers["WWW-Authenticate"] = "Bearer"
+    if exc.http_status == 408:  # the body was not read to its end: the connection cannot carry another request
+        headers["Connection"] = "close"
     return headers
 
 
