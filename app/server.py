@@ -15,6 +15,7 @@ from app.api.docs import offline_docs_app
 from app.chat.integration import chat_lifespan, mount_chat
 from app.config import Settings
 from app.http_limits import RequestLimitsMiddleware, uvicorn_config
+from app.jobs.store import check_sqlite_job_store
 from app.jobs.worker import jobs_lifespan
 from app.services.container import Services, set_services
 
@@ -57,4 +58,6 @@ def serve(settings: Settings, host: str | None = None, port: int | None = None) 
     """Run the server with uvicorn (blocking)."""
     import uvicorn
 
+    if not settings.queue_url:
+        check_sqlite_job_store(settings)  # a damaged store stops here with what to do, before anything listens
     uvicorn.Server(uvicorn_config(create_app(settings), settings, host or settings.host, port or settings.port)).run()
