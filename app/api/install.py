@@ -21,6 +21,7 @@ from app.config import Settings
 from app.errors import AppError
 from app.models.manager import ModelManager
 from app.services.fetch import FetchPolicy, UrlFetcher
+from app.services.pixel_budget import PixelBudget, default_in_flight_pixels
 
 log = logging.getLogger(__name__)
 
@@ -36,6 +37,10 @@ def install_api(app: FastAPI, settings: Settings) -> ApiState:
         auth=AuthPolicy.from_settings(settings),
         metrics=ApiMetrics(lambda: getattr(app.state, "services", None)),
         fetcher=UrlFetcher(FetchPolicy.from_settings(settings)),
+        pixels=PixelBudget(
+            settings.max_request_pixels,
+            settings.max_inflight_pixels or default_in_flight_pixels(settings.max_request_pixels),
+        ),
     )
     app.state.api = state
     install_error_handlers(app)

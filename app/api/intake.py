@@ -10,6 +10,8 @@ from __future__ import annotations
 import asyncio
 import base64
 import binascii
+import contextlib
+import io
 import json
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -17,6 +19,7 @@ from typing import Any, TypeVar
 
 from fastapi import Request
 from fastapi.exceptions import RequestValidationError
+from PIL import Image
 from pydantic import BaseModel, ValidationError
 from starlette.datastructures import FormData, UploadFile
 
@@ -24,8 +27,9 @@ from app.api.schemas import AnalyzeForm, AnalyzeRequest, ImageBase64, ImageInput
 from app.config import Settings
 from app.errors import AppError, InvalidImage, InvalidInput, PayloadTooLarge, UnsupportedMediaType
 from app.geometry import parse_region
-from app.images import ImageLimits, LoadedImage, load_image_bytes
+from app.images import ALLOWED_FORMATS, ImageLimits, LoadedImage, load_image_bytes
 from app.services.fetch import UrlFetcher
+from app.services.pixel_budget import PixelBudget
 
 ModelT = TypeVar("ModelT", bound=BaseModel)
 T = TypeVar("T")
@@ -218,36 +222,66 @@ def _image_too_large(name: str, size: int, max_bytes: int) -> PayloadTooLarge:
     )
 
 
-async def load_sources(
-    sources: Sequence[ImageSource], fetcher: UrlFetcher, limits: ImageLimits
+async def fetch_sources(sources: Sequence[ImageSource], fetcher: UrlFetcher) -> list[bytes | AppError]:
+    """Each source's bytes (URLs fetched concurrently), or the error found while reading it."""
+
+    async def fetch(source: ImageSource) -> bytes | AppError:
+        if source.error is not None:
+            return source.error
+        if source.data is not None:
+            return source.data
+        try:
+            return await fetcher.fetch(source.url or "")
+        except AppError as exc:
+            return exc
+
+    return list(await asyncio.gather(*(fetch(source) for source in sources)))
+
+
+def header_pixels(raw: Sequence[bytes | AppError]) -> int:
+    """Pixels the images will decode to, from their headers only (an unreadable header counts 0: the
+    decoder reports it, image by image)."""
+    total = 0
+    for data in raw:
+        if isinstance(data, bytes):
+            with contextlib.suppress(Exception), Image.open(io.BytesIO(data), formats=ALLOWED_FORMATS) as opened:
+                total += int(opened.size[0]) * int(opened.size[1])
+    return total
+
+
+async def decode_sources(
+    sources: Sequence[ImageSource], raw: Sequence[bytes | AppError], limits: ImageLimits
 ) -> list[LoadedImage | AppError]:
-    """Fetch and decode every source (in input order); one failure never stops the others."""
-    return await _each_source(sources, fetcher, limits, lambda data, image: image)
+    """Decode fetched bytes (in input order); one failure never stops the others."""
+    return await _decode_each(sources, raw, limits, lambda data, image: image)
 
 
 async def checked_bytes(
-    sources: Sequence[ImageSource], fetcher: UrlFetcher, limits: ImageLimits
+    sources: Sequence[ImageSource], fetcher: UrlFetcher, limits: ImageLimits, budget: PixelBudget
 ) -> list[bytes | AppError]:
-    """Like `load_sources`, but keeps each image's bytes (decoded only to check them) for later work."""
-    return await _each_source(sources, fetcher, limits, lambda data, image: data)
+    """Every image's bytes, decoded only to check them (under the pixel budget), for later work."""
+    raw = await fetch_sources(sources, fetcher)
+    pixels = header_pixels(raw)
+    budget.check_request(pixels)
+    async with budget.hold(pixels):
+        return await _decode_each(sources, raw, limits, lambda data, image: data)
 
 
-async def _each_source(
+async def _decode_each(
     sources: Sequence[ImageSource],
-    fetcher: UrlFetcher,
+    raw: Sequence[bytes | AppError],
     limits: ImageLimits,
     keep: Callable[[bytes, LoadedImage], T],
 ) -> list[T | AppError]:
     gate = asyncio.Semaphore(_DECODE_CONCURRENCY)
 
-    async def load(source: ImageSource) -> T | AppError:
-        if source.error is not None:
-            return source.error
+    async def decode(source: ImageSource, data: bytes | AppError) -> T | AppError:
+        if isinstance(data, AppError):
+            return data
         try:
-            data = source.data if source.data is not None else await fetcher.fetch(source.url or "")
             async with gate:
                 return keep(data, await asyncio.to_thread(load_image_bytes, data, limits, source.name))
         except AppError as exc:
             return exc
 
-    return list(await asyncio.gather(*(load(source) for source in sources)))
+    return list(await asyncio.gather(*(decode(source, data) for source, data in zip(sources, raw, strict=True))))

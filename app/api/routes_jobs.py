@@ -177,7 +177,7 @@ def parse_classification(
 async def stored_inputs(sources: Sequence[ImageSource], api: ApiState) -> tuple[list[JobInput], dict[str, Any]]:
     """Fetch URLs now and check that every image decodes; failures stay per image (`input_errors`)."""
     limits = ImageLimits(api.settings.max_image_bytes, api.settings.max_image_pixels)
-    outcomes = await checked_bytes(sources, api.fetcher, limits)
+    outcomes = await checked_bytes(sources, api.fetcher, limits, api.pixels)
     inputs: list[JobInput] = []
     errors: dict[str, Any] = {}
     for index, (source, outcome) in enumerate(zip(sources, outcomes, strict=True)):

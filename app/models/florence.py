@@ -42,7 +42,7 @@ class FlorenceRequest:
         cls, image: Image.Image, spec: TaskSpec, text: str | None = None, region: Sequence[float] | None = None
     ) -> FlorenceRequest:
         cleaned = validate_task_inputs(spec, text, region)
-        rgb = to_rgb(image)
+        rgb = image if image.mode == "RGB" else to_rgb(image)  # no 4-bytes-per-pixel copy of a decoded RGB image
         clipped = clip_box(region, rgb.size) if region is not None else None
         return cls(image=rgb, spec=spec, text=cleaned, region=clipped)
 
