@@ -623,3 +623,28 @@ def test_ipv6_forms_embedding_ipv4_pass_only_when_the_ipv4_would(
     assert is_address_allowed(ipaddress.ip_address(address)) is public
     # Allowlisting the embedded network opens the forms that embed an address in it, and only those.
     assert is_address_allowed(ipaddress.ip_address(address), parse_networks("127.0.0.0/8")) is with_loopback_allowed
+
+
+@pytest.mark.parametrize(
+    ("route", "content"),
+    [
+        ("/api/v1/analyze", b"{not even json"),
+        ("/api/v1/classify", b"{}"),
+        ("/api/zero-shot", b"{}"),
+        ("/api/classify/resnet", b"{}"),
+    ],
+)
+def test_a_full_queue_refuses_before_reading_the_body_or_the_token(
+    client: TestClient, route: str, content: bytes, caplog: pytest.LogCaptureFixture
+) -> None:
+    manager = client.app.state.services.manager  # type: ignore[attr-defined]
+    capacity = manager.settings.max_queue_size
+    manager._pending += capacity  # as if `capacity` requests were waiting for the model
+    try:
+        # No token and a body that is not even JSON: the refusal comes first, at the cost of one counter read.
+        response = client.post(route, content=content, headers={"Content-Type": "application/json"})
+    finally:
+        manager._pending -= capacity
+    assert_refused(response, 503, "busy", caplog)
+    assert response.headers["retry-after"] == "5"
+    assert client.post(route, content=content, headers={"Content-Type": "application/json"}).status_code in (400, 401)

@@ -15,6 +15,7 @@ from app.api.auth import AuthPolicy
 from app.api.body_limit import BodySizeLimitMiddleware
 from app.api.cors import install_cors
 from app.api.deps import ApiState
+from app.api.early_busy import EarlyBusyMiddleware
 from app.api.errors import install_error_handlers
 from app.api.metrics import ApiMetrics, MetricsMiddleware
 from app.config import Settings
@@ -44,9 +45,10 @@ def install_api(app: FastAPI, settings: Settings) -> ApiState:
     )
     app.state.api = state
     install_error_handlers(app)
-    # add_middleware wraps what is there: the last added runs first (metrics → CORS → body limit → app).
+    # add_middleware wraps what is there: the last added runs first (metrics → early busy → CORS → body limit → app).
     app.add_middleware(BodySizeLimitMiddleware, max_bytes=settings.max_request_bytes)
     install_cors(app, settings)
+    app.add_middleware(EarlyBusyMiddleware, max_queue_size=settings.max_queue_size)  # before any body is read
     app.add_middleware(MetricsMiddleware, metrics=state.metrics)
     if settings.preload:
         _preload_after_startup(app, state)
