@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import os
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
@@ -58,6 +59,9 @@ def serve(settings: Settings, host: str | None = None, port: int | None = None) 
     """Run the server with uvicorn (blocking)."""
     import uvicorn
 
+    # Before torch loads: OpenMP threads that spin-wait between operations starve the event loop and the
+    # decoding threads; under concurrent load that cut goodput to a few percent (docs/RELIABILITY.md).
+    os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
     if not settings.queue_url:
         check_sqlite_job_store(settings)  # a damaged store stops here with what to do, before anything listens
     uvicorn.Server(uvicorn_config(create_app(settings), settings, host or settings.host, port or settings.port)).run()

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import base64
 import contextlib
+import os
 import json
 import socket
 import threading
@@ -161,10 +162,12 @@ def test_serve_uses_this_configuration(
 
     from app import server as server_module
 
+    monkeypatch.delenv("OMP_WAIT_POLICY", raising=False)
     seen: list[uvicorn.Config] = []
     monkeypatch.setattr(uvicorn.Server, "run", lambda self, sockets=None: seen.append(self.config))
     server_module.serve(api_settings(tiny_settings, data_dir=tmp_path, preload=False), port=18299)
     (config,) = seen
+    assert os.environ["OMP_WAIT_POLICY"] == "PASSIVE"  # OpenMP threads sleep instead of spinning
     assert config.proxy_headers is False
     assert config.limit_concurrency == 1000
     assert config.http.__name__ == "HardenedH11Protocol"  # type: ignore[union-attr]

@@ -31,7 +31,7 @@ async def run_on_sources(
     """Fetch and decode every source, run `infer` on the images that decoded (one batch), merge in order."""
     limits = ImageLimits(api.settings.max_image_bytes, api.settings.max_image_pixels)
     raw = await fetch_sources(sources, api.fetcher)
-    pixels = header_pixels(raw)
+    pixels = header_pixels(raw, limits)
     api.pixels.check_request(pixels)  # 413 before a pixel is decoded
     async with api.pixels.hold(pixels):  # the decoded images live until the model is done with them
         loaded = await decode_sources(sources, raw, limits)

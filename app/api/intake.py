@@ -238,14 +238,15 @@ async def fetch_sources(sources: Sequence[ImageSource], fetcher: UrlFetcher) -> 
     return list(await asyncio.gather(*(fetch(source) for source in sources)))
 
 
-def header_pixels(raw: Sequence[bytes | AppError]) -> int:
-    """Pixels the images will decode to, from their headers only (an unreadable header counts 0: the
-    decoder reports it, image by image)."""
+def header_pixels(raw: Sequence[bytes | AppError], limits: ImageLimits) -> int:
+    """Pixels the images will decode to, from their headers only. An unreadable header, or an image over
+    the per-image limit, counts 0: the decoder refuses it on its own, image by image."""
     total = 0
     for data in raw:
         if isinstance(data, bytes):
             with contextlib.suppress(Exception), Image.open(io.BytesIO(data), formats=ALLOWED_FORMATS) as opened:
-                total += int(opened.size[0]) * int(opened.size[1])
+                pixels = int(opened.size[0]) * int(opened.size[1])
+                total += pixels if pixels <= limits.max_pixels else 0
     return total
 
 
@@ -261,7 +262,7 @@ async def checked_bytes(
 ) -> list[bytes | AppError]:
     """Every image's bytes, decoded only to check them (under the pixel budget), for later work."""
     raw = await fetch_sources(sources, fetcher)
-    pixels = header_pixels(raw)
+    pixels = header_pixels(raw, limits)
     budget.check_request(pixels)
     async with budget.hold(pixels):
         return await _decode_each(sources, raw, limits, lambda data, image: data)
