@@ -8,8 +8,8 @@ from __future__ import annotations
 
 import base64
 import contextlib
-import os
 import json
+import os
 import socket
 import threading
 import time
