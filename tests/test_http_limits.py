@@ -9,6 +9,7 @@ from __future__ import annotations
 import base64
 import contextlib
 import json
+import logging
 import os
 import socket
 import threading
@@ -22,6 +23,7 @@ from app.config import Settings
 from app.http_limits import uvicorn_config
 from app.server import create_app
 from tests.api_support import api_settings
+from tests.jobs_support import wait_for
 
 HEADER_TIMEOUT_S = 1.0
 KEEPALIVE_S = 1.0
@@ -108,6 +110,22 @@ def test_a_slow_body_gets_408_and_is_closed(server_port: int) -> None:
         data, elapsed = read_until_closed(sock, within_s=BODY_TIMEOUT_S + 5)
     assert status_of(data) == 408 and error_code(data) == "request_timeout"
     assert elapsed < BODY_TIMEOUT_S + 2
+
+
+def test_an_aborted_upload_is_not_logged_as_an_error(server_port: int, caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level(logging.DEBUG)
+    with connect(server_port) as sock:
+        sock.sendall(
+            b"POST /api/v1/analyze HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+            b'Content-Length: 100000\r\n\r\n{"task": "CAPTION", "images": ["'
+        )  # and the client goes away
+
+    def logged() -> list[logging.LogRecord]:
+        return [r for r in caplog.records if "client disconnected" in r.getMessage()]
+
+    (record,) = wait_for(logged, 10, "the server to notice the disconnect")
+    assert record.levelno == logging.DEBUG
+    assert not [r.getMessage() for r in caplog.records if r.levelno >= logging.ERROR]
 
 
 def test_an_idle_keep_alive_connection_is_closed(server_port: int) -> None:
