@@ -125,6 +125,9 @@ def test_an_aborted_upload_is_not_logged_as_an_error(server_port: int, caplog: p
 
     (record,) = wait_for(logged, 10, "the server to notice the disconnect")
     assert record.levelno == logging.DEBUG
+    with connect(server_port) as sock:  # a round trip later, the aborted request's task has ended too
+        sock.sendall(b"GET /healthz HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+        assert status_of(read_until_closed(sock, within_s=10)[0]) == 200
     assert not [r.getMessage() for r in caplog.records if r.levelno >= logging.ERROR]
 
 

@@ -109,11 +109,14 @@ async def _on_http_error(request: Request, exc: Exception) -> JSONResponse:
     return error_json(status, _CODE_BY_STATUS.get(status, f"http_{status}"), message, headers=exc.headers)
 
 
+async def _on_disconnect(request: Request, exc: Exception) -> JSONResponse:
+    # An aborted upload is the client's choice, not a server fault; nobody reads this answer. (Its own
+    # handler: the catch-all `Exception` handler runs in Starlette's error middleware, which re-raises.)
+    log.debug("%s %s: the client disconnected", request.method, request.url.path[:200])
+    return error_json(400, "client_disconnected", "The client closed the connection before the request was read.")
+
+
 async def _on_unexpected(request: Request, exc: Exception) -> JSONResponse:
-    if isinstance(exc, ClientDisconnect):
-        # An aborted upload is the client's choice, not a server fault; nobody reads this answer.
-        log.debug("%s %s: the client disconnected", request.method, request.url.path[:200])
-        return error_json(400, "client_disconnected", "The client closed the connection before the request was read.")
     log.error("%s %s: unhandled %s", request.method, request.url.path, type(exc).__name__, exc_info=exc)
     return error_json(500, "internal_error", "Internal server error; the details are in the server log.")
 
@@ -122,6 +125,7 @@ def install_error_handlers(app: FastAPI) -> None:
     app.add_exception_handler(AppError, _on_app_error)
     app.add_exception_handler(RequestValidationError, _on_validation_error)
     app.add_exception_handler(StarletteHTTPException, _on_http_error)
+    app.add_exception_handler(ClientDisconnect, _on_disconnect)
     app.add_exception_handler(Exception, _on_unexpected)
 
 
