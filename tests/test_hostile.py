@@ -520,23 +520,35 @@ def test_a_trusted_proxy_forwards_the_client_address(tiny_settings: Settings, tm
     assert [r.status_code for r in spoofed] == [415, 429]
 
 
-def test_chat_login_attempts_are_keyed_by_address_and_name_in_their_own_bucket(tiny_settings: Settings) -> None:
-    from app.chat.guard import _client_address
-    from app.services.ratelimit import RateLimiter
+def test_chat_login_attempts_are_keyed_by_address_and_name_in_their_own_bucket(
+    tiny_settings: Settings, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from app.chat.auth import hash_password
+    from app.models.manager import ModelManager
+    from tests.chat_support import make_services
 
-    limiter = RateLimiter("2/minute")
-    # An API client whose token `sub` is "chat-login:alice" spends model work, not alice's logins.
-    limiter.hit("chat-login:alice")
-    limiter.hit("chat-login:alice")
-    token = _client_address.set("203.0.113.9")
+    monkeypatch.delenv("CHAINLIT_AUTH_SECRET", raising=False)
+    users = f"alice:{hash_password('wonderland', iterations=100_000)}"
+    common = {"rate_limit": "2/minute", "preload": False, "embedded_worker": False, "data_dir": tmp_path}
+    settings = api_settings(tiny_settings, chat_users=users, chainlit_auth_secret="s" * 40, **common)
+    app = create_app(settings, make_services(settings, ModelManager(settings)))
+    wrong = {"username": "alice", "password": "guess"}
+    right = {"username": "alice", "password": "wonderland"}
     try:
-        limiter.hit("203.0.113.9|alice", namespace="chat-login")
-        limiter.hit("203.0.113.9|alice", namespace="chat-login")
-        with pytest.raises(Exception, match="Rate limit"):
-            limiter.hit("203.0.113.9|alice", namespace="chat-login")
-        limiter.hit("198.51.100.1|alice", namespace="chat-login")  # alice from elsewhere is not locked out
+        with TestClient(app, client=("203.0.113.5", 4000)) as attacker:
+            alice = TestClient(app, client=("198.51.100.7", 4000))  # the same running app, another address
+            # An API token whose `sub` looks like the old login key spends model work, not alice's logins.
+            token = auth_header(make_token(sub="chat-login:alice"))
+            api = [attacker.post("/api/v1/analyze", json=_unit_request(), headers=token).status_code for _ in range(3)]
+            guesses = [attacker.post("/login", data=wrong).status_code for _ in range(2)]
+            locked = attacker.post("/login", data=right)  # the attacker's own bucket is spent, even for the right one
+            own = alice.post("/login", data=right)  # alice, from her own address, is not locked out
+        assert api == [415, 415, 429]
+        assert guesses == [401, 401] and locked.status_code == 401
+        assert own.status_code == 200 and own.json() == {"success": True}
     finally:
-        _client_address.reset(token)
+        open_settings = tiny_settings.model_copy(update=common)
+        create_app(open_settings, make_services(open_settings, ModelManager(open_settings)))  # the chat is open again
 
 
 def test_json_nesting_is_limited_not_recursed() -> None:
