@@ -88,17 +88,17 @@ def error_code(response: bytes) -> str:
 
 def test_an_idle_connection_is_closed_after_the_header_timeout(server_port: int) -> None:
     with connect(server_port) as sock:
-        data, elapsed = read_until_closed(sock, within_s=HEADER_TIMEOUT_S + 5)
+        data, elapsed = read_until_closed(sock, within_s=HEADER_TIMEOUT_S + 8)
     assert data == b""
-    assert elapsed < HEADER_TIMEOUT_S + 2
+    assert elapsed < HEADER_TIMEOUT_S + 4  # margin for a loaded machine
 
 
 def test_a_slow_request_head_gets_408_and_is_closed(server_port: int) -> None:
     with connect(server_port) as sock:
         sock.sendall(b"GET /healthz HTTP/1.1\r\nHost: x\r\n")  # and never the blank line
-        data, elapsed = read_until_closed(sock, within_s=HEADER_TIMEOUT_S + 5)
+        data, elapsed = read_until_closed(sock, within_s=HEADER_TIMEOUT_S + 8)
     assert status_of(data) == 408 and error_code(data) == "request_timeout"
-    assert elapsed < HEADER_TIMEOUT_S + 2
+    assert elapsed < HEADER_TIMEOUT_S + 4  # margin for a loaded machine
 
 
 def test_a_slow_body_gets_408_and_is_closed(server_port: int) -> None:
@@ -107,9 +107,9 @@ def test_a_slow_body_gets_408_and_is_closed(server_port: int) -> None:
             b"POST /api/v1/analyze HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
             b'Content-Length: 1000\r\n\r\n{"task": '
         )
-        data, elapsed = read_until_closed(sock, within_s=BODY_TIMEOUT_S + 5)
+        data, elapsed = read_until_closed(sock, within_s=BODY_TIMEOUT_S + 8)
     assert status_of(data) == 408 and error_code(data) == "request_timeout"
-    assert elapsed < BODY_TIMEOUT_S + 2
+    assert elapsed < BODY_TIMEOUT_S + 4
 
 
 def test_an_aborted_upload_is_not_logged_as_an_error(server_port: int, caplog: pytest.LogCaptureFixture) -> None:
@@ -134,9 +134,9 @@ def test_an_aborted_upload_is_not_logged_as_an_error(server_port: int, caplog: p
 def test_an_idle_keep_alive_connection_is_closed(server_port: int) -> None:
     with connect(server_port) as sock:
         sock.sendall(b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n")
-        data, elapsed = read_until_closed(sock, within_s=KEEPALIVE_S + 5)
+        data, elapsed = read_until_closed(sock, within_s=KEEPALIVE_S + 8)
     assert status_of(data) == 200
-    assert elapsed < KEEPALIVE_S + 2
+    assert elapsed < KEEPALIVE_S + 4
 
 
 @pytest.mark.parametrize(
