@@ -15,6 +15,7 @@ import chainlit as cl
 
 from app.chat.catalogue import CHAT_TASKS, DEFAULT_TASK, get_chat_task
 from app.chat.flow import ChatFlow
+from app.chat.guard import socket_client_address
 from app.chat.inputs import Upload
 from app.chat.replies import error_markdown, welcome_markdown
 from app.chat.samples import STARTERS
@@ -59,7 +60,9 @@ def _session() -> ChatSession:
         return existing
     user = cl.user_session.get("user")
     identifier = getattr(user, "identifier", None)
-    identity = f"chat-user:{identifier}" if identifier else f"chat-session:{cl.context.session.id}"
+    # Without a login, the client's address: a new chat (a new session id) must not reset the limit.
+    address = socket_client_address(cl.context.session.environ)
+    identity = f"chat-user:{identifier}" if identifier else f"chat-client:{address}"
     created = ChatSession(identity=identity)
     cl.user_session.set(SESSION_KEY, created)
     return created

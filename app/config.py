@@ -51,6 +51,19 @@ class Settings(BaseSettings):
     # Serving
     host: str = "127.0.0.1"
     port: int = Field(8010, ge=1, le=65535)
+    forwarded_allow_ips: str = Field(
+        "", description="Proxy addresses/CIDRs whose X-Forwarded-For/-Proto are trusted (comma-separated); empty: none"
+    )
+    http_header_timeout_s: float = Field(
+        10.0, gt=0, le=300, description="Seconds a connection may take to send a request head"
+    )
+    http_keepalive_timeout_s: float = Field(
+        5.0, gt=0, le=300, description="Seconds an idle keep-alive connection stays open"
+    )
+    http_body_timeout_s: float = Field(30.0, gt=0, le=3600, description="Seconds a request body may take to arrive")
+    http_max_header_bytes: int = Field(16 * 1024, ge=1024, description="Largest request head (431 above)")
+    http_max_headers: int = Field(100, ge=10, description="Most header lines in a request (431 above)")
+    max_connections: int = Field(1000, ge=1, description="Concurrent connections and requests before 503")
     rate_limit: str = Field("30/minute", description="limits notation, e.g. '5/minute' or '100/hour;10/minute'")
     rate_limit_storage: str = Field("memory://", description="limits storage URL, e.g. redis://host:6379")
     max_queue_size: int = Field(32, ge=1, description="Requests waiting for the model before 'busy'")
@@ -78,6 +91,12 @@ class Settings(BaseSettings):
     max_image_pixels: int = Field(40_000_000, ge=1, description="Decompression-bomb guard (width x height)")
     max_image_bytes: int = Field(20 * 1024 * 1024, ge=1)
     max_images_per_request: int = Field(16, ge=1)
+    max_request_pixels: int = Field(
+        200_000_000, ge=1, description="Decoded pixels per API request, all images together (413 above)"
+    )
+    max_inflight_pixels: int = Field(
+        0, ge=0, description="Decoded pixels held by all requests at once; 0 = 1/8 of the machine's memory"
+    )
 
     # Logging
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"

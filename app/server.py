@@ -3,16 +3,20 @@
 from __future__ import annotations
 
 import logging
+import os
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
 from fastapi import FastAPI
+from uvicorn.middleware.proxy_headers import ProxyHeadersMiddleware
 
 from app import __version__
 from app.api import api_router, install_api
 from app.api.docs import offline_docs_app
 from app.chat.integration import chat_lifespan, mount_chat
 from app.config import Settings
+from app.http_limits import RequestLimitsMiddleware, uvicorn_config
+from app.jobs.store import check_sqlite_job_store
 from app.jobs.worker import jobs_lifespan
 from app.services.container import Services, set_services
 
@@ -39,6 +43,15 @@ def create_app(settings: Settings, services: Services | None = None) -> FastAPI:
     app.include_router(api_router)
     install_api(app, settings)  # auth, errors, body limit, CORS, metrics, model preload
     mount_chat(app, settings)  # last: the chat at `/` catches every path not routed above
+    app.add_middleware(
+        RequestLimitsMiddleware,
+        max_headers=settings.http_max_headers,
+        max_header_bytes=settings.http_max_header_bytes,
+        body_timeout_s=settings.http_body_timeout_s,
+    )
+    if settings.forwarded_allow_ips.strip():
+        # Outermost: the client address every layer sees (rate limits, logs) comes from a trusted proxy only.
+        app.add_middleware(ProxyHeadersMiddleware, trusted_hosts=settings.forwarded_allow_ips)
     return app
 
 
@@ -46,4 +59,9 @@ def serve(settings: Settings, host: str | None = None, port: int | None = None) 
     """Run the server with uvicorn (blocking)."""
     import uvicorn
 
-    uvicorn.run(create_app(settings), host=host or settings.host, port=port or settings.port, log_config=None)
+    # Before torch loads: OpenMP threads that spin-wait between operations starve the event loop and the
+    # decoding threads; under concurrent load that cut goodput to a few percent (docs/RELIABILITY.md).
+    os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+    if not settings.queue_url:
+        check_sqlite_job_store(settings)  # a damaged store stops here with what to do, before anything listens
+    uvicorn.Server(uvicorn_config(create_app(settings), settings, host or settings.host, port or settings.port)).run()

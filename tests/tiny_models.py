@@ -120,8 +120,11 @@ def florence_generation_config() -> Any:
     )
 
 
-def build_tiny_florence(path: Path, seed: int = 0) -> Path:
-    """Write a tiny random Florence-2 checkpoint (model, tokenizer, processor) to ``path``."""
+def build_tiny_florence(path: Path, seed: int = 0, max_position_embeddings: int = 1024) -> Path:
+    """Write a tiny random Florence-2 checkpoint (model, tokenizer, processor) to ``path``.
+
+    `max_position_embeddings`: the text encoder's positions (BART's 1024); fewer make long prompts overflow.
+    """
     import torch
     from transformers import AutoTokenizer, Florence2Config, Florence2ForConditionalGeneration
 
@@ -137,7 +140,7 @@ def build_tiny_florence(path: Path, seed: int = 0) -> Path:
     text_config = {
         "model_type": "bart",
         "vocab_size": vocab_size,
-        "max_position_embeddings": 1024,
+        "max_position_embeddings": max_position_embeddings,
         "encoder_layers": 1,
         "encoder_ffn_dim": 32,
         "encoder_attention_heads": 2,

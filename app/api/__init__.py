@@ -21,6 +21,6 @@ api_router.include_router(jobs_router)
 api_router.include_router(seed_jobs_router)
 api_router.include_router(classify_router)
 # last: JSON 404/405 for anything else under /api
-api_router.include_router(build_fallback(analyze_router, api_v1, jobs_router, seed_jobs_router, classify_router))
+api_router.include_router(build_fallback(analyze_router, api_v1, ops, jobs_router, seed_jobs_router, classify_router))
 
 __all__ = ["api_router", "install_api"]

@@ -16,7 +16,7 @@ from fastapi.responses import JSONResponse
 from app.api.deps import ApiState
 from app.api.disconnect import run_unless_disconnected
 from app.api.errors import app_error_response
-from app.api.intake import ImageSource, load_sources
+from app.api.intake import ImageSource, decode_sources, fetch_sources, header_pixels
 from app.images import ImageLimits, LoadedImage
 from app.services.per_image import ImageReport, Outcome, ResultT, merge_outcomes
 
@@ -30,9 +30,13 @@ async def run_on_sources(
 ) -> list[ImageReport[ResultT]]:
     """Fetch and decode every source, run `infer` on the images that decoded (one batch), merge in order."""
     limits = ImageLimits(api.settings.max_image_bytes, api.settings.max_image_pixels)
-    loaded = await load_sources(sources, api.fetcher, limits)
-    images = [item for item in loaded if isinstance(item, LoadedImage)]
-    outcomes = await infer(images) if images else []
+    raw = await fetch_sources(sources, api.fetcher)
+    pixels = header_pixels(raw, limits)
+    api.pixels.check_request(pixels)  # 413 before a pixel is decoded
+    async with api.pixels.hold(pixels):  # the decoded images live until the model is done with them
+        loaded = await decode_sources(sources, raw, limits)
+        images = [item for item in loaded if isinstance(item, LoadedImage)]
+        outcomes = await infer(images) if images else []
     return merge_outcomes([source.name for source in sources], loaded, outcomes)
 
 

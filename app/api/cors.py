@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 from fastapi import FastAPI
+from starlette.datastructures import Headers
 from starlette.middleware.cors import CORSMiddleware
 from starlette.types import ASGIApp, Receive, Scope, Send
 
+from app.api.errors import error_json
 from app.config import Settings
 
 API_PREFIX = "/api/"
@@ -27,10 +29,23 @@ class ApiCORSMiddleware:
         )
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] == "http" and scope.get("path", "").startswith(API_PREFIX):
-            await self.cors(scope, receive, send)
-        else:
+        if scope["type"] != "http" or not scope.get("path", "").startswith(API_PREFIX):
             await self.app(scope, receive, send)
+            return
+        headers = Headers(scope=scope)
+        if scope["method"] == "OPTIONS" and "origin" in headers and "access-control-request-method" in headers:
+            response = self.cors.preflight_response(request_headers=headers)
+            if response.status_code >= 400:
+                # Starlette refuses in plain text ("Disallowed CORS origin"); answer in the API's error shape.
+                reason = bytes(response.body).decode("utf-8", "replace")
+                refusal = error_json(response.status_code, "cors_refused", f"{reason}.")
+                for name in ("vary",):
+                    if name in response.headers:
+                        refusal.headers[name] = response.headers[name]
+                response = refusal
+            await response(scope, receive, send)
+            return
+        await self.cors(scope, receive, send)
 
 
 def parse_origins(text: str) -> list[str]:

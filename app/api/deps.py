@@ -22,6 +22,7 @@ if TYPE_CHECKING:
     from app.api.auth import AuthPolicy
     from app.api.metrics import ApiMetrics
     from app.services.fetch import UrlFetcher
+    from app.services.pixel_budget import PixelBudget
 
 
 @dataclass
@@ -32,6 +33,7 @@ class ApiState:
     auth: AuthPolicy
     metrics: ApiMetrics
     fetcher: UrlFetcher
+    pixels: PixelBudget
     preload_thread: threading.Thread | None = None
 
 

@@ -17,6 +17,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.requests import ClientDisconnect
 
 from app.errors import AppError
 
@@ -59,6 +60,8 @@ def error_headers(exc: AppError) -> dict[str, str]:
         headers["Retry-After"] = str(max(1, math.ceil(exc.retry_after)))
     if exc.http_status == 401:
         headers["WWW-Authenticate"] = "Bearer"
+    if exc.http_status == 408:  # the body was not read to its end: the connection cannot carry another request
+        headers["Connection"] = "close"
     return headers
 
 
@@ -106,6 +109,13 @@ async def _on_http_error(request: Request, exc: Exception) -> JSONResponse:
     return error_json(status, _CODE_BY_STATUS.get(status, f"http_{status}"), message, headers=exc.headers)
 
 
+async def _on_disconnect(request: Request, exc: Exception) -> JSONResponse:
+    # An aborted upload is the client's choice, not a server fault; nobody reads this answer. (Its own
+    # handler: the catch-all `Exception` handler runs in Starlette's error middleware, which re-raises.)
+    log.debug("%s %s: the client disconnected", request.method, request.url.path[:200])
+    return error_json(400, "client_disconnected", "The client closed the connection before the request was read.")
+
+
 async def _on_unexpected(request: Request, exc: Exception) -> JSONResponse:
     log.error("%s %s: unhandled %s", request.method, request.url.path, type(exc).__name__, exc_info=exc)
     return error_json(500, "internal_error", "Internal server error; the details are in the server log.")
@@ -115,6 +125,7 @@ def install_error_handlers(app: FastAPI) -> None:
     app.add_exception_handler(AppError, _on_app_error)
     app.add_exception_handler(RequestValidationError, _on_validation_error)
     app.add_exception_handler(StarletteHTTPException, _on_http_error)
+    app.add_exception_handler(ClientDisconnect, _on_disconnect)
     app.add_exception_handler(Exception, _on_unexpected)
 
 

@@ -15,12 +15,14 @@ from app.api.auth import AuthPolicy
 from app.api.body_limit import BodySizeLimitMiddleware
 from app.api.cors import install_cors
 from app.api.deps import ApiState
+from app.api.early_busy import EarlyBusyMiddleware
 from app.api.errors import install_error_handlers
 from app.api.metrics import ApiMetrics, MetricsMiddleware
 from app.config import Settings
 from app.errors import AppError
 from app.models.manager import ModelManager
 from app.services.fetch import FetchPolicy, UrlFetcher
+from app.services.pixel_budget import PixelBudget, default_in_flight_pixels
 
 log = logging.getLogger(__name__)
 
@@ -36,12 +38,17 @@ def install_api(app: FastAPI, settings: Settings) -> ApiState:
         auth=AuthPolicy.from_settings(settings),
         metrics=ApiMetrics(lambda: getattr(app.state, "services", None)),
         fetcher=UrlFetcher(FetchPolicy.from_settings(settings)),
+        pixels=PixelBudget(
+            settings.max_request_pixels,
+            settings.max_inflight_pixels or default_in_flight_pixels(settings.max_request_pixels),
+        ),
     )
     app.state.api = state
     install_error_handlers(app)
-    # add_middleware wraps what is there: the last added runs first (metrics → CORS → body limit → app).
+    # add_middleware wraps what is there: the last added runs first (metrics → early busy → CORS → body limit → app).
     app.add_middleware(BodySizeLimitMiddleware, max_bytes=settings.max_request_bytes)
     install_cors(app, settings)
+    app.add_middleware(EarlyBusyMiddleware, max_queue_size=settings.max_queue_size)  # before any body is read
     app.add_middleware(MetricsMiddleware, metrics=state.metrics)
     if settings.preload:
         _preload_after_startup(app, state)

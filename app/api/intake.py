@@ -10,25 +10,31 @@ from __future__ import annotations
 import asyncio
 import base64
 import binascii
+import contextlib
+import io
+import json
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
 from fastapi import Request
 from fastapi.exceptions import RequestValidationError
+from PIL import Image
 from pydantic import BaseModel, ValidationError
 from starlette.datastructures import FormData, UploadFile
 
 from app.api.schemas import AnalyzeForm, AnalyzeRequest, ImageBase64, ImageInput, ImageURL
 from app.config import Settings
-from app.errors import AppError, InvalidImage, PayloadTooLarge, UnsupportedMediaType
+from app.errors import AppError, InvalidImage, InvalidInput, PayloadTooLarge, UnsupportedMediaType
 from app.geometry import parse_region
-from app.images import ImageLimits, LoadedImage, load_image_bytes
+from app.images import ALLOWED_FORMATS, ImageLimits, LoadedImage, load_image_bytes
 from app.services.fetch import UrlFetcher
+from app.services.pixel_budget import PixelBudget
 
 ModelT = TypeVar("ModelT", bound=BaseModel)
 T = TypeVar("T")
 _MAX_NAME_CHARS = 100
+MAX_JSON_DEPTH = 32  # real bodies nest 3-4 levels
 _DECODE_CONCURRENCY = 2  # decoding is CPU work; a batch of 16 should not start 16 threads at once
 
 
@@ -81,6 +87,34 @@ def parse_body(model: type[ModelT], data: bytes | dict[str, Any]) -> ModelT:
         return model.model_validate(data)
     except ValidationError as exc:
         raise RequestValidationError(exc.errors(include_input=False, include_url=False)) from None
+
+
+def parse_json_object(data: bytes) -> dict[str, Any]:
+    """A JSON object, or `invalid_json` (400): not JSON, not an object, or nested past `MAX_JSON_DEPTH`.
+
+    Python's parser raises RecursionError (not ValueError) near 1000 levels, and a body just under that
+    would overflow later, when the fingerprint re-serialises it; the depth is checked here once.
+    """
+    try:
+        body = json.loads(data)
+    except (ValueError, UnicodeDecodeError, RecursionError):
+        raise InvalidInput("The request body is not valid JSON.", code="invalid_json") from None
+    if not isinstance(body, dict):
+        raise InvalidInput("The request body must be a JSON object.", code="invalid_json")
+    if json_depth(body) > MAX_JSON_DEPTH:
+        raise InvalidInput(f"The request body nests deeper than {MAX_JSON_DEPTH} levels.", code="invalid_json")
+    return body
+
+
+def json_depth(value: Any) -> int:
+    """How deeply lists and objects nest in `value` (iterative: safe on any depth the parser returns)."""
+    deepest, stack = 0, [(value, 1)]
+    while stack:
+        node, depth = stack.pop()
+        if isinstance(node, dict | list):
+            deepest = max(deepest, depth)
+            stack.extend((child, depth + 1) for child in (node.values() if isinstance(node, dict) else node))
+    return deepest
 
 
 def form_fields(form: FormData, files_field: str) -> dict[str, str]:
@@ -188,36 +222,67 @@ def _image_too_large(name: str, size: int, max_bytes: int) -> PayloadTooLarge:
     )
 
 
-async def load_sources(
-    sources: Sequence[ImageSource], fetcher: UrlFetcher, limits: ImageLimits
+async def fetch_sources(sources: Sequence[ImageSource], fetcher: UrlFetcher) -> list[bytes | AppError]:
+    """Each source's bytes (URLs fetched concurrently), or the error found while reading it."""
+
+    async def fetch(source: ImageSource) -> bytes | AppError:
+        if source.error is not None:
+            return source.error
+        if source.data is not None:
+            return source.data
+        try:
+            return await fetcher.fetch(source.url or "")
+        except AppError as exc:
+            return exc
+
+    return list(await asyncio.gather(*(fetch(source) for source in sources)))
+
+
+def header_pixels(raw: Sequence[bytes | AppError], limits: ImageLimits) -> int:
+    """Pixels the images will decode to, from their headers only. An unreadable header, or an image over
+    the per-image limit, counts 0: the decoder refuses it on its own, image by image."""
+    total = 0
+    for data in raw:
+        if isinstance(data, bytes):
+            with contextlib.suppress(Exception), Image.open(io.BytesIO(data), formats=ALLOWED_FORMATS) as opened:
+                pixels = int(opened.size[0]) * int(opened.size[1])
+                total += pixels if pixels <= limits.max_pixels else 0
+    return total
+
+
+async def decode_sources(
+    sources: Sequence[ImageSource], raw: Sequence[bytes | AppError], limits: ImageLimits
 ) -> list[LoadedImage | AppError]:
-    """Fetch and decode every source (in input order); one failure never stops the others."""
-    return await _each_source(sources, fetcher, limits, lambda data, image: image)
+    """Decode fetched bytes (in input order); one failure never stops the others."""
+    return await _decode_each(sources, raw, limits, lambda data, image: image)
 
 
 async def checked_bytes(
-    sources: Sequence[ImageSource], fetcher: UrlFetcher, limits: ImageLimits
+    sources: Sequence[ImageSource], fetcher: UrlFetcher, limits: ImageLimits, budget: PixelBudget
 ) -> list[bytes | AppError]:
-    """Like `load_sources`, but keeps each image's bytes (decoded only to check them) for later work."""
-    return await _each_source(sources, fetcher, limits, lambda data, image: data)
+    """Every image's bytes, decoded only to check them (under the pixel budget), for later work."""
+    raw = await fetch_sources(sources, fetcher)
+    pixels = header_pixels(raw, limits)
+    budget.check_request(pixels)
+    async with budget.hold(pixels):
+        return await _decode_each(sources, raw, limits, lambda data, image: data)
 
 
-async def _each_source(
+async def _decode_each(
     sources: Sequence[ImageSource],
-    fetcher: UrlFetcher,
+    raw: Sequence[bytes | AppError],
     limits: ImageLimits,
     keep: Callable[[bytes, LoadedImage], T],
 ) -> list[T | AppError]:
     gate = asyncio.Semaphore(_DECODE_CONCURRENCY)
 
-    async def load(source: ImageSource) -> T | AppError:
-        if source.error is not None:
-            return source.error
+    async def decode(source: ImageSource, data: bytes | AppError) -> T | AppError:
+        if isinstance(data, AppError):
+            return data
         try:
-            data = source.data if source.data is not None else await fetcher.fetch(source.url or "")
             async with gate:
                 return keep(data, await asyncio.to_thread(load_image_bytes, data, limits, source.name))
         except AppError as exc:
             return exc
 
-    return list(await asyncio.gather(*(load(source) for source in sources)))
+    return list(await asyncio.gather(*(decode(source, data) for source, data in zip(sources, raw, strict=True))))

@@ -29,4 +29,21 @@ def build_fallback(*routers: APIRouter) -> APIRouter:
             )
         return error_json(404, "not_found", f"No API endpoint at /api/{path[:100]}.")
 
+    for route in known:
+        if not route.path.startswith("/api/"):
+            _add_method_fallback(fallback, route)
     return fallback
+
+
+def _add_method_fallback(fallback: APIRouter, route: APIRoute) -> None:
+    """405 in the error shape for the other methods on `/healthz`-like paths outside /api (the chat's
+    catch-all would answer them in its own shape)."""
+    allowed = set(route.methods or ()) | ({"HEAD"} if "GET" in (route.methods or ()) else set())
+    others = [method for method in _ALL_METHODS if method not in allowed]
+
+    async def method_not_allowed() -> Response:
+        return error_json(
+            405, "method_not_allowed", "Method Not Allowed", headers={"Allow": ", ".join(sorted(allowed))}
+        )
+
+    fallback.add_api_route(route.path, method_not_allowed, methods=others, include_in_schema=False)

@@ -22,7 +22,15 @@ from pydantic import BaseModel, Field
 from app.api.auth import Principal, PrincipalDep
 from app.api.deps import ApiState, ApiStateDep, ServicesDep
 from app.api.errors import error_responses
-from app.api.intake import ImageSource, check_image_count, checked_bytes, parse_body, require_json, source_from_json
+from app.api.intake import (
+    ImageSource,
+    check_image_count,
+    checked_bytes,
+    parse_body,
+    parse_json_object,
+    require_json,
+    source_from_json,
+)
 from app.api.schemas import AnalyzeRequest, ImageInput, inline_refs
 from app.api.schemas_classify import ClassifyRequest, ZeroShotRequestBody
 from app.config import Settings
@@ -127,13 +135,7 @@ SubmitterDep = Annotated[Submitter, Depends(get_submitter)]
 # -- intake shared with the seed-compatible routes --------------------------------------------------------
 async def read_json_object(request: Request) -> dict[str, Any]:
     require_json(request, "Send jobs as application/json.")
-    try:
-        body = json.loads(await request.body())
-    except (ValueError, UnicodeDecodeError):
-        raise InvalidInput("The request body is not valid JSON.", code="invalid_json") from None
-    if not isinstance(body, dict):
-        raise InvalidInput("The request body must be a JSON object.", code="invalid_json")
-    return body
+    return parse_json_object(await request.body())
 
 
 def body_fingerprint(*parts: Any) -> str:
@@ -175,7 +177,7 @@ def parse_classification(
 async def stored_inputs(sources: Sequence[ImageSource], api: ApiState) -> tuple[list[JobInput], dict[str, Any]]:
     """Fetch URLs now and check that every image decodes; failures stay per image (`input_errors`)."""
     limits = ImageLimits(api.settings.max_image_bytes, api.settings.max_image_pixels)
-    outcomes = await checked_bytes(sources, api.fetcher, limits)
+    outcomes = await checked_bytes(sources, api.fetcher, limits, api.pixels)
     inputs: list[JobInput] = []
     errors: dict[str, Any] = {}
     for index, (source, outcome) in enumerate(zip(sources, outcomes, strict=True)):

@@ -124,7 +124,7 @@ def seed_params(
         return classify_params(services.classification, top_n, language)
     if name == "image-captioning":
         detail = config.get("detail", "basic")
-        if detail not in _CAPTION_TASKS:
+        if not isinstance(detail, str) or detail not in _CAPTION_TASKS:  # [] or {} are unhashable
             raise InvalidInput(f"config.detail must be one of {', '.join(_CAPTION_TASKS)}.", code="invalid_config")
         return analyze_params(_CAPTION_TASKS[detail], None, None)
     if name == "object-detection":
@@ -218,5 +218,5 @@ async def get_seed_job(task: str, job_id: str, principal: PrincipalDep, jobs: Jo
     spec = seed_task(task)
     record = await asyncio.to_thread(jobs.queue.get, job_id, principal.sub)
     if record.params.get("seed", {}).get("task") != task:
-        raise NotFound(f"No job {job_id!r}.", code="job_not_found")
+        raise NotFound(f"No job {job_id[:64]!r}.", code="job_not_found")
     return JSONResponse(seed_view(record, spec))

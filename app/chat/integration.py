@@ -18,8 +18,11 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from fastapi import FastAPI
+from starlette.routing import Mount
+from starlette.types import ASGIApp
 
 from app.chat.auth import ChatUsers
+from app.chat.guard import ChatGuard, current_client_address, on_chat_error
 from app.config import Settings
 from app.errors import AppError, InvalidInput, RateLimited
 from app.services.container import get_services
@@ -65,9 +68,18 @@ def mount_chat(app: FastAPI, settings: Settings) -> None:
 
         mount_chainlit(app=app, target=str(CHAINLIT_MODULE), path="/")
         chainlit_server.get_html_template = _without_external_links(chainlit_server.get_html_template)
+        chainlit_server.app.add_exception_handler(Exception, on_chat_error)
         _mounted = True
     else:
         app.mount("/", chainlit_server.app)
+    _guard_chat_mount(app, chainlit_server.app)
+
+
+def _guard_chat_mount(app: FastAPI, chainlit_app: ASGIApp) -> None:
+    """Put `ChatGuard` in front of the Chainlit mount (Chainlit's `mount_chainlit` mounts it bare)."""
+    for route in app.router.routes:
+        if isinstance(route, Mount) and route.app is chainlit_app:
+            route.app = ChatGuard(chainlit_app)
 
 
 @asynccontextmanager
@@ -177,8 +189,9 @@ async def _login(users: ChatUsers, username: str, password: str) -> cl.User | No
     import chainlit as cl
 
     try:
-        # Failed and successful attempts both count, per name: guessing is as slow as RATE_LIMIT.
-        get_services().limiter.hit(f"chat-login:{username[:100]}")
+        # Attempts count per (client address, user name) in their own bucket: guessing is as slow as
+        # RATE_LIMIT, and nobody else (another address, an API token's `sub`) can lock a user out.
+        get_services().limiter.hit(f"{current_client_address()}|{username[:100]}", namespace="chat-login")
     except RateLimited:
         log.warning("chat login rate-limited for a user name")
         return None

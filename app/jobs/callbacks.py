@@ -13,7 +13,7 @@ from typing import Any
 
 import httpx
 
-from app.errors import AppError
+from app.errors import AppError, InvalidInput
 from app.services.fetch import FetchPolicy, UrlFetcher
 
 log = logging.getLogger(__name__)
@@ -38,7 +38,7 @@ class CallbackPoster(UrlFetcher):
     async def check(self, url: str) -> None:
         """Refuse a URL that is malformed or resolves to a non-public address (submit time)."""
         if len(url) > MAX_CALLBACK_URL_CHARS:
-            raise _as_callback_error(AppError("The image URL is too long.", code="invalid_url"))
+            raise InvalidInput(f"The callback_url is over {MAX_CALLBACK_URL_CHARS} characters.", code="invalid_url")
         try:
             await self._pin(self._check_url(url))
         except AppError as exc:

@@ -67,6 +67,10 @@ def build_huey(settings: Settings) -> Huey:
     return SqliteHuey(QUEUE_NAME, filename=str(path), results=False, serializer=JsonSerializer())
 
 
+class StoreUnavailable(QueueUnavailable):
+    code = "store_unavailable"
+
+
 # What an unreachable store raises (Redis down or restarting; SQLite file locked or unreadable).
 STORE_ERRORS = (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError, sqlite3.OperationalError)
 
@@ -76,6 +80,16 @@ def store_errors() -> Iterator[None]:
     """A store that cannot be reached is a 503 for the caller, not a stack trace."""
     try:
         yield
+    except sqlite3.IntegrityError:
+        raise  # a constraint the store relies on (idempotency keys), not an outage
+    except sqlite3.DatabaseError as exc:
+        if not isinstance(exc, sqlite3.OperationalError):  # corrupt pages, "file is not a database"
+            log.error("job store damaged: %s: %s", type(exc).__name__, exc)
+            raise StoreUnavailable(
+                "The job store is damaged; the operator has to restore it (see the server log).", retry_after=60
+            ) from None
+        log.error("job store unreachable: %s: %s", type(exc).__name__, exc)
+        raise QueueUnavailable("The job queue is unreachable right now; try again shortly.", retry_after=5) from None
     except STORE_ERRORS as exc:
         log.error("job store unreachable: %s: %s", type(exc).__name__, exc)
         raise QueueUnavailable("The job queue is unreachable right now; try again shortly.", retry_after=5) from None
@@ -157,7 +171,7 @@ class JobQueue:
         with store_errors():
             record = self.store.get(job_id)
         if record is None or record.owner != owner:
-            raise NotFound(f"No job {job_id!r}.", code="job_not_found")
+            raise NotFound(f"No job {job_id[:64]!r}.", code="job_not_found")
         return record
 
     def find(self, owner: str, idempotency_key: str) -> JobRecord | None:

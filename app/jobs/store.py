@@ -2,6 +2,7 @@
 
 Every transition is one conditional UPDATE, so several processes on one machine (the server and
 `python -m app worker`) can share the file safely; WAL mode lets readers run during writes.
+The file is checked when opened and a damaged or emptied one is refused (`store_file.py`).
 """
 
 from __future__ import annotations
@@ -28,6 +29,7 @@ from app.jobs.records import (
     to_json,
     worker_lost_error,
 )
+from app.jobs.store_file import open_job_database
 
 _SCHEMA = """
 create table if not exists jobs (
@@ -82,12 +84,9 @@ class SqliteJobStore:
         self.ttl_s = ttl_s
         self.clock = clock
         self._lock = threading.Lock()
-        self._conn = sqlite3.connect(path, timeout=30, check_same_thread=False, isolation_level=None)
+        # Checked (marker, integrity), WAL with full sync, incremental auto-vacuum: see store_file.py.
+        self._conn = open_job_database(path, _SCHEMA)
         self._conn.row_factory = sqlite3.Row
-        self._conn.execute("pragma journal_mode=wal")
-        self._conn.execute("pragma foreign_keys=on")
-        self._conn.execute("pragma synchronous=normal")
-        self._conn.executescript(_SCHEMA)
 
     @contextmanager
     def _tx(self) -> Iterator[sqlite3.Connection]:
@@ -247,6 +246,11 @@ class SqliteJobStore:
     def purge_expired(self) -> int:
         with self._tx() as conn:
             cursor = conn.execute("delete from jobs where expires_at is not null and expires_at <= ?", (self.clock(),))
+        if cursor.rowcount:
+            with self._lock:
+                # Give the freed pages back to the file system (WAL: the file shrinks at the checkpoint).
+                self._conn.executescript("pragma incremental_vacuum;")  # execute() frees one page per step
+                self._conn.execute("pragma wal_checkpoint(truncate)")
         return cursor.rowcount
 
     def close(self) -> None:
@@ -269,10 +273,19 @@ def _end(
     return JobRecord.from_row(dict(row))
 
 
+def sqlite_store_path(settings: Settings) -> Path:
+    return Path(settings.data_dir) / "jobs.sqlite3"
+
+
+def check_sqlite_job_store(settings: Settings) -> None:
+    """Open and close the SQLite store: `JobStoreDamaged` (with what to do) if it cannot be trusted."""
+    SqliteJobStore(sqlite_store_path(settings), ttl_s=settings.job_ttl).close()
+
+
 def build_store(settings: Settings, clock: Clock = time.time) -> JobStore:
     """SQLite under DATA_DIR, or Redis when QUEUE_URL is a redis:// URL."""
     if settings.queue_url:
         from app.jobs.redis_store import RedisJobStore
 
         return RedisJobStore(settings.queue_url, ttl_s=settings.job_ttl, clock=clock)
-    return SqliteJobStore(Path(settings.data_dir) / "jobs.sqlite3", ttl_s=settings.job_ttl, clock=clock)
+    return SqliteJobStore(sqlite_store_path(settings), ttl_s=settings.job_ttl, clock=clock)

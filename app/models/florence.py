@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING, Any
 from PIL import Image
 
 from app.config import Settings
-from app.errors import InferenceError, ModelUnavailable
+from app.errors import AppError, InferenceError, ModelUnavailable
 from app.geometry import XYXY, box_to_loc_tokens, clip_box
 from app.images import to_rgb
 from app.models.acceleration import apply_cpu_optimization, configure_cuda
@@ -42,7 +42,7 @@ class FlorenceRequest:
         cls, image: Image.Image, spec: TaskSpec, text: str | None = None, region: Sequence[float] | None = None
     ) -> FlorenceRequest:
         cleaned = validate_task_inputs(spec, text, region)
-        rgb = to_rgb(image)
+        rgb = image if image.mode == "RGB" else to_rgb(image)  # no 4-bytes-per-pixel copy of a decoded RGB image
         clipped = clip_box(region, rgb.size) if region is not None else None
         return cls(image=rgb, spec=spec, text=cleaned, region=clipped)
 
@@ -65,6 +65,13 @@ class GenerationOptions:
     num_beams: int
     max_new_tokens: int
     min_new_tokens: int = 0  # > 0 forces a length (the benchmark uses min = max)
+
+
+def _max_text_positions(model: Any) -> int | None:
+    """How many positions the text encoder has (BART: 1024), if the config says."""
+    text_config = getattr(model.config, "text_config", None)
+    positions = getattr(text_config, "max_position_embeddings", None)
+    return int(positions) if isinstance(positions, int) and positions > 0 else None
 
 
 def resolve_device_dtype(settings: Settings) -> tuple[str, torch.dtype]:
@@ -134,7 +141,9 @@ class FlorenceBackend:
         else:
             configure_cuda()
         self._model, self._processor, self._dtype = model, processor, dtype
-        self._inputs = InputBuilder(processor, compute_digests=self._features is not None)
+        self._inputs = InputBuilder(
+            processor, compute_digests=self._features is not None, max_positions=_max_text_positions(model)
+        )
         self.device, self.dtype_name = device, str(dtype).removeprefix("torch.")
         log.info(
             "loaded %s on %s (%s) in %.1fs", self.settings.model_id, device, self.dtype_name,
@@ -187,6 +196,8 @@ class FlorenceBackend:
         builder = self._input_builder()
         try:
             return builder.prepare(request)
+        except AppError:
+            raise  # the request's own fault (text_too_long), told as such
         except Exception as exc:
             log.exception("preprocessing failed")
             raise InferenceError(f"The input could not be prepared for the model ({type(exc).__name__}).") from exc

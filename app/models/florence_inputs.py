@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 from PIL import Image
 
+from app.errors import InvalidInput
 from app.models.image_features import pixels_digest
 
 if TYPE_CHECKING:
@@ -36,9 +37,11 @@ class PreparedInput:
 class InputBuilder:
     """Builds batched `input_ids`, `attention_mask` and `pixel_values` for a loaded processor."""
 
-    def __init__(self, processor: Any, compute_digests: bool = False) -> None:
+    def __init__(self, processor: Any, compute_digests: bool = False, max_positions: int | None = None) -> None:
         self.processor = processor
         self.compute_digests = compute_digests
+        # The text encoder's learned positions cover image tokens + <s> prompt </s>; one more is an IndexError.
+        self.max_positions = max_positions
         image_processor = processor.image_processor
         size = image_processor.size
         self._size_hw: tuple[int, int] | None = None
@@ -68,8 +71,26 @@ class InputBuilder:
         else:
             pixel_values = self.processor.image_processor(images=[request.image], return_tensors="np")["pixel_values"]
             pixels = np.asarray(pixel_values[0], dtype=np.float32)
+        prompt = request.prompt()
+        if request.text is not None:
+            self.check_prompt_length(prompt)
         digest = pixels_digest(pixels) if self.compute_digests else None
-        return PreparedInput(pixels=pixels, prompt=request.prompt(), digest=digest)
+        return PreparedInput(pixels=pixels, prompt=prompt, digest=digest)
+
+    def check_prompt_length(self, prompt: str) -> None:
+        """Refuse a prompt whose tokens, with the image tokens, would not fit the encoder's positions."""
+        if self.max_positions is None:
+            return
+        laid_out = self._layout_prompts([prompt])[0]
+        count = len(self.processor.tokenizer(laid_out, add_special_tokens=False)["input_ids"])
+        if count > self.max_positions:
+            image_tokens = int(self.processor.num_image_tokens)
+            text_budget = self.max_positions - image_tokens - 2  # <s> and </s>
+            raise InvalidInput(
+                f"The text input is too long for the model: its prompt takes {count - image_tokens - 2} tokens and "
+                f"at most {text_budget} fit beside the image in the model's {self.max_positions} positions.",
+                code="text_too_long",
+            )
 
     def collate(self, prepared: Sequence[PreparedInput], device: str, dtype: torch.dtype) -> dict[str, Any]:
         """`input_ids`, `attention_mask` and `pixel_values`, as `Florence2Processor` would build them."""

@@ -26,7 +26,15 @@ IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
 
 ALLOWED_SCHEMES = ("http", "https")
 REDIRECT_STATUSES = frozenset({301, 302, 303, 307, 308})
-_NAT64 = ipaddress.IPv6Network("64:ff9b::/96")
+# IPv6 forms that carry an IPv4 address in their last 32 bits (Python calls several of them global):
+# IPv4-compatible ::a.b.c.d, SIIT's translated ::ffff:0:a.b.c.d, and the well-known NAT64 prefix.
+_LOW32_EMBEDDING = (
+    ipaddress.IPv6Network("::/96"),
+    ipaddress.IPv6Network("::ffff:0:0:0/96"),
+    ipaddress.IPv6Network("64:ff9b::/96"),
+)
+# Local-use NAT64 (RFC 8215): translated by the operator's own gateway; never public.
+_LOCAL_NAT64 = ipaddress.IPv6Network("64:ff9b:1::/48")
 _USER_AGENT = "florence-vision-app (image fetch)"
 
 
@@ -44,7 +52,8 @@ def parse_networks(text: str) -> tuple[IPNetwork, ...]:
 
 
 def _embedded_ipv4(address: IPAddress) -> list[ipaddress.IPv4Address]:
-    """IPv4 addresses an IPv6 address tunnels to (6to4, Teredo client, NAT64): they must pass too."""
+    """IPv4 addresses an IPv6 address embeds or tunnels to (IPv4-compatible, SIIT, NAT64, 6to4, Teredo
+    client): each must pass the check too, so `[::127.0.0.1]` is as loopback as `127.0.0.1`."""
     if not isinstance(address, ipaddress.IPv6Address):
         return []
     embedded = []
@@ -52,7 +61,7 @@ def _embedded_ipv4(address: IPAddress) -> list[ipaddress.IPv4Address]:
         embedded.append(address.sixtofour)
     if address.teredo is not None:
         embedded.append(address.teredo[1])
-    if address in _NAT64:
+    if any(address in network for network in _LOW32_EMBEDDING):
         embedded.append(ipaddress.IPv4Address(int(address) & 0xFFFFFFFF))
     return embedded
 
@@ -62,7 +71,8 @@ def is_address_allowed(address: IPAddress, allow_networks: tuple[IPNetwork, ...]
     if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
         address = address.ipv4_mapped  # ::ffff:a.b.c.d is the IPv4 host on the wire
     for candidate in (address, *_embedded_ipv4(address)):
-        if candidate.is_global and not candidate.is_multicast:  # Python counts most multicast as global
+        public = candidate.is_global and not candidate.is_multicast  # Python counts most multicast as global
+        if public and not (isinstance(candidate, ipaddress.IPv6Address) and candidate in _LOCAL_NAT64):
             continue
         if not any(candidate.version == net.version and candidate in net for net in allow_networks):
             return False
@@ -122,6 +132,10 @@ class UrlFetcher:
                         return await self._read_capped(response)
         except AppError:
             raise
+        except httpx.InvalidURL:
+            raise InvalidInput(
+                "The image URL (or one it redirected to) is not a valid URL.", code="invalid_url"
+            ) from None
         except (TimeoutError, httpx.TimeoutException):
             raise InvalidInput(
                 f"The image URL did not answer within {self.policy.timeout_s:g} s.", code="url_timeout"
@@ -153,10 +167,11 @@ class UrlFetcher:
         if not location:
             raise InvalidInput("The image URL redirected without a Location.", code="url_fetch_failed")
         try:
-            target = current.join(location)
-        except (httpx.InvalidURL, ValueError):
+            # httpx raises InvalidURL (not an HTTPError) for `http:host/` or `https:evil` from any image host.
+            target = str(current.join(location))
+        except (httpx.InvalidURL, ValueError, TypeError):
             raise InvalidInput("The image URL redirected to an invalid URL.", code="invalid_url") from None
-        return self._check_url(str(target))
+        return self._check_url(target)
 
     async def resolve(self, host: str, port: int) -> list[IPAddress]:
         """All addresses `host` resolves to (IP literals in any spelling included)."""
@@ -190,7 +205,11 @@ class UrlFetcher:
             extensions["sni_hostname"] = url.host  # certificate checked against the name, not the IP
         host_header = url.netloc.decode("ascii")
         headers = {"Host": host_header, "Accept": "image/*", "Accept-Encoding": "identity", "User-Agent": _USER_AGENT}
-        return _PinnedRequest(url.copy_with(host=str(chosen)), headers, extensions)
+        try:
+            pinned_url = url.copy_with(host=str(chosen))
+        except (httpx.InvalidURL, ValueError):
+            raise InvalidInput("The image URL is not a valid URL.", code="invalid_url") from None
+        return _PinnedRequest(pinned_url, headers, extensions)
 
     async def _read_capped(self, response: httpx.Response) -> bytes:
         cap = self.policy.max_bytes

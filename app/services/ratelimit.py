@@ -9,7 +9,7 @@ from limits import RateLimitItem, parse_many
 from limits.storage import storage_from_string
 from limits.strategies import MovingWindowRateLimiter
 
-from app.errors import InvalidInput, RateLimited
+from app.errors import InvalidInput, PayloadTooLarge, RateLimited
 
 
 class RateLimiter:
@@ -27,17 +27,29 @@ class RateLimiter:
     def enabled(self) -> bool:
         return bool(self.items)
 
-    def hit(self, identity: str, cost: int = 1) -> None:
-        """Count `cost` units of model work for `identity`, or raise `RateLimited` with a retry time."""
-        for item in self.items:
-            if not self._limiter.test(item, identity, cost=cost):
-                raise self._limited(item, identity)
-        for item in self.items:
-            if not self._limiter.hit(item, identity, cost=cost):
-                raise self._limited(item, identity)
+    def hit(self, identity: str, cost: int = 1, namespace: str = "work") -> None:
+        """Count `cost` units of model work for `identity`, or raise `RateLimited` with a retry time.
 
-    def _limited(self, item: RateLimitItem, identity: str) -> RateLimited:
-        reset_at = self._limiter.get_window_stats(item, identity).reset_time
+        A cost above a limit's whole amount can never pass: 413 saying so, not "try again in 60 s".
+        `namespace` keeps buckets apart that must not drain each other (model work, chat logins): the
+        storage key is (namespace, identity), so no identity string can reach another namespace's bucket.
+        """
+        for item in self.items:
+            if cost > item.amount:
+                raise PayloadTooLarge(
+                    f"This request needs {cost} units of the rate limit ({self.description}) and can never pass; "
+                    f"send at most {item.amount} images per request.",
+                    code="over_rate_limit",
+                )
+        for item in self.items:
+            if not self._limiter.test(item, namespace, identity, cost=cost):
+                raise self._limited(item, namespace, identity)
+        for item in self.items:
+            if not self._limiter.hit(item, namespace, identity, cost=cost):
+                raise self._limited(item, namespace, identity)
+
+    def _limited(self, item: RateLimitItem, namespace: str, identity: str) -> RateLimited:
+        reset_at = self._limiter.get_window_stats(item, namespace, identity).reset_time
         retry_after = max(1, math.ceil(reset_at - time.time()))
         return RateLimited(
             f"Rate limit of {item.amount} per {item.multiples if item.multiples > 1 else ''}"
