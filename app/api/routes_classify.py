@@ -39,6 +39,7 @@ from app.api.schemas_classify import (
     zero_shot_body,
 )
 from app.classification_results import ClassificationResult
+from app.classify_math import RAW_LABEL_TEMPLATES
 from app.config import Settings
 from app.errors import AppError
 from app.models.classifier import CLASSIFY_TASK
@@ -198,11 +199,13 @@ async def _read_v1_input(request: Request, settings: Settings) -> tuple[list[Ima
 async def zero_shot(request: Request, principal: PrincipalDep, services: ServicesDep, api: ApiStateDep) -> Response:
     """`{"image_data": <base64>, "labels": [...]}` → `{"result": {label: probability}}`. Optional:
     `categories` (label → category, summed), `multi_label` (independent scores), `templates`
-    (`a photo of {}` by default; several are averaged) and `images` (a list) instead of
+    (none by default: the labels as given; several are averaged) and `images` (a list) instead of
     `image_data` → `{"results": [...]}`."""
     require_json(request, _JSON_ONLY)
     payload = parse_body(ZeroShotRequestBody, await request.body())
-    checked = ZeroShotRequest.create(payload.labels, payload.categories, payload.multi_label, payload.templates)
+    # The seed scored the labels as given; a template such as `a photo of {}` is an opt-in.
+    templates = payload.templates or RAW_LABEL_TEMPLATES
+    checked = ZeroShotRequest.create(payload.labels, payload.categories, payload.multi_label, templates)
     sources = _zero_shot_sources(payload, api.settings)
     services.limiter.hit(principal.sub, cost=len(sources))
 
