@@ -32,7 +32,7 @@ class SeedImage(BaseModel):
 
 
 class SeedClassifyRequest(RootModel[list[SeedImage]]):
-    root: list[SeedImage] = Field(min_length=1)
+    root: list[SeedImage] = Field(description='`[]` answers `{"responses": []}`, as the seed did')
 
 
 class ClassifyRequest(BaseModel):
