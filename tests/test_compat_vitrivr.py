@@ -141,6 +141,14 @@ def test_config_keys_a_model_does_not_use_are_passed_over(client: TestClient) ->
     assert bad.status_code == 400 and bad.json()["error"]["code"] == "invalid_config"
 
 
+def test_classes_are_optional_as_in_the_seed_schema(client: TestClient) -> None:
+    """Accepted (200); the job then fails as the seed's does, saying what was missing."""
+    job = create(client, f"{ZERO_SHOT}/m/jobs", {"image": DATA_URL})
+    done = poll(client, f"{ZERO_SHOT}/jobs/{job}")
+    assert done["status"] == "failed" and done["error"]["code"] == "missing_labels"
+    assert "result" not in done
+
+
 def test_listings(client: TestClient, classify_settings: Settings) -> None:
     tasks = client.get("/api/tasks", headers=auth_header())
     assert tasks.status_code == 200 and "zero-shot-image-classification" in tasks.json()

@@ -78,8 +78,17 @@ def seed_params(
             raise InvalidInput("config.multi_label must be true or false.", code="invalid_config")
         if templates is not None and not (isinstance(templates, list) and all(isinstance(t, str) for t in templates)):
             raise InvalidInput("config.templates must be a list of strings with `{}`.", code="invalid_config")
+        if not classes:
+            # `classes` is optional in the seed's schema and a job without them fails there when it runs;
+            # so here: accepted, then `failed` with `missing_labels`.
+            return {
+                "labels": [],
+                "categories": None,
+                "multi_label": multi_label,
+                "templates": list(RAW_LABEL_TEMPLATES),
+            }
         # The seed's CLIP scores the class names as given; templates are an opt-in.
-        return zero_shot_params(classes or [], None, multi_label, templates or RAW_LABEL_TEMPLATES)
+        return zero_shot_params(classes, None, multi_label, templates or RAW_LABEL_TEMPLATES)
     if task.kind == CLASSIFY:
         top_n, language = config.get("top_n", config.get("top_k", SEED_TOP_K)), config.get("language", "en")
         if not isinstance(top_n, int) or isinstance(top_n, bool) or not isinstance(language, str):
