@@ -10,7 +10,8 @@
 # Layers, slowest-changing first: system packages, torch, the locked dependencies
 # (requirements.lock), then the code, so a code change rebuilds in seconds.
 # BASE_IMAGE: any Debian/Ubuntu image with python3.11 and its venv module (CI builds one with
-# debootstrap when no registry is reachable).
+# debootstrap when no registry is reachable). CA certificates in docker/certs/*.crt are trusted
+# (the system bundle is used by pip and, at run time, by the model hub client and URL fetching).
 ARG BASE_IMAGE=python:3.11-slim-bookworm
 FROM ${BASE_IMAGE}
 
@@ -26,14 +27,19 @@ ENV PYTHONDONTWRITEBYTECODE=1 \
     PIP_DISABLE_PIP_VERSION_CHECK=1 \
     VIRTUAL_ENV=/opt/venv \
     PATH=/opt/venv/bin:$PATH \
+    PIP_CERT=/etc/ssl/certs/ca-certificates.crt \
+    REQUESTS_CA_BUNDLE=/etc/ssl/certs/ca-certificates.crt \
+    SSL_CERT_FILE=/etc/ssl/certs/ca-certificates.crt \
     HF_HOME=/data/hf \
     DATA_DIR=/data/app \
     HOST=0.0.0.0 \
     PORT=8010
 
+COPY docker/certs/ /usr/local/share/ca-certificates/extra/
 RUN apt-get update \
-    && apt-get install -y --no-install-recommends fonts-dejavu-core libgomp1 \
-    && rm -rf /var/lib/apt/lists/* \
+    && apt-get install -y --no-install-recommends ca-certificates fonts-dejavu-core libgomp1 \
+    && rm -rf /var/lib/apt/lists/* /usr/local/share/ca-certificates/extra/README.md \
+    && update-ca-certificates \
     && python3 -m venv "$VIRTUAL_ENV"
 
 COPY docker/wheels/ /tmp/wheels/
