@@ -103,3 +103,27 @@ def test_documented_files_and_settings_exist(document: str) -> None:
     for name in re.findall(r"`([A-Z][A-Z0-9_]{3,})=", text):
         if name not in {"TORCH_VARIANT", "TORCH_CPU_INDEX"}:
             assert f"{name}=" in settings_text, name
+
+
+def test_the_readme_first_api_call_runs_as_written(tiny_settings: object, tmp_path: Path) -> None:
+    (block,) = [b for b in bash_blocks("README.md") if "JWT_SECRET=" in b and "api/v1/analyze" in b]
+    set_secret, *calls = block.strip().splitlines()
+    work = scratch_checkout(tmp_path)
+    Image.new("RGB", (96, 64), "red").save(work / "photo.jpg")
+    port = str(free_port())
+    env = {k: v for k, v in os.environ.items() if not k.startswith("JWT_")}
+    env |= {"MODEL_ID": tiny_settings.model_id, "NUM_BEAMS": "1", "MAX_NEW_TOKENS": "24"}  # type: ignore[attr-defined]
+    subprocess.run(set_secret.replace(".venv/bin/python", sys.executable), shell=True, cwd=work, check=True)
+    # "the server from the first command, restarted": the same `serve`, reading the new .env.
+    server = subprocess.Popen([sys.executable, "-m", "app", "serve", "--port", port], cwd=work, env=env,
+                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)  # fmt: skip
+    try:
+        wait = f"until curl -sf localhost:{port}/readyz >/dev/null; do sleep 0.5; done"
+        script = "\n".join([wait, *calls]).replace(".venv/bin/python", sys.executable).replace("8010", port)
+        result = subprocess.run(["bash", "-c", script], cwd=work, env=env, capture_output=True, text=True, timeout=300)
+    finally:
+        server.terminate()
+        server.wait(timeout=60)
+    assert result.returncode == 0, result.stderr
+    (answer,) = json_documents(result.stdout)
+    assert answer["results"][0]["name"] == "photo.jpg" and answer["results"][0]["task"] == "<CAPTION>"  # type: ignore[index]
