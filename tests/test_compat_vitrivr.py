@@ -84,7 +84,7 @@ def test_zero_shot_single_job_as_the_integration_test_sends_it(client: TestClien
     probabilities = done["result"]["probabilities"]
     assert isinstance(probabilities, list) and len(probabilities) == len(classes)
     assert isinstance(probabilities[0], float) and sum(probabilities) == pytest.approx(1.0, abs=1e-5)
-    # The same model on the same raw labels (no prompt template), unrounded, as /api/zero-shot answers.
+    # The same model on the same raw labels (no prompt template) as /api/zero-shot answers.
     sync = client.post("/api/zero-shot", headers=auth_header(), json={"image_data": DATA_URL, "labels": classes})
     assert probabilities == pytest.approx([sync.json()["result"][c] for c in classes], abs=2e-6)
     reversed_job = create(client, f"{ZERO_SHOT}/m/jobs", {"image": DATA_URL, "classes": classes[::-1]})

@@ -114,7 +114,7 @@ def seed_output(name: str, entry: dict[str, Any], classes: list[str]) -> dict[st
     failed = "error" in entry
     if name == "zero-shot-image-classification":
         scores = scores_by_label(entry)
-        # Unrounded: the seed sends the model's floats as they are.
+        # As stored with the job: rounded to 6 decimals (the seed sends the model's floats unrounded).
         return {"probabilities": [] if failed else [float(scores.get(label, 0.0)) for label in classes]}
     if name == "image-classification":
         return {"predictions": entry.get("predictions", [])}
