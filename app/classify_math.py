@@ -23,6 +23,7 @@ from numpy.typing import ArrayLike, NDArray
 FloatArray = NDArray[np.float64]
 
 DEFAULT_TEMPLATES: tuple[str, ...] = ("a photo of {}",)
+RAW_LABEL_TEMPLATES: tuple[str, ...] = ("{}",)  # the label as given, as the seeds scored it
 NEGATION_PHRASE = "something that is not {}"
 
 

@@ -31,6 +31,10 @@ def _cmd_analyze(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def _cmd_serve(args: argparse.Namespace, settings: Settings) -> int:
+    from app.startup_checks import check_folders, log_device
+
+    check_folders(settings)  # before the server's imports: a wrong mount is said first and alone
+    log_device(settings)
     from app.server import serve
 
     serve(settings, host=args.host, port=args.port)
@@ -38,6 +42,10 @@ def _cmd_serve(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def _cmd_worker(args: argparse.Namespace, settings: Settings) -> int:
+    from app.startup_checks import check_folders, log_device
+
+    check_folders(settings)
+    log_device(settings)
     from app.jobs.commands import worker_command
 
     return worker_command(args, settings)

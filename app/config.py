@@ -37,6 +37,12 @@ class Settings(BaseSettings):
     zero_shot_model_id: str = Field(
         "openai/clip-vit-base-patch32", description="CLIP or SigLIP checkpoint: hub id or directory"
     )
+    imagenet_names: Literal["default", "keras"] = Field(
+        "default", description="ImageNet class names: ours, or `keras` (Keras index / TaskBridge reference worker)"
+    )
+    taskbridge_exact_floats: bool = Field(
+        False, description="TaskBridge worker: unrounded probabilities and duration, as the reference worker sends"
+    )
     ocr_backend: Literal["florence", "rapidocr"] = Field(
         "florence", description="Engine for <OCR> and <OCR_WITH_REGION>: Florence-2 or rapidocr (CPU, no download)"
     )

@@ -12,6 +12,8 @@ from app.errors import InvalidInput
 
 NUM_CLASSES = 1000
 DATA_FILE = "imagenet_classes.json"
+# IMAGENET_NAMES=keras: the names TaskBridge's reference worker sends (same synsets, same order).
+NAME_FILES = {"keras": "imagenet_names_keras.json"}
 
 
 @dataclass(frozen=True)
@@ -45,8 +47,17 @@ def _parse(document: dict[str, Any]) -> ImageNetLabels:
     return ImageNetLabels(synsets=synsets, names=names)
 
 
-@lru_cache(maxsize=1)
-def imagenet_labels() -> ImageNetLabels:
-    """Read once from `app/data/imagenet_classes.json` (shipped inside the package)."""
-    text = resources.files("app").joinpath("data", DATA_FILE).read_text(encoding="utf-8")
-    return _parse(json.loads(text))
+def _read(name: str) -> dict[str, Any]:
+    document: dict[str, Any] = json.loads(resources.files("app").joinpath("data", name).read_text(encoding="utf-8"))
+    return document
+
+
+@lru_cache(maxsize=4)
+def imagenet_labels(names: str = "default") -> ImageNetLabels:
+    """Read once from `app/data/` (shipped inside the package); `names` picks the set of display names."""
+    document = _read(DATA_FILE)
+    if names in NAME_FILES:
+        document = {**document, "names": {**document["names"], **_read(NAME_FILES[names])["names"]}}
+    elif names != "default":
+        raise ValueError(f"Unknown ImageNet name set {names!r}; use default or {', '.join(NAME_FILES)}.")
+    return _parse(document)

@@ -46,7 +46,7 @@ def test_a_model_that_cannot_load_is_reported_not_crashed(tiny_settings: Setting
         analysis = client.post("/api/v1/analyze", headers=auth_header(), json=BODY)
         models = client.get("/api/v1/models", headers=auth_header()).json()
     assert ready.status_code == 503
-    assert ready.json()["error"]["code"] == "model_failed"
+    assert ready.json()["error"]["code"] == "model_missing"  # the same code the analysis answers
     assert "does not exist" in ready.json()["error"]["message"]
     assert (analysis.status_code, analysis.json()["error"]["code"]) == (503, "model_missing")
     assert models["models"][0]["state"] == "failed"

@@ -261,7 +261,6 @@ def test_text_embeddings_are_cached_per_label_and_templates(
     ("kwargs", "code"),
     [
         ({"labels": []}, "missing_labels"),
-        ({"labels": ["only one"]}, "too_few_labels"),
         ({"labels": [f"l{i}" for i in range(101)]}, "too_many_labels"),
         ({"labels": ["a", "b"], "templates": ["no placeholder"]}, "invalid_template"),
         ({"labels": ["a", "b"], "templates": ["{} and {}"]}, "invalid_template"),

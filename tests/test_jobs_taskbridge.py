@@ -11,7 +11,9 @@ from typing import Any
 import pytest
 
 from app import REPOSITORY, __version__
+from app.classification_results import ClassificationResult
 from app.config import Settings
+from app.imagenet import imagenet_labels
 from app.images import ImageLimits, load_image_bytes
 from app.jobs.taskbridge import TaskBridgeClient, TaskBridgeWorker, service_classifier, task_options
 from app.services.container import Services
@@ -116,3 +118,39 @@ def test_task_options() -> None:
     assert task_options({"id": "x"}) == (5, "en")
     assert task_options({"id": "x", "data": {"numberofpredictions": "lots"}}) == (5, "en")
     assert task_options({"id": "x", "data": {"numberofpredictions": 0}})[0] == 1
+
+
+def test_keras_names_and_exact_floats_match_the_reference_worker(classify_settings: Settings) -> None:
+    """IMAGENET_NAMES=keras + TASKBRIDGE_EXACT_FLOATS: taskworker-classifyimage's names and unrounded floats."""
+    settings = classify_settings.model_copy(update={"imagenet_names": "keras", "taskbridge_exact_floats": True})
+    built = Services.build(settings)
+    bridge = FakeTaskBridge()
+    bridge.add("t-en", {"numberofpredictions": "3", "targetlanguage": "en"}, PNG)
+    bridge.add("t-de", {"numberofpredictions": 3, "targetlanguage": "de"}, PNG)
+    client = TaskBridgeClient(bridge.url(), "GPU-1", max_file_bytes=settings.max_image_bytes)
+    worker = TaskBridgeWorker(client, service_classifier(built, True), settings, poll_interval_s=0.05)
+    try:
+        assert worker.run_once() and worker.run_once()
+        image = load_image_bytes(PNG, ImageLimits(10**8, 10**8))
+        reference = built.classification.classify_sync([image], 3, "en")[0].result
+    finally:
+        bridge.close()
+        built.close()
+    english, german = bridge.results["t-en"]["result"], bridge.results["t-de"]["result"]
+    # The tiny ResNet's top class is 281 (n02123045): the Keras index calls it `tabby`, the worker's
+    # German list `Tabby-Katze`; our own lists say `tabby cat` and `Getigerte Katze`.
+    assert english["predictions"][0]["class"] == "n02123045"
+    assert english["predictions"][0]["name"] == "tabby" and german["predictions"][0]["name"] == "Tabby-Katze"
+    assert isinstance(reference, ClassificationResult)
+    probability = english["predictions"][0]["probability"]
+    assert probability == pytest.approx(reference.predictions[0].probability, rel=1e-6)
+    assert probability != round(probability, 6)  # unrounded, as the reference sends `float(prediction[2])`
+
+
+def test_keras_name_set_covers_every_synset_in_order() -> None:
+    default, keras = imagenet_labels(), imagenet_labels("keras")
+    assert keras.synsets == default.synsets
+    assert keras.languages == ("en", "de")
+    assert (keras.name(2), keras.name(2, "de")) == ("great_white_shark", "Weisser Hai")
+    assert (keras.name(595), keras.name(595, "de")) == ("harvester", "Erntemaschine")
+    assert sum(a != b for a, b in zip(default.names["en"], keras.names["en"], strict=True)) == 609

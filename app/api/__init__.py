@@ -10,6 +10,7 @@ from app.api.routes_analyze import router as analyze_router
 from app.api.routes_classify import router as classify_router
 from app.api.routes_fallback import build_fallback
 from app.api.routes_jobs import router as jobs_router
+from app.api.routes_jobs_compat import listings as seed_listings_router
 from app.api.routes_jobs_compat import router as seed_jobs_router
 from app.api.routes_meta import api_v1, ops
 
@@ -19,8 +20,11 @@ api_router.include_router(api_v1)
 api_router.include_router(ops)
 api_router.include_router(jobs_router)
 api_router.include_router(seed_jobs_router)
+api_router.include_router(seed_listings_router)
 api_router.include_router(classify_router)
 # last: JSON 404/405 for anything else under /api
-api_router.include_router(build_fallback(analyze_router, api_v1, ops, jobs_router, seed_jobs_router, classify_router))
+api_router.include_router(
+    build_fallback(analyze_router, api_v1, ops, jobs_router, seed_jobs_router, seed_listings_router, classify_router)
+)
 
 __all__ = ["api_router", "install_api"]

@@ -39,6 +39,7 @@ from app.api.schemas_classify import (
     zero_shot_body,
 )
 from app.classification_results import ClassificationResult
+from app.classify_math import RAW_LABEL_TEMPLATES
 from app.config import Settings
 from app.errors import AppError
 from app.models.classifier import CLASSIFY_TASK
@@ -54,6 +55,11 @@ _ERRORS = error_responses(400, 401, 403, 413, 415, 422, 429, 500, 503)
 TopK = Annotated[int, Query(ge=1, le=1000, description="Labels per image")]
 _JSON_ONLY = "Send the request as application/json (or multipart/form-data where files are accepted)."
 Report = ImageReport[AnyClassification]
+SEED_IMAGE_ERROR = "Failed to process image"
+ANALYSIS_NOT_CONFIGURED = {
+    "code": "analysis_not_configured",
+    "message": "No analysis endpoint is configured on this server (ANALYSIS_API_URL).",
+}
 
 
 # -- POST /api/classify[/{model}] (seed shape) -----------------------------------------------------------
@@ -85,19 +91,23 @@ async def classify_seed_with_analysis(
     api: ApiStateDep,
     top_k: TopK = SEED_TOP_K,
 ) -> Response:
-    """Like `/api/classify`; with ANALYSIS_API_URL set, each entry also has `analysis` (a paragraph),
-    or `analysis_error` when the analysis service failed (the classification is still returned)."""
+    """Like `/api/classify`, and each classified entry has `analysis`: a paragraph from the LLM at
+    ANALYSIS_API_URL, or `""` plus `analysis_error` when it failed or none is configured."""
     return await _classify_seed(request, model, top_k, principal, services, api)
 
 
 async def _classify_seed(
     request: Request, model: str | None, top_k: int, principal: Principal, services: Services, api: ApiState
 ) -> Response:
+    """The seed's answer, value for value: always 200 with one entry per image (an image that failed
+    says so in its entry), `[]` in → `[]` out, and `analysis` on every entry of `/llama`, `/gemma`."""
     sources = await _read_seed_sources(request, api.settings)
     services.classification.check_classify_input(top_k, "en")
+    if not sources:
+        return JSONResponse({"responses": []})
     services.limiter.hit(principal.sub, cost=len(sources))
     alias = (model or "").strip().lower()
-    explain = alias in ALIASES and services.classification.analysis_enabled
+    explain = alias in ALIASES
 
     async def work() -> list[Report]:
         reports: list[Report] = await run_on_sources(
@@ -110,12 +120,14 @@ async def _classify_seed(
     reports = await finish_reports(request, api, CLASSIFY_TASK, work())
     if reports is None:
         return Response(status_code=CLIENT_CLOSED_REQUEST)
-    return reports_response(reports, [_seed_entry(report) for report in reports], "responses")
+    return JSONResponse({"responses": [_seed_entry(report) for report in reports]})
 
 
 def _seed_entry(report: Report) -> dict[str, Any]:
     if report.result is None:
-        return report.error_entry()
+        failure = report.failure()
+        # The seed's words, then ours: `code` says which of the failures it was.
+        return {"name": report.name, "error": SEED_IMAGE_ERROR, "message": failure.message, "code": failure.code}
     scores = [{"label": label, "score": round(score, 6)} for label, score in report.result.scores()]
     return {"name": report.name, "classification": scores, **report.extra}
 
@@ -138,14 +150,19 @@ async def _read_seed_sources(request: Request, settings: Settings) -> list[Image
 
 
 async def _explain(services: Services, alias: str, reports: Sequence[Report]) -> None:
-    """One analysis per classified image, concurrently; a failure stays with its image."""
+    """One analysis per classified image, concurrently. `analysis` is always there (empty when there is
+    none, with `analysis_error` saying why), as the seed's clients read it unconditionally."""
     done = [(report, report.result) for report in reports if isinstance(report.result, ClassificationResult)]
+    if not services.classification.analysis_enabled:
+        for report, _ in done:
+            report.extra.update(analysis="", analysis_error=ANALYSIS_NOT_CONFIGURED)
+        return
     answers = await asyncio.gather(
         *(services.classification.explain(alias, result) for _, result in done), return_exceptions=True
     )
     for (report, _), answer in zip(done, answers, strict=True):
         if isinstance(answer, AppError):
-            report.extra["analysis_error"] = answer.to_dict()
+            report.extra.update(analysis="", analysis_error=answer.to_dict())
         elif isinstance(answer, BaseException):
             raise answer
         else:
@@ -198,11 +215,13 @@ async def _read_v1_input(request: Request, settings: Settings) -> tuple[list[Ima
 async def zero_shot(request: Request, principal: PrincipalDep, services: ServicesDep, api: ApiStateDep) -> Response:
     """`{"image_data": <base64>, "labels": [...]}` → `{"result": {label: probability}}`. Optional:
     `categories` (label → category, summed), `multi_label` (independent scores), `templates`
-    (`a photo of {}` by default; several are averaged) and `images` (a list) instead of
+    (none by default: the labels as given; several are averaged) and `images` (a list) instead of
     `image_data` → `{"results": [...]}`."""
     require_json(request, _JSON_ONLY)
     payload = parse_body(ZeroShotRequestBody, await request.body())
-    checked = ZeroShotRequest.create(payload.labels, payload.categories, payload.multi_label, payload.templates)
+    # The seed scored the labels as given; a template such as `a photo of {}` is an opt-in.
+    templates = payload.templates or RAW_LABEL_TEMPLATES
+    checked = ZeroShotRequest.create(payload.labels, payload.categories, payload.multi_label, templates)
     sources = _zero_shot_sources(payload, api.settings)
     services.limiter.hit(principal.sub, cost=len(sources))
 

@@ -33,6 +33,7 @@ from app.api.intake import (
 )
 from app.api.schemas import AnalyzeRequest, ImageInput, inline_refs
 from app.api.schemas_classify import ClassifyRequest, ZeroShotRequestBody
+from app.classify_math import RAW_LABEL_TEMPLATES
 from app.config import Settings
 from app.errors import AppError, InvalidInput, ModelUnavailable
 from app.images import ImageLimits
@@ -170,7 +171,8 @@ def parse_classification(
     else:
         zero_shot = parse_body(ZeroShotRequestBody, body)
         items = [zero_shot.image_data] if zero_shot.image_data is not None else list(zero_shot.images or [])
-        params = zero_shot_params(zero_shot.labels, zero_shot.categories, zero_shot.multi_label, zero_shot.templates)
+        templates = zero_shot.templates or RAW_LABEL_TEMPLATES  # as /api/zero-shot
+        params = zero_shot_params(zero_shot.labels, zero_shot.categories, zero_shot.multi_label, templates)
     return params, sources_from_json(items, settings)
 
 

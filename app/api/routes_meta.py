@@ -51,13 +51,16 @@ async def readyz(services: ServicesDep) -> Response:
     models = manager.status()
     if slot.state is ModelState.READY:
         return JSONResponse(Readiness(status="ready", models=models).model_dump())
+    code = f"model_{slot.state.value}"
     if slot.state is ModelState.FAILED:
         message = f"The model failed to load: {slot.error.message if slot.error else 'unknown error'}"
+        # The load error's own code (`model_missing`, `model_unreadable`, ...), as the API answers it.
+        code = slot.error.code if slot.error else "model_load_failed"
     elif slot.state is ModelState.LOADING:
         message = "The model is loading."
     else:
         message = "The model is not loaded yet (PRELOAD=false: the first analysis loads it)."
-    return JSONResponse({"error": {"code": f"model_{slot.state.value}", "message": message}, "models": models}, 503)
+    return JSONResponse({"error": {"code": code, "message": message}, "models": models}, 503)
 
 
 @ops.get(

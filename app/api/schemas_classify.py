@@ -32,7 +32,7 @@ class SeedImage(BaseModel):
 
 
 class SeedClassifyRequest(RootModel[list[SeedImage]]):
-    root: list[SeedImage] = Field(min_length=1)
+    root: list[SeedImage] = Field(description='`[]` answers `{"responses": []}`, as the seed did')
 
 
 class ClassifyRequest(BaseModel):
@@ -68,7 +68,7 @@ class ZeroShotRequestBody(BaseModel):
     )
     multi_label: bool = Field(False, description="Independent score per label instead of one softmax over labels")
     templates: list[Annotated[str, Field(min_length=1, max_length=200)]] | None = Field(
-        None, min_length=1, max_length=MAX_TEMPLATES, description="Prompt templates with `{}`; default `a photo of {}`"
+        None, min_length=1, max_length=MAX_TEMPLATES, description="Templates with `{}`; default: the labels as given"
     )
 
     @model_validator(mode="after")

@@ -135,14 +135,16 @@ class TaskBridgeWorker:
         self.classify = classify
         self.limits = ImageLimits(settings.max_image_bytes, settings.max_image_pixels)
         self.model_name = settings.classifier_model_id
+        self.exact_floats = settings.taskbridge_exact_floats
         self.poll_interval_s = poll_interval_s
         self.stop_event = threading.Event()
         self.done = 0
 
     def metadata(self, started: float, run: dict[str, str] | None = None) -> dict[str, Any]:
         """`duration` covers the whole task (download included), like the reference worker's."""
+        duration = time.perf_counter() - started
         return {
-            "duration": round(time.perf_counter() - started, 3),
+            "duration": duration if self.exact_floats else round(duration, 3),
             "repository": REPOSITORY,
             "version": __version__,
             "library": (run or {}).get("library") or _library(),
@@ -213,8 +215,9 @@ def _library() -> str:
         return "transformers"
 
 
-def service_classifier(services: Services) -> Classifier:
-    """The classification service (ImageNet, names in the task's language) as a TaskBridge classifier."""
+def service_classifier(services: Services, exact_floats: bool = False) -> Classifier:
+    """The classification service (ImageNet, names in the task's language) as a TaskBridge classifier;
+    `exact_floats`: the model's probabilities unrounded, as the reference worker sends them."""
 
     def classify(image: LoadedImage, count: int, language: str) -> ClassifierAnswer:
         outcome = services.classification.classify_sync([image], count, language)[0]
@@ -222,6 +225,9 @@ def service_classifier(services: Services) -> Classifier:
             raise outcome.error or AppError("The classifier gave no result.", code="inference_failed")
         result = outcome.result
         predictions = [p.to_dict() for p in result.predictions]
+        if exact_floats:
+            for entry, prediction in zip(predictions, result.predictions, strict=True):
+                entry["probability"] = float(prediction.probability)
         return predictions, {"library": result.run.library, "model": result.run.model}
 
     return classify
@@ -234,7 +240,9 @@ def run_taskbridge(settings: Settings, url: str, worker: str | None, poll_interv
     services = Services.build(settings)
     try:
         client = TaskBridgeClient(url, worker or socket.gethostname(), max_file_bytes=settings.max_image_bytes)
-        worker_loop = TaskBridgeWorker(client, service_classifier(services), settings, poll_interval_s)
+        worker_loop = TaskBridgeWorker(
+            client, service_classifier(services, settings.taskbridge_exact_floats), settings, poll_interval_s
+        )
         log.info("TaskBridge worker %s: loading the classifier", client.worker)
         services.manager.get("classifier")
         return worker_loop.run()

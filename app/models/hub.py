@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import os
 from pathlib import Path
 from urllib.parse import quote
 
@@ -21,6 +22,27 @@ def how_to_fix(model_id: str, setting: str = "MODEL_ID") -> str:
     )
 
 
+def check_readable(directory: Path, setting: str = "MODEL_ID") -> None:
+    """A checkpoint this process cannot read is a permission problem, not a missing file: say so, with
+    the uid to give it to (`save_pretrained` leaves files mode 0600, readable by their owner only)."""
+    entries = [directory]
+    for root, dirs, files in os.walk(directory):  # a folder it cannot list is caught below as unreadable
+        entries += [Path(root, name) for name in dirs + files]
+    for entry in entries:
+        if not entry.exists():  # a dangling link: the loader reports what is missing
+            continue
+        needed = os.R_OK | os.X_OK if entry.is_dir() else os.R_OK
+        if not os.access(entry, needed):
+            info = entry.stat()
+            uid = os.getuid()
+            raise ModelUnavailable(
+                f"{setting} directory {str(directory)!r}: {str(entry)!r} is not readable by this process "
+                f"(uid {uid}; it is owned by uid {info.st_uid}, mode {info.st_mode & 0o777:04o}): permission denied. "
+                f"Fix it on the host: `chown -R {uid} <that folder>` or `chmod -R a+rX <that folder>`.",
+                code="model_unreadable",
+            )
+
+
 def resolve_model_source(
     model_id: str, revision: str | None, timeout_s: float, setting: str = "MODEL_ID", example_id: str | None = None
 ) -> tuple[str, bool]:
@@ -34,6 +56,7 @@ def resolve_model_source(
     example = example_id or "florence-community/Florence-2-large"
     expanded = Path(model_id).expanduser()
     if expanded.is_dir():
+        check_readable(expanded, setting)
         if not (expanded / "config.json").is_file():
             raise ModelUnavailable(
                 f"Model directory {model_id!r} has no config.json: it is not a saved checkpoint. "

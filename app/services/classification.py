@@ -68,10 +68,6 @@ class ZeroShotRequest:
         cleaned = tuple(dict.fromkeys(label.strip() for label in labels if label and label.strip()))
         if not cleaned:
             raise InvalidInput("Give at least one label.", code="missing_labels")
-        if len(cleaned) < 2 and not multi_label:
-            raise InvalidInput(
-                "Mutually exclusive zero-shot needs at least two labels (or set multi_label).", code="too_few_labels"
-            )
         if len(cleaned) > MAX_LABELS:
             raise InvalidInput(f"At most {MAX_LABELS} labels per request.", code="too_many_labels")
         if any(len(label) > MAX_LABEL_CHARS for label in cleaned):

@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from app.config import Settings
+from app.imagenet import imagenet_labels
 from app.models.manager import ModelManager
 from app.models.registry import BackendRegistry, build_manager
 from app.services.analysis import AnalysisService
@@ -40,7 +41,9 @@ class Services:
             manager=manager,
             analysis=AnalysisService(manager, registry),
             limiter=limiter or RateLimiter(settings.rate_limit, settings.rate_limit_storage),
-            classification=ClassificationService(manager, LLMAnalyst.from_settings(settings)),
+            classification=ClassificationService(
+                manager, LLMAnalyst.from_settings(settings), imagenet_labels(settings.imagenet_names)
+            ),
         )
 
     def close(self) -> None:
