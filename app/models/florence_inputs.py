@@ -77,7 +77,9 @@ class InputBuilder:
 
     def collate_text(self, prepared: Sequence[PreparedInput], device: str) -> dict[str, Any]:
         text = self._layout_prompts([p.prompt for p in prepared])
-        encoded = self.processor.tokenizer(text, return_tensors="pt", padding=True)
+        # The layout already holds `<s>`/`</s>`; the real tokenizer's RobertaProcessing would add a second
+        # pair (shifting every image feature by one position), so, like the processor, add none.
+        encoded = self.processor.tokenizer(text, return_tensors="pt", padding=True, add_special_tokens=False)
         return {"input_ids": encoded["input_ids"].to(device), "attention_mask": encoded["attention_mask"].to(device)}
 
     def collate_pixels(self, prepared: Sequence[PreparedInput], device: str, dtype: torch.dtype) -> torch.Tensor:
