@@ -3,7 +3,7 @@
 `prepare` (per request, on the caller's thread) resizes the image to the model's input size as
 8-bit pixels; `collate` (per batch, on the inference thread) tokenises the prompts and rescales and
 normalises all pixels at once on the model's device. The result equals what `Florence2Processor`
-builds (tests/test_batching.py checks it), but the processor's float work per image (~50 ms of one
+builds (tests/test_engine_inputs.py checks it for every task), but the processor's float work per image (~50 ms of one
 core for a 768x768 input) no longer runs serially in front of the GPU.
 """
 
@@ -17,6 +17,7 @@ import numpy as np
 from PIL import Image
 
 from app.models.image_features import pixels_digest
+from app.tasks import OutputKind
 
 if TYPE_CHECKING:
     import torch
@@ -31,6 +32,7 @@ class PreparedInput:
     pixels: np.ndarray  # uint8 (height, width, 3) on the fast path, else float32 (3, height, width)
     prompt: str
     digest: str | None = None  # identifies the pixels when image features are cached
+    wants_scores: bool = False  # a box/polygon task: keep each generated token's probability
 
 
 class InputBuilder:
@@ -69,7 +71,8 @@ class InputBuilder:
             pixel_values = self.processor.image_processor(images=[request.image], return_tensors="np")["pixel_values"]
             pixels = np.asarray(pixel_values[0], dtype=np.float32)
         digest = pixels_digest(pixels) if self.compute_digests else None
-        return PreparedInput(pixels=pixels, prompt=request.prompt(), digest=digest)
+        wants_scores = request.spec.output_kind is not OutputKind.TEXT
+        return PreparedInput(pixels=pixels, prompt=request.prompt(), digest=digest, wants_scores=wants_scores)
 
     def collate(self, prepared: Sequence[PreparedInput], device: str, dtype: torch.dtype) -> dict[str, Any]:
         """`input_ids`, `attention_mask` and `pixel_values`, as `Florence2Processor` would build them."""
