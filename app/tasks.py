@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+from collections.abc import Sequence
 from dataclasses import dataclass
 from enum import StrEnum
 
@@ -36,6 +37,11 @@ class TaskSpec:
     @property
     def needs_text(self) -> bool:
         return self.input_kind is InputKind.TEXT
+
+    @property
+    def takes_classes(self) -> bool:
+        """Open-vocabulary detection: the text is one or more class names joined with `<and>`."""
+        return self.token == "<OPEN_VOCABULARY_DETECTION>"
 
     @property
     def needs_region(self) -> bool:
@@ -73,7 +79,7 @@ TASKS: tuple[TaskSpec, ...] = (
     TaskSpec("<REGION_TO_SEGMENTATION>", "REGION_TO_SEGMENTATION", "Region to segmentation",
              "A mask for the object inside a box you give.", _I.REGION, _O.POLYGONS, ("region_segmentation",)),
     TaskSpec("<OPEN_VOCABULARY_DETECTION>", "OPEN_VOCABULARY_DETECTION", "Open-vocabulary detection",
-             "Find any object you name.", _I.TEXT, _O.MIXED, ("ovd", "open_vocabulary")),
+             "Find the objects you name (several: cat, dog).", _I.TEXT, _O.MIXED, ("ovd", "open_vocabulary")),
     TaskSpec("<REGION_TO_CATEGORY>", "REGION_TO_CATEGORY", "Region to category",
              "The category of the object inside a box.", _I.REGION, _O.TEXT, ("region_category",)),
     TaskSpec("<REGION_TO_DESCRIPTION>", "REGION_TO_DESCRIPTION", "Region to description",
@@ -101,6 +107,28 @@ def get_task(name: str) -> TaskSpec:
     return spec
 
 
+# Open-vocabulary detection takes several classes joined with `<and>` ("a cat<and>a dog"), as the
+# model was trained and roboflow's integration sends them.
+CLASS_SEPARATOR = "<and>"
+MAX_CLASSES = 20
+
+
+def join_classes(labels: Sequence[str]) -> str:
+    """Classes for open-vocabulary detection → its text input (`cat<and>dog`); blanks and repeats dropped."""
+    cleaned: list[str] = []
+    for label in labels:
+        name = " ".join(str(label).split())
+        if name and name not in cleaned:
+            cleaned.append(name)
+    if len(cleaned) > MAX_CLASSES:
+        raise InvalidInput(f"At most {MAX_CLASSES} classes per request.", code="too_many_classes")
+    return CLASS_SEPARATOR.join(cleaned)
+
+
+def split_classes(text: str) -> list[str]:
+    return [part.strip() for part in text.split(CLASS_SEPARATOR) if part.strip()]
+
+
 # Florence-2 markup in user text (`<OD>`, `<loc_5>`, `</s>`) would change the prompt: the processor
 # rejects a second task token and location tokens would silently move the question.
 _MARKUP_RE = re.compile(r"</?[A-Za-z_]+\d*>")
@@ -119,6 +147,11 @@ def validate_task_inputs(spec: TaskSpec, text: str | None, region: object | None
         raise InvalidInput(f"{spec.name} takes no region.", code="unexpected_region")
     if cleaned is not None and len(cleaned) > 1000:
         raise InvalidInput("Text input is limited to 1000 characters.", code="text_too_long")
-    if cleaned is not None and (tag := _MARKUP_RE.search(cleaned)):
+    if cleaned is not None and spec.takes_classes:
+        cleaned = join_classes(split_classes(cleaned)) or None
+        if cleaned is None:
+            raise InvalidInput(f"{spec.name} needs text input (e.g. what to find).", code="missing_text")
+    checked = cleaned.replace(CLASS_SEPARATOR, " ") if cleaned is not None and spec.takes_classes else cleaned
+    if checked is not None and (tag := _MARKUP_RE.search(checked)):
         raise InvalidInput(f"Text input cannot contain model tags such as {tag.group()[:40]}.", code="invalid_text")
     return cleaned
