@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any, ClassVar
 
 from app.geometry import XYXY, normalize_xyxy, polygon_area, polygon_bbox
@@ -290,6 +290,23 @@ def _coco(
         "categories": [{"id": cid, "name": name} for name, cid in categories.items()],
         "annotations": annotations,
     }
+
+
+def keep_min_score(result: AnyResult, min_score: float | None) -> AnyResult:
+    """The result without the instances scored below `min_score`; a result without scores is unchanged."""
+    if min_score is None or isinstance(result, TextResult) or result.scores is None:
+        return result
+    keep = [i for i, score in enumerate(result.scores) if score >= min_score]
+    scores = tuple(result.scores[i] for i in keep)
+    if isinstance(result, DetectionResult):
+        xyxy = tuple(result.xyxy[i] for i in keep)
+        return replace(result, xyxy=xyxy, labels=tuple(result.labels[i] for i in keep), scores=scores)
+    if isinstance(result, SegmentationResult):
+        polygons = tuple(result.polygons[i] for i in keep)
+        return replace(result, polygons=polygons, labels=tuple(result.labels[i] for i in keep), scores=scores)
+    return replace(
+        result, quads=tuple(result.quads[i] for i in keep), texts=tuple(result.texts[i] for i in keep), scores=scores
+    )
 
 
 def count_instances(parsed: Any) -> int:

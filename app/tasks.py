@@ -125,6 +125,17 @@ def join_classes(labels: Sequence[str]) -> str:
     return CLASS_SEPARATOR.join(cleaned)
 
 
+def text_with_classes(spec: TaskSpec, text: str | None, labels: Sequence[str] | None) -> str | None:
+    """The task's text input when classes may come as a list (`labels: ["cat", "dog"]`) instead of text."""
+    if labels is None:
+        return text
+    if not spec.takes_classes:
+        raise InvalidInput(f"{spec.name} takes no labels.", code="unexpected_labels")
+    if text is not None and text.strip():
+        raise InvalidInput("Give the classes either as labels or as text, not both.", code="labels_and_text")
+    return join_classes(labels)
+
+
 def split_classes(text: str) -> list[str]:
     return [part.strip() for part in text.split(CLASS_SEPARATOR) if part.strip()]
 

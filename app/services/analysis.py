@@ -12,7 +12,7 @@ from app.images import LoadedImage
 from app.models.florence import FlorenceRequest
 from app.models.manager import ModelManager
 from app.models.registry import FLORENCE, BackendRegistry, build_manager
-from app.results import AnyResult
+from app.results import AnyResult, keep_min_score
 from app.tasks import TaskSpec, get_task
 
 
@@ -60,11 +60,13 @@ class AnalysisService:
         task: str | TaskSpec,
         text: str | None = None,
         region: Sequence[float] | None = None,
+        min_score: float | None = None,
     ) -> list[ImageOutcome]:
+        """`min_score` drops the boxes, masks and text regions scored below it (see `keep_min_score`)."""
         requests = self.build_requests(images, task, text, region)
         valid = [r for r in requests if isinstance(r, FlorenceRequest)]
         results = iter(self._run(valid)) if valid else iter(())
-        return _merge(images, requests, results)
+        return _merge(images, requests, results, min_score)
 
     async def analyze_async(
         self,
@@ -72,11 +74,12 @@ class AnalysisService:
         task: str | TaskSpec,
         text: str | None = None,
         region: Sequence[float] | None = None,
+        min_score: float | None = None,
     ) -> list[ImageOutcome]:
         requests = self.build_requests(images, task, text, region)
         valid = [r for r in requests if isinstance(r, FlorenceRequest)]
         results = iter(await self._run_async(valid)) if valid else iter(())
-        return _merge(images, requests, results)
+        return _merge(images, requests, results, min_score)
 
     def _run(self, requests: Sequence[FlorenceRequest]) -> list[AnyResult]:
         name = self.registry.backend_for(requests[0].spec.token)
@@ -95,12 +98,15 @@ class AnalysisService:
 
 
 def _merge(
-    images: Sequence[LoadedImage], requests: Sequence[FlorenceRequest | AppError], results: Iterator[AnyResult]
+    images: Sequence[LoadedImage],
+    requests: Sequence[FlorenceRequest | AppError],
+    results: Iterator[AnyResult],
+    min_score: float | None = None,
 ) -> list[ImageOutcome]:
     outcomes = []
     for loaded, request in zip(images, requests, strict=True):
         if isinstance(request, AppError):
             outcomes.append(ImageOutcome(loaded.name, error=request))
         else:
-            outcomes.append(ImageOutcome(loaded.name, result=next(results)))
+            outcomes.append(ImageOutcome(loaded.name, result=keep_min_score(next(results), min_score)))
     return outcomes
