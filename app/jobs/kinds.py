@@ -40,7 +40,7 @@ def analyze_params(
     """Checked like the analyze route: the task exists and gets the text or region it needs."""
     spec = get_task(task)
     checked_text = validate_task_inputs(spec, text, region)
-    params = {
+    params: dict[str, Any] = {
         "task": spec.token,
         "text": checked_text,
         "region": list(region) if region else None,
