@@ -171,7 +171,10 @@ class Annotator:
                 draw.line([*points, points[0]], fill=color, width=width, joint="curve")
             xyxy = result.instance_xyxy(i)
             if xyxy is not None:
-                tags.append(_Tag(label or str(i + 1), self._box_pixels(xyxy, blended.size), color))
+                text = label or str(i + 1)
+                if self.show_scores and result.scores is not None:
+                    text = f"{text} {result.scores[i]:.2f}"
+                tags.append(_Tag(text, self._box_pixels(xyxy, blended.size), color))
         return blended, tags
 
     def _ocr(self, canvas: Image.Image, result: OCRResult) -> list[_Tag]:

@@ -63,6 +63,7 @@ class DetectionResult(_Result):
     xyxy: tuple[XYXY, ...] = ()
     labels: tuple[str, ...] = ()
     scores: tuple[float, ...] | None = None
+    caption: str | None = None  # caption + grounding: the caption whose phrases the boxes ground
     kind: ClassVar[str] = "detections"
 
     def __post_init__(self) -> None:
@@ -105,13 +106,15 @@ class DetectionResult(_Result):
             if self.scores is not None:
                 item["score"] = round(self.scores[i], 4)
             detections.append(item)
-        return {**self._base(), "detections": detections}
+        caption = {"caption": self.caption} if self.caption is not None else {}
+        return {**self._base(), **caption, "detections": detections}
 
     def summary(self) -> str:
-        if not self.xyxy:
-            return "Nothing found."
-        parts = [f"{label} ×{n}" if n > 1 else label for label, n in self.label_counts().items()]
-        return f"{len(self.xyxy)} found: " + ", ".join(parts)
+        found = "Nothing found."
+        if self.xyxy:
+            parts = [f"{label} ×{n}" if n > 1 else label for label, n in self.label_counts().items()]
+            found = f"{len(self.xyxy)} found: " + ", ".join(parts)
+        return f"{self.caption}\n{found}" if self.caption else found
 
     def to_coco(self, image_id: int = 1, file_name: str = "image.png") -> dict[str, Any]:
         categories = _categories(self.labels)

@@ -33,6 +33,7 @@ class TaskSpec:
     input_kind: InputKind
     output_kind: OutputKind
     aliases: tuple[str, ...] = ()
+    cascade: bool = False  # not one prompt: captions first, then grounds the caption (app/services/analysis.py)
 
     @property
     def needs_text(self) -> bool:
@@ -90,6 +91,17 @@ TASKS: tuple[TaskSpec, ...] = (
     TaskSpec("<OCR_WITH_REGION>", "OCR_WITH_REGION", "OCR with regions",
              "Text lines with their quadrilaterals.", _I.NONE, _O.OCR, ("ocr_with_region", "ocr_regions")),
 )  # fmt: skip
+# The Florence-2 demo's cascaded task: a caption (MORE_DETAILED_CAPTION unless the text names
+# CAPTION or DETAILED_CAPTION), then CAPTION_TO_PHRASE_GROUNDING on that caption.
+CAPTION_GROUNDING = TaskSpec(
+    "<CAPTION_GROUNDING>", "CAPTION_GROUNDING", "Caption + grounding",
+    "A detailed caption, with a box for each phrase of it.", _I.NONE, _O.BOXES,
+    ("caption_grounding", "caption+grounding", "caption_and_grounding"), cascade=True,
+)  # fmt: skip
+CAPTION_CHOICES = ("<CAPTION>", "<DETAILED_CAPTION>", "<MORE_DETAILED_CAPTION>")
+DEFAULT_CASCADE_CAPTION = "<MORE_DETAILED_CAPTION>"
+PROMPT_TASKS = TASKS  # the 15 prompts Florence-2 was trained on
+TASKS = (*PROMPT_TASKS, CAPTION_GROUNDING)
 
 _BY_KEY: dict[str, TaskSpec] = {}
 for _spec in TASKS:
@@ -136,6 +148,35 @@ def text_with_classes(spec: TaskSpec, text: str | None, labels: Sequence[str] | 
     return join_classes(labels)
 
 
+def strip_markup(text: str) -> str:
+    """Text without Florence-2 tags (`<loc_5>`, `</s>`), e.g. a generated caption reused as a prompt."""
+    return " ".join(_MARKUP_RE.sub(" ", text).split())
+
+
+def _cascade_caption(spec: TaskSpec, text: str | None, region: object | None) -> str | None:
+    """Caption + grounding takes no region; its optional text picks the caption task."""
+    if region is not None:
+        raise InvalidInput(f"{spec.name} takes no region.", code="unexpected_region")
+    if text is None:
+        return None
+    choice = _BY_KEY.get(text.upper().replace("-", "_").replace(" ", "_")) or _BY_KEY.get(
+        f"<{text.upper().strip('<>')}>"
+    )
+    if choice is None or choice.token not in CAPTION_CHOICES:
+        names = ", ".join(token.strip("<>") for token in CAPTION_CHOICES)
+        raise InvalidInput(
+            f"{spec.name} takes no text, or the caption task to start from: {names}.", code="invalid_text"
+        )
+    return choice.token
+
+
+def classes_from_chat(spec: TaskSpec, text: str) -> str:
+    """In the chat, open-vocabulary classes may be typed as a list (`cat, dog`); other text is unchanged."""
+    if not spec.takes_classes or CLASS_SEPARATOR in text:
+        return text
+    return join_classes(re.split(r"[,;\n]", text))
+
+
 def split_classes(text: str) -> list[str]:
     return [part.strip() for part in text.split(CLASS_SEPARATOR) if part.strip()]
 
@@ -148,6 +189,8 @@ _MARKUP_RE = re.compile(r"</?[A-Za-z_]+\d*>")
 def validate_task_inputs(spec: TaskSpec, text: str | None, region: object | None) -> str | None:
     """Check the extra input before any model work; returns the cleaned text."""
     cleaned = (text or "").strip() or None
+    if spec.cascade:
+        return _cascade_caption(spec, cleaned, region)
     if spec.needs_text and cleaned is None:
         raise InvalidInput(f"{spec.name} needs text input (e.g. what to find).", code="missing_text")
     if not spec.needs_text and cleaned is not None:

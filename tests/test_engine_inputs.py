@@ -20,7 +20,7 @@ from PIL import Image
 from app.config import Settings
 from app.models.florence import FlorenceBackend, FlorenceRequest, GenerationOptions
 from app.models.manager import ModelManager
-from app.tasks import TASKS, InputKind, TaskSpec
+from app.tasks import PROMPT_TASKS, InputKind, TaskSpec
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
@@ -40,7 +40,7 @@ def pictures() -> list[Image.Image]:
     rng = np.random.default_rng(12)
     return [
         Image.fromarray(rng.integers(0, 256, size=(40 + 7 * i, 64 + 5 * i, 3), dtype=np.uint8))
-        for i in range(len(TASKS))
+        for i in range(len(PROMPT_TASKS))
     ]
 
 
@@ -102,6 +102,10 @@ def assert_inputs_equal_the_processors(
     assert torch.equal(sent["encoder_outputs"].last_hidden_state, spy.encoder_states[0])
 
 
+def test_the_catalogue_has_all_fifteen_prompt_tasks() -> None:
+    assert len(PROMPT_TASKS) == 15 and len({spec.token for spec in PROMPT_TASKS}) == 15
+
+
 def test_the_tokenizer_adds_the_real_special_tokens_when_asked(backend: FlorenceBackend) -> None:
     tokenizer = backend._processor.tokenizer
     with_specials = tokenizer("a cat").input_ids
@@ -116,11 +120,11 @@ def test_the_tokenizer_adds_the_real_special_tokens_when_asked(backend: Florence
     assert image == and_ + 1 == len(tokenizer) - 1
 
 
-@pytest.mark.parametrize("spec", TASKS, ids=[spec.short_name for spec in TASKS])
+@pytest.mark.parametrize("spec", PROMPT_TASKS, ids=[spec.short_name for spec in PROMPT_TASKS])
 def test_each_tasks_generate_inputs_equal_the_processors(
     backend: FlorenceBackend, spy: GenerateSpy, pictures: list[Image.Image], spec: TaskSpec
 ) -> None:
-    request = request_for(spec, pictures[TASKS.index(spec)])
+    request = request_for(spec, pictures[PROMPT_TASKS.index(spec)])
     backend.run([request], generation=GenerationOptions(num_beams=1, max_new_tokens=1))
     assert_inputs_equal_the_processors(backend, spy, [request])
     ids = spy.calls[0]["input_ids"][0].tolist()
@@ -134,7 +138,7 @@ def test_each_tasks_generate_inputs_equal_the_processors(
 def test_one_batch_of_every_task_equals_the_processors(
     backend: FlorenceBackend, spy: GenerateSpy, pictures: list[Image.Image]
 ) -> None:
-    requests = [request_for(spec, picture) for spec, picture in zip(TASKS, pictures, strict=True)]
+    requests = [request_for(spec, picture) for spec, picture in zip(PROMPT_TASKS, pictures, strict=True)]
     if backend._features is not None:
         # Encoded one by one by the tests above; the reference encodes all at once, and the vision
         # tower's float sums differ in the last bits between batch sizes.

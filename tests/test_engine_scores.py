@@ -9,7 +9,6 @@ made only of unsure tokens must score `UNSURE_P` and one of certain tokens 1.0, 
 
 from __future__ import annotations
 
-import math
 from collections.abc import Iterator, Sequence
 from typing import Any
 
@@ -23,31 +22,9 @@ from app.models.florence import FlorenceBackend, FlorenceRequest, GenerationOpti
 from app.models.manager import ModelManager
 from app.results import DetectionResult, OCRResult, SegmentationResult
 from app.tasks import get_task
+from tests.scripted_support import UNSURE_P, Scripted
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
-
-ALTERNATIVES = 20
-GAP = 0.5  # how far below the scripted id the alternatives sit on an unsure step
-UNSURE_P = 1 / (1 + ALTERNATIVES * math.exp(-GAP))
-
-
-class Scripted(LogitsProcessor):
-    """Row r emits `scripts[r]` (then `<pad>`); steps listed in `unsure[r]` leave close alternatives."""
-
-    def __init__(self, scripts: Sequence[Sequence[int]], unsure: Sequence[set[int]], num_beams: int, pad: int) -> None:
-        self.scripts, self.unsure, self.num_beams, self.pad = scripts, unsure, num_beams, pad
-
-    def __call__(self, input_ids: torch.LongTensor, scores: torch.FloatTensor) -> torch.FloatTensor:
-        step = input_ids.shape[1] - 1
-        forced = torch.full_like(scores, float("-inf"))
-        for row in range(input_ids.shape[0]):
-            script = self.scripts[row // self.num_beams]
-            target = script[step] if step < len(script) else self.pad
-            if step in self.unsure[row // self.num_beams]:
-                others = [i for i in range(4, 4 + ALTERNATIVES + 1) if i != target][:ALTERNATIVES]
-                forced[row, others] = -GAP
-            forced[row, target] = 0.0
-        return forced  # type: ignore[return-value]
 
 
 class ModelPaced(LogitsProcessor):
