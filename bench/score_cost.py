@@ -30,9 +30,9 @@ sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import torch  # noqa: E402
-from transformers.modeling_outputs import BaseModelOutput  # noqa: E402
 from checkpoints import build_model, build_processor  # noqa: E402
 from measure import machine_info, sample_images, stats_ms, timed  # noqa: E402
+from transformers.modeling_outputs import BaseModelOutput  # noqa: E402
 
 
 def main() -> None:
