@@ -30,9 +30,9 @@ pytestmark = pytest.mark.usefixtures("one_torch_thread")
 class ScriptedLogits(LogitsProcessor):
     """Gives only the next scripted token id a finite score; every other id gets -inf.
 
-    It runs after generate's own processors (forced BOS/EOS, `no_repeat_ngram_size=3` from the
-    checkpoint's generation config) and replaces their scores, so a script that repeats a trigram
-    (polygons often do) still comes out whole. Rows past the end of their script get `<pad>`
+    It runs after generate's own processors (forced BOS/EOS from the checkpoint's generation config)
+    and replaces their scores. (Repeated trigrams, which polygons often have, need no help: the engine
+    pins `no_repeat_ngram_size=0`; tests/test_engine_scores.py checks that.) Rows past the end of their script get `<pad>`
     (generate pads finished rows itself; this only keeps the scores finite).
     """
 
