@@ -247,14 +247,18 @@ class FlorenceBackend:
             )
         return answers
 
-    def _token_probs(self, generated: Any) -> list[list[float]]:
+    def _token_probs(self, generated: Any) -> list[list[float]] | None:
         """Each generated token's probability under the scores generation chose it by (chosen beam's).
 
         Row i, position j belongs to `sequences[i, j + 1]`; positions after a beam ended read 1.0.
         """
-        transition = self._model.compute_transition_scores(
-            generated.sequences, generated.scores, getattr(generated, "beam_indices", None), normalize_logits=True
-        )
+        try:
+            transition = self._model.compute_transition_scores(
+                generated.sequences, generated.scores, getattr(generated, "beam_indices", None), normalize_logits=True
+            )
+        except Exception:  # scores are an extra: an answer without them beats no answer
+            log.exception("token scores could not be computed")
+            return None
         steps = generated.sequences.shape[1] - 1
         lead = steps - transition.shape[1]  # beam search may report fewer steps than the padded length
         probs = transition.float().exp().tolist()
