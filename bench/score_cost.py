@@ -13,7 +13,12 @@ printed too, as the rest of a real request.
 - `teacher_forced`: plain `generate`, then one decoder forward over the finished sequence with the
   same encoder outputs, `log_softmax`, and a gather of each generated token.
 
+Variants run interleaved (one of each per round, the first round a warm-up) and the minimum of
+each is kept. On a machine shared with other work, `--threads 1 --cpu-time` times this process's
+CPU seconds instead of the wall clock, which other processes disturb far less.
+
     python bench/score_cost.py --size base --tokens 100 --beams 3 --repeat 3
+    python bench/score_cost.py --size base --threads 1 --cpu-time --repeat 2
 """
 
 from __future__ import annotations
@@ -22,6 +27,7 @@ import argparse
 import json
 import sys
 import tempfile
+import time
 from pathlib import Path
 from typing import Any
 
@@ -31,7 +37,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import torch  # noqa: E402
 from checkpoints import build_model, build_processor  # noqa: E402
-from measure import machine_info, sample_images, stats_ms, timed  # noqa: E402
+from measure import machine_info, sample_images  # noqa: E402
 from transformers.modeling_outputs import BaseModelOutput  # noqa: E402
 
 
@@ -41,8 +47,14 @@ def main() -> None:
     parser.add_argument("--tokens", type=int, default=100)
     parser.add_argument("--beams", type=int, default=3)
     parser.add_argument("--repeat", type=int, default=3)
+    parser.add_argument("--threads", type=int, default=0, help="torch threads (0: PyTorch's default)")
+    parser.add_argument(
+        "--cpu-time", action="store_true", help="time with this process's CPU time (steadier on a shared machine)"
+    )
     args = parser.parse_args()
     torch.set_grad_enabled(False)
+    if args.threads:
+        torch.set_num_threads(args.threads)
 
     with tempfile.TemporaryDirectory() as folder:
         processor = build_processor(Path(folder))
@@ -88,16 +100,37 @@ def main() -> None:
         chosen = logits.float().log_softmax(-1).gather(-1, sequences[:, 1:, None])[..., 0]
         return chosen.exp()[0].tolist()  # type: ignore[no-any-return]
 
-    report: dict[str, Any] = {"machine": machine_info(), "size": args.size, "tokens": args.tokens, "beams": args.beams}
-    report["encoder"] = stats_ms(timed(encode, args.repeat))
-    for name, fn in (("plain", plain), ("transition", transition), ("teacher_forced", teacher_forced)):
-        report[name] = stats_ms(timed(fn, args.repeat))
-    request_ms = report["encoder"]["p50_ms"] + report["plain"]["p50_ms"]
+    report: dict[str, Any] = {
+        "machine": machine_info(),
+        "size": args.size,
+        "tokens": args.tokens,
+        "beams": args.beams,
+        "threads": torch.get_num_threads(),
+        "clock": "process CPU time" if args.cpu_time else "wall",
+    }
+    clock = time.process_time if args.cpu_time else time.perf_counter
+    report["encoder_ms"] = round(1000 * min(measure(clock, encode) for _ in range(2)), 1)
+    variants = {"plain": plain, "transition": transition, "teacher_forced": teacher_forced}
+    times: dict[str, list[float]] = {name: [] for name in variants}
+    for round_index in range(args.repeat + 1):  # interleaved, so load changes hit every variant alike
+        for name, fn in variants.items():
+            seconds = measure(clock, fn)
+            if round_index:  # the first round warms up
+                times[name].append(seconds)
+    for name, values in times.items():
+        report[name] = {"min_ms": round(1000 * min(values), 1), "runs_ms": [round(1000 * v, 1) for v in values]}
+    request_ms = report["encoder_ms"] + report["plain"]["min_ms"]
     for name in ("transition", "teacher_forced"):
-        extra = report[name]["p50_ms"] - report["plain"]["p50_ms"]
+        extra = report[name]["min_ms"] - report["plain"]["min_ms"]
         report[name]["extra_ms"] = round(extra, 1)
         report[name]["extra_of_request_pct"] = round(100 * extra / request_ms, 1)
     print(json.dumps(report, indent=2))
+
+
+def measure(clock: Any, fn: Any) -> float:
+    started = clock()
+    fn()
+    return float(clock() - started)
 
 
 def merged_embeddings(model: Any, inputs: Any) -> torch.Tensor:
