@@ -31,9 +31,10 @@ class ScriptedLogits(LogitsProcessor):
     """Gives only the next scripted token id a finite score; every other id gets -inf.
 
     It runs after generate's own processors (forced BOS/EOS from the checkpoint's generation config)
-    and replaces their scores. (Repeated trigrams, which polygons often have, need no help: the engine
-    pins `no_repeat_ngram_size=0`; tests/test_engine_scores.py checks that.) Rows past the end of their script get `<pad>`
-    (generate pads finished rows itself; this only keeps the scores finite).
+    and replaces their scores. (Repeated trigrams, which polygons often have, need no help: the
+    engine pins `no_repeat_ngram_size=0`; tests/test_engine_scores.py checks that.) Rows past the
+    end of their script get `<pad>` (generate pads finished rows itself; this only keeps the scores
+    finite).
     """
 
     def __init__(self, scripts: Sequence[Sequence[int]], num_beams: int, pad_id: int) -> None:
