@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING, Any
 from PIL import Image
 
 from app.config import Settings
-from app.errors import InferenceError, ModelUnavailable
+from app.errors import InferenceError, InvalidInput, ModelUnavailable
 from app.geometry import XYXY, box_to_loc_tokens, clip_box
 from app.images import to_rgb
 from app.models.acceleration import apply_cpu_optimization, configure_cuda
@@ -42,6 +42,8 @@ class FlorenceRequest:
     def create(
         cls, image: Image.Image, spec: TaskSpec, text: str | None = None, region: Sequence[float] | None = None
     ) -> FlorenceRequest:
+        if spec.cascade:  # two prompts, run by the analysis service; never one model request
+            raise InvalidInput(f"{spec.name} is not a single Florence-2 prompt.", code="not_a_prompt_task")
         cleaned = validate_task_inputs(spec, text, region)
         rgb = to_rgb(image)
         clipped = clip_box(region, rgb.size) if region is not None else None
