@@ -119,6 +119,25 @@ def main() -> None:
                 times[name].append(seconds)
     for name, values in times.items():
         report[name] = {"min_ms": round(1000 * min(values), 1), "runs_ms": [round(1000 * v, 1) for v in values]}
+    # The extra work alone, on one finished generation: picking the transition scores out of the kept
+    # per-step scores, and the teacher-forced decoder pass.
+    kept = model.generate(**common, encoder_outputs=encoder_outputs(), return_dict_in_generate=True, output_scores=True)
+    beam_indices = getattr(kept, "beam_indices", None)
+    best = kept.sequences
+
+    def pick() -> Any:
+        return model.compute_transition_scores(best, kept.scores, beam_indices, normalize_logits=True)
+
+    def forced() -> Any:
+        outputs = model(
+            encoder_outputs=encoder_outputs(), attention_mask=inputs["attention_mask"], decoder_input_ids=best[:, :-1]
+        )
+        return outputs.logits.float().log_softmax(-1).gather(-1, best[:, 1:, None])
+
+    report["alone_ms"] = {
+        "compute_transition_scores": round(1000 * min(measure(clock, pick) for _ in range(3)), 1),
+        "teacher_forced_pass": round(1000 * min(measure(clock, forced) for _ in range(3)), 1),
+    }
     request_ms = report["encoder_ms"] + report["plain"]["min_ms"]
     for name in ("transition", "teacher_forced"):
         extra = report[name]["min_ms"] - report["plain"]["min_ms"]
