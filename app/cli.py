@@ -83,6 +83,16 @@ def _settings_error(exc: ValidationError) -> str:
     return "invalid setting " + "; ".join(problems)
 
 
+def _score(value: str) -> float:
+    try:
+        score = float(value)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{value!r} is not a number") from None
+    if not 0.0 <= score <= 1.0:  # also rejects NaN
+        raise argparse.ArgumentTypeError("a score is between 0 and 1")
+    return score
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = _OneLineParser(prog="python -m app", description="Florence-2 vision analysis")
     commands = parser.add_subparsers(dest="command", required=True)
@@ -92,6 +102,11 @@ def build_parser() -> argparse.ArgumentParser:
     analyze.add_argument("--task", required=True, help="task token (<OD>) or short name (OD, caption, ...)")
     analyze.add_argument("--text", help="text input for text tasks")
     analyze.add_argument("--region", help="region x1,y1,x2,y2 in pixels for region tasks")
+    analyze.add_argument(
+        "--min-score",
+        type=_score,
+        help="drop boxes, masks and text regions scored below this (0..1; the mean probability of their tokens)",
+    )
     analyze.add_argument("--json", dest="json_out", help="write results as JSON to this file, or - for stdout")
     analyze.add_argument("--annotate", dest="annotate_dir", help="write annotated PNGs into this directory")
     analyze.add_argument("--jsonl", help="for a folder: append one JSON line per image here; rerun to resume")

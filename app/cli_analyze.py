@@ -63,7 +63,8 @@ def run_analyze(args: argparse.Namespace, settings: Settings, stdout: TextIO | N
 
     loaded, outcomes = _load_images(paths, ImageLimits(settings.max_image_bytes, settings.max_image_pixels))
     if loaded:
-        analysed = _analyze(settings, [image for _, image in loaded], spec, text, region)
+        images_only = [image for _, image in loaded]
+        analysed = _analyze(settings, images_only, spec, text, region, getattr(args, "min_score", None))
         for (index, image), (result, error) in zip(loaded, analysed, strict=True):
             outcomes[index] = Outcome(paths[index], result=result, error=error, image_wh=image.image_wh)
 
@@ -121,14 +122,19 @@ def _load_images(
 
 
 def _analyze(
-    settings: Settings, images: Sequence[LoadedImage], spec: TaskSpec, text: str | None, region: XYXY | None
+    settings: Settings,
+    images: Sequence[LoadedImage],
+    spec: TaskSpec,
+    text: str | None,
+    region: XYXY | None,
+    min_score: float | None = None,
 ) -> list[tuple[AnyResult | None, AppError | None]]:
     """One batch for every readable image; a per-image error (region outside it) stays per image."""
     from app.services.analysis import AnalysisService
 
     service = AnalysisService.from_settings(settings)
     try:
-        outcomes = service.analyze(images, spec, text=text, region=region)
+        outcomes = service.analyze(images, spec, text=text, region=region, min_score=min_score)
     finally:
         service.manager.shutdown()
     return [(o.result, o.error) for o in outcomes]

@@ -211,7 +211,8 @@ class Annotator:
                 draw.line([*points, points[0]], fill=color, width=width, joint="curve")
             xyxy = result.instance_xyxy(i)
             if xyxy is not None:
-                tags.append(_Tag(label_text(i + 1, label), self._box_pixels(xyxy, blended.size), color))
+                score = result.scores[i] if self.show_scores and result.scores is not None else None
+                tags.append(_Tag(label_text(i + 1, label, score), self._box_pixels(xyxy, blended.size), color))
         return blended, tags
 
     def _ocr(self, canvas: Image.Image, result: OCRResult) -> list[_Tag]:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+from collections.abc import Sequence
 from dataclasses import dataclass
 from enum import StrEnum
 
@@ -32,10 +33,16 @@ class TaskSpec:
     input_kind: InputKind
     output_kind: OutputKind
     aliases: tuple[str, ...] = ()
+    cascade: bool = False  # not one prompt: captions first, then grounds the caption (app/services/analysis.py)
 
     @property
     def needs_text(self) -> bool:
         return self.input_kind is InputKind.TEXT
+
+    @property
+    def takes_classes(self) -> bool:
+        """Open-vocabulary detection: the text is one or more class names joined with `<and>`."""
+        return self.token == "<OPEN_VOCABULARY_DETECTION>"
 
     @property
     def needs_region(self) -> bool:
@@ -73,7 +80,7 @@ TASKS: tuple[TaskSpec, ...] = (
     TaskSpec("<REGION_TO_SEGMENTATION>", "REGION_TO_SEGMENTATION", "Region to segmentation",
              "A mask for the object inside a box you give.", _I.REGION, _O.POLYGONS, ("region_segmentation",)),
     TaskSpec("<OPEN_VOCABULARY_DETECTION>", "OPEN_VOCABULARY_DETECTION", "Open-vocabulary detection",
-             "Find any object you name.", _I.TEXT, _O.MIXED, ("ovd", "open_vocabulary")),
+             "Find the objects you name (several: cat, dog).", _I.TEXT, _O.MIXED, ("ovd", "open_vocabulary")),
     TaskSpec("<REGION_TO_CATEGORY>", "REGION_TO_CATEGORY", "Region to category",
              "The category of the object inside a box.", _I.REGION, _O.TEXT, ("region_category",)),
     TaskSpec("<REGION_TO_DESCRIPTION>", "REGION_TO_DESCRIPTION", "Region to description",
@@ -84,6 +91,17 @@ TASKS: tuple[TaskSpec, ...] = (
     TaskSpec("<OCR_WITH_REGION>", "OCR_WITH_REGION", "OCR with regions",
              "Text lines with their quadrilaterals.", _I.NONE, _O.OCR, ("ocr_with_region", "ocr_regions")),
 )  # fmt: skip
+# The Florence-2 demo's cascaded task: a caption (MORE_DETAILED_CAPTION unless the text names
+# CAPTION or DETAILED_CAPTION), then CAPTION_TO_PHRASE_GROUNDING on that caption.
+CAPTION_GROUNDING = TaskSpec(
+    "<CAPTION_GROUNDING>", "CAPTION_GROUNDING", "Caption + grounding",
+    "A detailed caption, with a box for each phrase of it.", _I.NONE, _O.BOXES,
+    ("caption_grounding", "caption+grounding", "caption_and_grounding"), cascade=True,
+)  # fmt: skip
+CAPTION_CHOICES = ("<CAPTION>", "<DETAILED_CAPTION>", "<MORE_DETAILED_CAPTION>")
+DEFAULT_CASCADE_CAPTION = "<MORE_DETAILED_CAPTION>"
+PROMPT_TASKS = TASKS  # the 15 prompts Florence-2 was trained on
+TASKS = (*PROMPT_TASKS, CAPTION_GROUNDING)
 
 _BY_KEY: dict[str, TaskSpec] = {}
 for _spec in TASKS:
@@ -101,6 +119,68 @@ def get_task(name: str) -> TaskSpec:
     return spec
 
 
+# Open-vocabulary detection takes several classes joined with `<and>` ("a cat<and>a dog"), as the
+# model was trained and roboflow's integration sends them.
+CLASS_SEPARATOR = "<and>"
+MAX_CLASSES = 20
+
+
+def join_classes(labels: Sequence[str]) -> str:
+    """Classes for open-vocabulary detection → its text input (`cat<and>dog`); blanks and repeats dropped."""
+    cleaned: list[str] = []
+    for label in labels:
+        name = " ".join(str(label).split())
+        if name and name not in cleaned:
+            cleaned.append(name)
+    if len(cleaned) > MAX_CLASSES:
+        raise InvalidInput(f"At most {MAX_CLASSES} classes per request.", code="too_many_classes")
+    return CLASS_SEPARATOR.join(cleaned)
+
+
+def text_with_classes(spec: TaskSpec, text: str | None, labels: Sequence[str] | None) -> str | None:
+    """The task's text input when classes may come as a list (`labels: ["cat", "dog"]`) instead of text."""
+    if labels is None:
+        return text
+    if not spec.takes_classes:
+        raise InvalidInput(f"{spec.name} takes no labels.", code="unexpected_labels")
+    if text is not None and text.strip():
+        raise InvalidInput("Give the classes either as labels or as text, not both.", code="labels_and_text")
+    return join_classes(labels)
+
+
+def strip_markup(text: str) -> str:
+    """Text without Florence-2 tags (`<loc_5>`, `</s>`), e.g. a generated caption reused as a prompt."""
+    return " ".join(_MARKUP_RE.sub(" ", text).split())
+
+
+def _cascade_caption(spec: TaskSpec, text: str | None, region: object | None) -> str | None:
+    """Caption + grounding takes no region; its optional text picks the caption task."""
+    if region is not None:
+        raise InvalidInput(f"{spec.name} takes no region.", code="unexpected_region")
+    if text is None:
+        return None
+    choice = _BY_KEY.get(text.upper().replace("-", "_").replace(" ", "_")) or _BY_KEY.get(
+        f"<{text.upper().strip('<>')}>"
+    )
+    if choice is None or choice.token not in CAPTION_CHOICES:
+        names = ", ".join(token.strip("<>") for token in CAPTION_CHOICES)
+        raise InvalidInput(
+            f"{spec.name} takes no text, or the caption task to start from: {names}.", code="invalid_text"
+        )
+    return choice.token
+
+
+def classes_from_chat(spec: TaskSpec, text: str) -> str:
+    """In the chat, open-vocabulary classes may be typed as a list (`cat, dog`); other text is unchanged."""
+    if not spec.takes_classes or CLASS_SEPARATOR in text:
+        return text
+    return join_classes(re.split(r"[,;\n]", text))
+
+
+def split_classes(text: str) -> list[str]:
+    return [part.strip() for part in text.split(CLASS_SEPARATOR) if part.strip()]
+
+
 # Florence-2 markup in user text (`<OD>`, `<loc_5>`, `</s>`) would change the prompt: the processor
 # rejects a second task token and location tokens would silently move the question.
 _MARKUP_RE = re.compile(r"</?[A-Za-z_]+\d*>")
@@ -109,6 +189,8 @@ _MARKUP_RE = re.compile(r"</?[A-Za-z_]+\d*>")
 def validate_task_inputs(spec: TaskSpec, text: str | None, region: object | None) -> str | None:
     """Check the extra input before any model work; returns the cleaned text."""
     cleaned = (text or "").strip() or None
+    if spec.cascade:
+        return _cascade_caption(spec, cleaned, region)
     if spec.needs_text and cleaned is None:
         raise InvalidInput(f"{spec.name} needs text input (e.g. what to find).", code="missing_text")
     if not spec.needs_text and cleaned is not None:
@@ -119,6 +201,11 @@ def validate_task_inputs(spec: TaskSpec, text: str | None, region: object | None
         raise InvalidInput(f"{spec.name} takes no region.", code="unexpected_region")
     if cleaned is not None and len(cleaned) > 1000:
         raise InvalidInput("Text input is limited to 1000 characters.", code="text_too_long")
-    if cleaned is not None and (tag := _MARKUP_RE.search(cleaned)):
+    if cleaned is not None and spec.takes_classes:
+        cleaned = join_classes(split_classes(cleaned)) or None
+        if cleaned is None:
+            raise InvalidInput(f"{spec.name} needs text input (e.g. what to find).", code="missing_text")
+    checked = cleaned.replace(CLASS_SEPARATOR, " ") if cleaned is not None and spec.takes_classes else cleaned
+    if checked is not None and (tag := _MARKUP_RE.search(checked)):
         raise InvalidInput(f"Text input cannot contain model tags such as {tag.group()[:40]}.", code="invalid_text")
     return cleaned

@@ -32,7 +32,7 @@ from tests.tiny_models import (
     train_byte_level_bpe,
 )
 
-BART_VOCAB = 50265
+BART_VOCAB = 50264  # BART's base vocabulary; `<mask>` (50264) is added as a special token
 IMAGE_SIDE = 768
 IMAGE_TOKENS = (IMAGE_SIDE // 32) ** 2 + 1  # 577
 

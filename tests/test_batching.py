@@ -176,7 +176,9 @@ def test_one_call_with_mixed_tasks_is_one_batch_and_results_stay_in_order(
     assert spy.sizes == [4]  # full at once: no waiting for the 60 s window
     assert [type(r) for r in results] == [DetectionResult, TextResult, TextResult, DetectionResult]
     assert [r.task for r in results] == [r.spec.token for r in requests]
-    assert results[0] == DetectionResult("<OD>", (512, 512), xyxy=((51.0, 102.0, 153.0, 205.0),), labels=("sky",))
+    assert results[0] == DetectionResult(
+        "<OD>", (512, 512), xyxy=((51.0, 102.0, 153.0, 205.0),), labels=("sky",), scores=(1.0,)
+    )
     assert results[1] == TextResult("<CAPTION>", images[1].size, text="dog")
     assert results[2] == TextResult(
         "<REGION_TO_DESCRIPTION>", images[2].size, region=(5.0, 5.0, 60.0, 60.0), text="tree"
@@ -220,7 +222,7 @@ def test_batches_never_exceed_max_batch_size(
         assert spy.entered.wait(WAIT)  # the worker is busy with the first batch ...
         later = batcher.enqueue([caption(backend, images[i % 4]) for i in range(7)], GREEDY)  # ... while 7 wait
         spy.release.set()
-        texts = [f.result(WAIT) for f in first + later]
+        texts = [f.result(WAIT).text for f in first + later]
     finally:
         batcher.shutdown()
     assert spy.sizes == [1, 3, 3, 1]
@@ -237,7 +239,7 @@ def test_first_request_waits_for_later_arrivals_within_the_window(
         futures = batcher.enqueue([caption(backend, images[0])], GREEDY)
         futures += batcher.enqueue([caption(backend, images[1])], GREEDY)  # separate arrivals ...
         futures += batcher.enqueue([caption(backend, images[2])], GREEDY)  # ... joined into one batch
-        texts = [f.result(WAIT) for f in futures]
+        texts = [f.result(WAIT).text for f in futures]
     finally:
         batcher.shutdown()
     assert spy.sizes == [3]
@@ -251,7 +253,7 @@ def test_a_lone_request_runs_when_the_window_closes(
     batcher = make_batcher(spy, max_batch_size=8, batch_wait_s=0.02)
     try:
         (future,) = batcher.enqueue([caption(backend, images[3])], GREEDY)
-        assert future.result(WAIT).startswith("</s><s>car")
+        assert future.result(WAIT).text.startswith("</s><s>car")
     finally:
         batcher.shutdown()
     assert spy.sizes == [1]
@@ -270,7 +272,7 @@ def test_requests_with_other_generation_settings_never_share_a_batch(
         b = batcher.enqueue([caption(backend, images[2])], short)
         c = batcher.enqueue([caption(backend, images[3])], GREEDY)
         spy.release.set()
-        texts = [f.result(WAIT) for f in first + a + b + c]
+        texts = [f.result(WAIT).text for f in first + a + b + c]
     finally:
         batcher.shutdown()
     assert spy.sizes == [1, 2, 1]
@@ -308,8 +310,8 @@ def test_cancelled_requests_are_dropped_before_their_batch_starts(
         assert gone.cancel()
         assert batcher.queue_depth == 1
         spy.release.set()
-        assert kept.result(WAIT).startswith("</s><s>tree")
-        assert first[0].result(WAIT).startswith("</s><s>sky")
+        assert kept.result(WAIT).text.startswith("</s><s>tree")
+        assert first[0].result(WAIT).text.startswith("</s><s>sky")
     finally:
         batcher.shutdown()
     assert spy.sizes == [1, 1]
@@ -358,7 +360,7 @@ def test_out_of_memory_splits_the_batch_down_until_it_fits(
     batcher = make_batcher(spy, max_batch_size=8)
     try:
         futures = batcher.enqueue([caption(backend, images[i % 4]) for i in range(5)], GREEDY)
-        texts = [f.result(WAIT) for f in futures]
+        texts = [f.result(WAIT).text for f in futures]
     finally:
         batcher.shutdown()
     assert spy.sizes == [5, 2, 3, 1, 2]  # 5 fails -> 2 + 3; 3 fails -> 1 + 2

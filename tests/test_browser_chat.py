@@ -248,3 +248,82 @@ def test_api_docs_render_with_nothing_from_other_hosts(server: str) -> None:
             browser.close()
     assert [url for url in requested if not url.startswith(server)] == []
     assert server + "/docs-assets/swagger-ui-bundle.js" in requested
+
+
+# -- engine fidelity (issue 12): several open-vocabulary classes, caption + grounding ----------------------
+def _start_server(env_extra: dict[str, str], log: Path) -> Iterator[str]:
+    port = _free_port()
+    url = f"http://127.0.0.1:{port}"
+    env = {**os.environ, "WARMUP": "false", "CHAT_USERS": "", "HF_HUB_OFFLINE": "1", **env_extra}
+    with log.open("wb") as sink:
+        process = subprocess.Popen(
+            [sys.executable, "-m", "app", "serve", "--host", "127.0.0.1", "--port", str(port)],
+            cwd=REPO_ROOT,
+            env=env,
+            stdout=sink,
+            stderr=subprocess.STDOUT,
+        )
+        try:
+            _wait_until_serving(url, process, log)
+            yield url
+        finally:
+            process.terminate()
+            try:
+                process.wait(timeout=15)
+            except subprocess.TimeoutExpired:
+                process.kill()
+                process.wait()
+
+
+@pytest.fixture(scope="module")
+def fidelity_server(tiny_florence_dir: Path) -> Iterator[str]:
+    """A server of its own: the main test spends the other one's whole rate limit on purpose."""
+    ARTIFACTS.mkdir(exist_ok=True)
+    env = {"MODEL_ID": str(tiny_florence_dir), "NUM_BEAMS": "1", "MAX_NEW_TOKENS": "24", "RATE_LIMIT": "100/minute"}
+    yield from _start_server({**env, "RATE_LIMIT_STORAGE": "memory://"}, ARTIFACTS / "browser-fidelity.log")
+
+
+def _download_json(page: Any, name: str, tmp_path: Path) -> Any:
+    link = page.get_by_text(name, exact=True).last
+    link.wait_for()
+    link.scroll_into_view_if_needed()
+    with page.expect_download() as download_info:
+        link.click()
+    saved = tmp_path / name
+    download_info.value.save_as(saved)
+    return json.loads(saved.read_text())
+
+
+def test_chat_open_vocabulary_classes_and_caption_grounding(fidelity_server: str, png: Path, tmp_path: Path) -> None:
+    from playwright.sync_api import sync_playwright
+
+    executable = _chromium()
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=executable, args=CHROMIUM_ARGS)
+        try:
+            context = browser.new_context(viewport={"width": 1280, "height": 1000}, accept_downloads=True)
+            context.set_default_timeout(TIMEOUT_MS)
+            page = context.new_page()
+            page.goto(fidelity_server + "/")
+            page.locator("#chat-input").wait_for()
+
+            # Several classes typed as a list: accepted (no "model tags" refusal), answered as detections.
+            _pick_task(page, "Open-vocabulary detection")
+            with page.expect_response(lambda r: "/project/file" in r.url and r.request.method == "POST"):
+                page.set_input_files("#upload-button-input", str(png))
+            _send(page, "cat, dog")
+            body = _download_json(page, "cat.open_vocabulary_detection.json", tmp_path)
+            assert (body["task"], body["kind"]) == ("<OPEN_VOCABULARY_DETECTION>", "detections")
+            assert all(isinstance(d["score"], float | int) for d in body["detections"])
+            _shot(page, "07-open-vocabulary-classes")
+
+            # Caption + grounding from the picker: one reply, the caption, one annotated image.
+            _pick_task(page, "Caption + grounding")
+            _send(page, "go")
+            body = _download_json(page, "cat.caption_grounding.json", tmp_path)
+            assert (body["task"], body["kind"]) == ("<CAPTION_GROUNDING>", "detections")
+            assert isinstance(body["caption"], str)
+            assert page.locator('img[alt="cat.annotated.png"]').last.evaluate("img => img.naturalWidth") == 451
+            _shot(page, "08-caption-grounding")
+        finally:
+            browser.close()

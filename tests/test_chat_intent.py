@@ -26,6 +26,10 @@ PHRASINGS: list[tuple[str, str, str]] = [
     ("write a paragraph about this photo", "MORE_DETAILED_CAPTION", ""),
     ("tell me everything about this picture", "MORE_DETAILED_CAPTION", ""),
     # open-vocabulary detection
+    ("describe the image and locate what you mention", "CAPTION_GROUNDING", ""),
+    ("caption it and ground the phrases", "CAPTION_GROUNDING", ""),
+    ("Describe it and point them out", "CAPTION_GROUNDING", ""),
+    ("Beschreibe das Bild und zeige wo alles ist", "CAPTION_GROUNDING", ""),
     ("find the cars", "OPEN_VOCABULARY_DETECTION", "cars"),
     ("where are the cars", "OPEN_VOCABULARY_DETECTION", "cars"),
     ("Where is the cat?", "OPEN_VOCABULARY_DETECTION", "cat"),

@@ -30,10 +30,11 @@ pytestmark = pytest.mark.usefixtures("one_torch_thread")
 class ScriptedLogits(LogitsProcessor):
     """Gives only the next scripted token id a finite score; every other id gets -inf.
 
-    It runs after generate's own processors (forced BOS/EOS, `no_repeat_ngram_size=3` from the
-    checkpoint's generation config) and replaces their scores, so a script that repeats a trigram
-    (polygons often do) still comes out whole. Rows past the end of their script get `<pad>`
-    (generate pads finished rows itself; this only keeps the scores finite).
+    It runs after generate's own processors (forced BOS/EOS from the checkpoint's generation config)
+    and replaces their scores. (Repeated trigrams, which polygons often have, need no help: the
+    engine pins `no_repeat_ngram_size=0`; tests/test_engine_scores.py checks that.) Rows past the
+    end of their script get `<pad>` (generate pads finished rows itself; this only keeps the scores
+    finite).
     """
 
     def __init__(self, scripts: Sequence[Sequence[int]], num_beams: int, pad_id: int) -> None:
@@ -90,11 +91,11 @@ def test_object_detection_exact_boxes_labels_and_coco(backend: FlorenceBackend) 
     assert result.image_wh == (333, 517)
     assert result.xyxy == OD_XYXY
     assert result.labels == ("car", "door handle")
-    assert result.scores is None
+    assert result.scores == (1.0, 1.0)  # every token forced: the model had no other choice
     body = json.loads(json.dumps(result.to_dict()))
     assert body["detections"] == [
-        {"id": 1, "label": "car", "xyxy": [17, 172, 310, 400]},
-        {"id": 2, "label": "door handle", "xyxy": [141, 260, 158, 277]},
+        {"id": 1, "label": "car", "xyxy": [17, 172, 310, 400], "score": 1.0},
+        {"id": 2, "label": "door handle", "xyxy": [141, 260, 158, 277], "score": 1.0},
     ]
     coco = result.to_coco(image_id=7, file_name="car.png")
     assert coco["images"] == [{"id": 7, "file_name": "car.png", "width": 333, "height": 517}]
@@ -220,6 +221,7 @@ def test_ocr_with_region_quads_and_texts(backend: FlorenceBackend) -> None:
         "id": 2,
         "text": "stop sign 2024",
         "quad": [62, 233, 455, 229, 457, 259, 61, 263],
+        "score": 1.0,
     }
 
 

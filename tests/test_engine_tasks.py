@@ -24,7 +24,7 @@ from app.models.florence import FlorenceBackend, FlorenceRequest
 from app.models.manager import ModelManager, ModelState
 from app.results import DetectionResult, OCRResult, SegmentationResult, TextResult
 from app.services.analysis import AnalysisService
-from app.tasks import TASKS, OutputKind, TaskSpec, get_task
+from app.tasks import PROMPT_TASKS, TASKS, OutputKind, TaskSpec, get_task, strip_markup
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 LIMITS = ImageLimits(max_bytes=20 * 1024 * 1024, max_pixels=40_000_000)
@@ -115,7 +115,9 @@ def test_every_task_runs_end_to_end_on_the_photo(
         json.dumps(result.to_coco(), allow_nan=False)
     if isinstance(result, TextResult):
         assert "<pad>" not in result.text and "<loc_" not in result.text
-    assert spy.prepared == 1 and spy.generate_batches == [1]
+    # Caption + grounding: the caption, then (when the caption has words) grounding it: one more call.
+    calls = 2 if spec.cascade and isinstance(result, DetectionResult) and strip_markup(result.caption or "") else 1
+    assert spy.prepared == calls and spy.generate_batches == [1] * calls
 
 
 def test_tasks_resolve_by_token_short_name_and_alias() -> None:
@@ -123,7 +125,7 @@ def test_tasks_resolve_by_token_short_name_and_alias() -> None:
     assert get_task("caption").token == "<CAPTION>"
     assert get_task("Region to OCR").token == "<REGION_TO_OCR>"
     assert get_task("OCR_WITH_REGION").token == "<OCR_WITH_REGION>"
-    assert len({spec.token for spec in TASKS}) == 15
+    assert len({spec.token for spec in TASKS}) == 16  # the 15 prompts and caption + grounding
 
 
 @pytest.mark.parametrize("name", ["FOO", "<ODD>", "", "caption please"])
@@ -243,10 +245,10 @@ def test_a_region_that_misses_one_image_fails_only_that_image(
 
 
 def test_mixed_tasks_in_one_generate_call(backend: FlorenceBackend, photo: Image.Image, spy: ModelWorkSpy) -> None:
-    requests = [FlorenceRequest.create(photo, spec, **extra_input(spec)) for spec in TASKS]
+    requests = [FlorenceRequest.create(photo, spec, **extra_input(spec)) for spec in PROMPT_TASKS]
     results = backend.run(requests)
     assert spy.generate_batches == [15]
-    for spec, result in zip(TASKS, results, strict=True):
+    for spec, result in zip(PROMPT_TASKS, results, strict=True):
         assert isinstance(result, RESULT_TYPES[spec.output_kind]), spec.token
         assert result.task == spec.token
         json.dumps(result.to_dict(), allow_nan=False)

@@ -12,12 +12,16 @@ import sys
 from pathlib import Path
 from typing import Any
 
-FLORENCE_EXTRA_TOKENS = [
-    "<od>", "</od>", "<ocr>", "</ocr>", "<cap>", "</cap>", "<dcap>", "</dcap>", "<ncap>", "</ncap>",
-    "<grounding>", "</grounding>", "<seg>", "</seg>", "<sep>", "<region_cap>", "</region_cap>",
-    "<region_to_desciption>", "</region_to_desciption>", "<proposal>", "</proposal>", "<poly>",
-    "</poly>", "<and>",
+# Florence-2's additions to BART's vocabulary, in the order the published tokenizer holds them
+# (Microsoft's processor added them as additional special tokens: `<od> </od> <ocr> </ocr>`, the
+# 1000 location tokens, then the rest); the native port appends `<image>` after them.
+FLORENCE_PREFIX_TOKENS = ["<od>", "</od>", "<ocr>", "</ocr>"]
+FLORENCE_SUFFIX_TOKENS = [
+    "<cap>", "</cap>", "<ncap>", "</ncap>", "<dcap>", "</dcap>", "<grounding>", "</grounding>", "<seg>", "</seg>",
+    "<sep>", "<region_cap>", "</region_cap>", "<region_to_desciption>", "</region_to_desciption>", "<proposal>",
+    "</proposal>", "<poly>", "</poly>", "<and>",
 ]  # fmt: skip
+FLORENCE_EXTRA_TOKENS = FLORENCE_PREFIX_TOKENS + [f"<loc_{i}>" for i in range(1000)] + FLORENCE_SUFFIX_TOKENS
 
 TINY_IMAGE_SIDE = 32  # two DaViT stages with strides 4 and 2: 32 / 8 = 4 → 16 patches + 1 pooled token
 POST_PROCESSOR_CONFIG = {
@@ -47,13 +51,22 @@ _CORPUS = [
 
 
 def train_byte_level_bpe(vocab_size: int) -> Any:
-    """A BART-style byte-level BPE trained on the prompt corpus, with `<s> <pad> </s> <unk>` at ids 0..3."""
+    """A BART-style byte-level BPE trained on the prompt corpus, with `<s> <pad> </s> <unk>` at ids 0..3.
+
+    Pre-tokenizer, decoder and post-processor are those of the published BART/Florence-2
+    `tokenizer.json`: byte-level without a prefix space, and a `RobertaProcessing` post-processor
+    that wraps every text in `<s> ... </s>` when `add_special_tokens` is on (the tokenizer's
+    default, which `Florence2Processor` turns off because it lays out `<s>`/`</s>` itself). A
+    post-processor that adds nothing would hide a doubled `<s>`/`</s>` in the model's inputs.
+    """
     from tokenizers import Tokenizer, decoders, models, pre_tokenizers, processors, trainers
 
     tokenizer = Tokenizer(models.BPE(unk_token="<unk>"))
-    tokenizer.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    tokenizer.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False, trim_offsets=True)
     tokenizer.decoder = decoders.ByteLevel()
-    tokenizer.post_processor = processors.ByteLevel(trim_offsets=False)
+    tokenizer.post_processor = processors.RobertaProcessing(
+        ("</s>", 2), ("<s>", 0), trim_offsets=True, add_prefix_space=False
+    )
     trainer = trainers.BpeTrainer(
         vocab_size=vocab_size,
         special_tokens=["<s>", "<pad>", "</s>", "<unk>"],
@@ -65,16 +78,24 @@ def train_byte_level_bpe(vocab_size: int) -> Any:
 
 
 def florence_tokenizer(tokenizer: Any) -> Any:
-    """Wrap a trained tokenizer the way Florence-2's is laid out: task and `<loc_N>` tokens, then `<image>`."""
+    """Wrap a trained tokenizer the way Florence-2's is laid out.
+
+    As in the published one: BART's `<mask>` closes the base vocabulary, then Florence-2's task and
+    `<loc_N>` tokens follow as special tokens (so `skip_special_tokens=True` would drop every
+    location), then `<image>`.
+    """
+    from tokenizers import AddedToken
     from transformers import PreTrainedTokenizerFast
 
-    tokenizer.add_tokens(FLORENCE_EXTRA_TOKENS + [f"<loc_{i}>" for i in range(1000)])
+    tokenizer.add_special_tokens([AddedToken("<mask>", lstrip=True, normalized=False, special=True)])
+    tokenizer.add_special_tokens([AddedToken(t, normalized=False, special=True) for t in FLORENCE_EXTRA_TOKENS])
     return PreTrainedTokenizerFast(
         tokenizer_object=tokenizer,
         bos_token="<s>",
         eos_token="</s>",
         pad_token="<pad>",
         unk_token="<unk>",
+        mask_token="<mask>",
         model_max_length=1024,
         extra_special_tokens={"image_token": "<image>"},
     )

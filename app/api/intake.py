@@ -55,6 +55,8 @@ class AnalyzeInput:
     region: tuple[float, float, float, float] | None
     annotate: bool
     sources: list[ImageSource]
+    labels: list[str] | None = None
+    min_score: float | None = None
 
 
 async def read_analyze_input(request: Request, settings: Settings) -> AnalyzeInput:
@@ -145,7 +147,7 @@ async def _read_json(request: Request, settings: Settings) -> AnalyzeInput:
     region = payload.region
     xyxy = (region[0], region[1], region[2], region[3]) if region is not None else None
     sources = [source_from_json(item, index, settings) for index, item in enumerate(payload.images)]
-    return AnalyzeInput(payload.task, payload.text, xyxy, payload.annotate, sources)
+    return AnalyzeInput(payload.task, payload.text, xyxy, payload.annotate, sources, payload.labels, payload.min_score)
 
 
 async def _read_multipart(request: Request, settings: Settings) -> AnalyzeInput:
@@ -154,7 +156,8 @@ async def _read_multipart(request: Request, settings: Settings) -> AnalyzeInput:
         params = parse_body(AnalyzeForm, form_fields(form, "files"))
         sources = await read_uploads(form, settings, "files")
     region = parse_region(params.region) if params.region else None
-    return AnalyzeInput(params.task, params.text, region, params.annotate, sources)
+    labels = [part for part in params.labels.split(",") if part.strip()] if params.labels is not None else None
+    return AnalyzeInput(params.task, params.text, region, params.annotate, sources, labels, params.min_score)
 
 
 def source_from_json(item: ImageInput | str, index: int, settings: Settings, bare_urls: bool = False) -> ImageSource:

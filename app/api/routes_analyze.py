@@ -18,7 +18,7 @@ from app.images import LoadedImage
 from app.results import AnyResult
 from app.services.analysis import ImageOutcome
 from app.services.per_image import ImageReport, annotate
-from app.tasks import get_task, validate_task_inputs
+from app.tasks import get_task, text_with_classes, validate_task_inputs
 
 router = APIRouter(prefix="/api/v1", tags=["analyze"])
 
@@ -40,13 +40,13 @@ async def analyze(request: Request, principal: PrincipalDep, services: ServicesD
     parsed = await read_analyze_input(request, api.settings)
     spec = get_task(parsed.task)
     setattr(request.state, TASK_STATE_KEY, spec.token)
-    text = validate_task_inputs(spec, parsed.text, parsed.region)
+    text = validate_task_inputs(spec, text_with_classes(spec, parsed.text, parsed.labels), parsed.region)
     # One unit of the shared RATE_LIMIT per image, counted before any fetching or model work.
     services.limiter.hit(principal.sub, cost=len(parsed.sources))
 
     async def work() -> list[ImageReport[AnyResult]]:
         def infer(images: list[LoadedImage]) -> Awaitable[list[ImageOutcome]]:
-            return services.analysis.analyze_async(images, spec, text, parsed.region)
+            return services.analysis.analyze_async(images, spec, text, parsed.region, parsed.min_score)
 
         reports: list[ImageReport[AnyResult]] = await run_on_sources(api, parsed.sources, infer)
         if parsed.annotate:

@@ -42,6 +42,7 @@ from app.jobs.kinds import ANALYZE, CLASSIFY, analyze_params, classify_params, n
 from app.jobs.records import IdempotencyConflict, JobInput, JobRecord
 from app.jobs.worker import JobSystem
 from app.services.container import Services
+from app.tasks import get_task, text_with_classes
 
 router = APIRouter(prefix="/api/v1", tags=["jobs"])
 MAX_IDEMPOTENCY_KEY_CHARS = 255
@@ -155,7 +156,8 @@ def parse_analyze(body: dict[str, Any], settings: Settings) -> tuple[dict[str, A
     request = parse_body(AnalyzeRequest, body)
     region = request.region
     xyxy = (region[0], region[1], region[2], region[3]) if region is not None else None
-    params = analyze_params(request.task, request.text, xyxy, request.annotate)
+    text = text_with_classes(get_task(request.task), request.text, request.labels)
+    params = analyze_params(request.task, text, xyxy, request.annotate, request.min_score)
     return params, sources_from_json(request.images, settings)
 
 

@@ -24,6 +24,25 @@ TextField = Annotated[
     str | None, Field(max_length=1000, description="Text input for text tasks (grounding, OVD, segmentation)")
 ]
 FiniteFloat = Annotated[float, Field(allow_inf_nan=False)]
+LabelsField = Annotated[
+    list[Annotated[str, Field(min_length=1, max_length=100)]] | None,
+    Field(
+        max_length=20,
+        description="Open-vocabulary detection only: the classes to find (sent to the model joined with `<and>`); "
+        "instead of `text`",
+        examples=[["cat", "dog"]],
+    ),
+]
+MinScoreField = Annotated[
+    float | None,
+    Field(
+        ge=0.0,
+        le=1.0,
+        allow_inf_nan=False,
+        description="Drop boxes, masks and text regions whose `score` is below this (0..1). The score is the mean "
+        "probability the model gave the instance's own tokens, not a calibrated probability.",
+    ),
+]
 
 
 class ImageURL(BaseModel):
@@ -53,6 +72,8 @@ class AnalyzeRequest(BaseModel):
     region: list[FiniteFloat] | None = Field(
         None, min_length=4, max_length=4, description="Region x1,y1,x2,y2 in pixels, for region tasks"
     )
+    labels: LabelsField = None
+    min_score: MinScoreField = None
     annotate: bool = Field(False, description="Also return the image with the result drawn on it, as base64 PNG")
     images: list[ImageInput] = Field(min_length=1, description="One or more images; results come back in this order")
 
@@ -63,6 +84,8 @@ class AnalyzeForm(BaseModel):
     task: TaskField
     text: TextField = None
     region: str | None = Field(None, max_length=200, description="x1,y1,x2,y2 in pixels")
+    labels: str | None = Field(None, max_length=2000, description="Open-vocabulary classes, comma-separated")
+    min_score: MinScoreField = None
     annotate: bool = False
 
 
@@ -99,6 +122,8 @@ MULTIPART_SCHEMA: dict[str, Any] = {
         "task": {"type": "string", "minLength": 1, "maxLength": 100, "examples": [TASKS[0].token]},
         "text": {"type": "string", "maxLength": 1000},
         "region": {"type": "string", "maxLength": 200, "description": "x1,y1,x2,y2 in pixels"},
+        "labels": {"type": "string", "maxLength": 2000, "description": "open-vocabulary classes, comma-separated"},
+        "min_score": {"type": "number", "minimum": 0, "maximum": 1},
         "annotate": {"type": "boolean"},
         "files": {"type": "array", "minItems": 1, "items": {"type": "string", "format": "binary"}},
     },

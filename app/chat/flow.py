@@ -30,7 +30,7 @@ from app.images import LoadedImage
 from app.results import AnyResult, DetectionResult, SegmentationResult, TextResult
 from app.services.analysis import ImageOutcome
 from app.services.container import Services
-from app.tasks import TaskSpec, get_task
+from app.tasks import TaskSpec, classes_from_chat, get_task
 
 log = logging.getLogger(__name__)
 
@@ -178,7 +178,9 @@ class ChatFlow:
             if not text:
                 await ui.notify(replies.ask_text_markdown(spec))
                 return
-            await self._analyze(session, ui, spec, indices, text=text, fresh=fresh, title=title)
+            await self._analyze(
+                session, ui, spec, indices, text=classes_from_chat(spec, text), fresh=fresh, title=title
+            )
         elif spec.needs_region:
             found = regions_from_text(text, len(indices), session.detections) if text else None
             if found is None:
@@ -290,7 +292,7 @@ class ChatFlow:
                 ImageReply(
                     loaded.name,
                     f"{title}\n\n{body}",
-                    annotated_picture(loaded.image, detections) if detections else None,
+                    annotated_picture(loaded.image, detections) if detections is not None else None,
                     replies.everything_downloads(loaded.name, results, self.settings.model_id),
                 )
             )

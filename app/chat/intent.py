@@ -69,6 +69,11 @@ _EVERYTHING = re.compile(
 )
 _DENSE = _words(r"dense", r"each\s+region", r"every\s+region", r"each\s+part", r"every\s+part",
                 r"each\s+object", r"every\s+object", r"jede\s+region", r"jedes\s+objekt")  # fmt: skip
+_DESCRIBE_AND_LOCATE = re.compile(
+    r"\b(?:describe|caption|beschreibe?)\b.*\b(?:and|und)\b.*"
+    r"\b(?:ground|locate|show\s+where|point\s+(?:\w+\s+)?out|mark|box|zeige?\s+wo|verorte)",
+    re.IGNORECASE,
+)  # the cascaded caption + grounding task
 _PROPOSAL = _words(r"proposals?", r"propose", r"candidate\s+(?:boxes|regions)", r"vorschläge")
 _GROUND = re.compile(r"^\s*(?:ground(?:ing)?|verorte)\b\s*:?\s*", re.IGNORECASE)  # only as the first word
 _FIND = re.compile(
@@ -147,6 +152,8 @@ def understand(message: str) -> Intent:
         return Intent("REFERRING_EXPRESSION_SEGMENTATION", thing)
     if (ground := _GROUND.search(text)) and (phrase := text[ground.end() :].strip(_PUNCTUATION)):
         return Intent("CAPTION_TO_PHRASE_GROUNDING", phrase)
+    if _DESCRIBE_AND_LOCATE.search(text):
+        return Intent("CAPTION_GROUNDING")
     if _PROPOSAL.search(text):
         return Intent("REGION_PROPOSAL")
     if _DENSE.search(text) and ("caption" in lowered or "describe" in lowered or "beschreib" in lowered):

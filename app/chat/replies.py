@@ -75,11 +75,12 @@ def summary_markdown(spec: TaskSpec, result: AnyResult) -> str:
         else:
             lines.append(escape_md(result.text))
     elif isinstance(result, DetectionResult):
-        lines.append(escape_md(result.summary()))
-        lines.extend(_numbered(result.labels, result.xyxy))
+        lines.extend(escape_md(part) for part in result.summary().split("\n"))  # a grounded caption, then counts
+        lines.extend(_numbered(result.labels, result.xyxy, result.scores))
     elif isinstance(result, SegmentationResult):
         lines.append(escape_md(result.summary()))
-        lines.extend(_numbered(result.labels, [result.instance_xyxy(i) for i in range(len(result))]))
+        boxes = [result.instance_xyxy(i) for i in range(len(result))]
+        lines.extend(_numbered(result.labels, boxes, result.scores))
     elif isinstance(result, OCRResult):
         count = len(result.texts)
         lines.append(f"{count} text line{'s' if count != 1 else ''}" if count else "No text found.")
@@ -88,15 +89,20 @@ def summary_markdown(spec: TaskSpec, result: AnyResult) -> str:
     return "\n\n".join(lines)
 
 
-def _numbered(labels: Sequence[str], boxes: Sequence[XYXY | None]) -> list[str]:
-    """`#1 cat (12, 30, 200, 180)`: the numbers drawn on the picture, and what "box 2" refers to."""
+def _numbered(labels: Sequence[str], boxes: Sequence[XYXY | None], scores: Sequence[float] | None = None) -> list[str]:
+    """`#1 cat 0.91 (12, 30, 200, 180)`: the numbers drawn on the picture, and what "box 2" refers to."""
     rows = [
-        f"- \\#{i} {escape_md(label) if label else 'region'} {fmt_box(box) if box is not None else ''}".rstrip()
+        f"- \\#{i} {escape_md(label) if label else 'region'}{_score(scores, i - 1)} "
+        f"{fmt_box(box) if box is not None else ''}".rstrip()
         for i, (label, box) in enumerate(zip(labels, boxes, strict=False), start=1)
     ]
     if len(rows) > MAX_LISTED_ITEMS:
         rows = [*rows[:MAX_LISTED_ITEMS], f"… and {len(rows) - MAX_LISTED_ITEMS} more in the JSON download"]
     return ["\n".join(rows)] if rows else []
+
+
+def _score(scores: Sequence[float] | None, index: int) -> str:
+    return f" {scores[index]:.2f}" if scores is not None else ""
 
 
 def everything_markdown(results: Mapping[str, AnyResult]) -> str:
@@ -109,7 +115,7 @@ def everything_markdown(results: Mapping[str, AnyResult]) -> str:
         parts.append("**Caption:** " + (escape_md(caption.text) or "*(none)*"))
     if isinstance(detections, DetectionResult):
         parts.append("**Objects:** " + escape_md(detections.summary()))
-        parts.extend(_numbered(detections.labels, detections.xyxy))
+        parts.extend(_numbered(detections.labels, detections.xyxy, detections.scores))
     if isinstance(text, TextResult):
         parts.append("**Text:**" + ("\n\n" + code_block(text.text) if text.text else " *(none found)*"))
     return "\n\n".join(parts)
@@ -139,6 +145,7 @@ DOWNLOAD_WORDS = {
     "DENSE_REGION_CAPTION": "region captions",
     "REGION_PROPOSAL": "region proposals",
     "CAPTION_TO_PHRASE_GROUNDING": "grounding",
+    "CAPTION_GROUNDING": "grounded caption",
     "REFERRING_EXPRESSION_SEGMENTATION": "segmentation",
     "REGION_TO_SEGMENTATION": "region segmentation",
     "OPEN_VOCABULARY_DETECTION": "found",

@@ -47,6 +47,7 @@ def folder_command(args: argparse.Namespace, settings: Settings) -> int:
         region=region,
         jsonl=Path(args.jsonl),
         annotate_dir=Path(args.annotate_dir) if args.annotate_dir else None,
+        min_score=getattr(args, "min_score", None),
     )
     report = run_folder(job, settings)
     line = f"{report.done} analysed, {report.failed} failed, {report.skipped} already in {job.jsonl}"

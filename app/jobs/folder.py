@@ -41,6 +41,7 @@ class FolderJob:
     region: XYXY | None
     jsonl: Path
     annotate_dir: Path | None = None
+    min_score: float | None = None
 
     @property
     def coco_path(self) -> Path | None:
@@ -143,7 +144,7 @@ def _analyse_one(job: FolderJob, service: AnalysisService, path: Path, limits: I
     relative = path.relative_to(job.root).as_posix()
     try:
         loaded = load_image_path(path, limits)
-        outcome = service.analyze([loaded], job.spec, job.text, job.region)[0]
+        outcome = service.analyze([loaded], job.spec, job.text, job.region, job.min_score)[0]
         if outcome.result is None:
             raise outcome.error or AppError("No result.")
     except ModelUnavailable:

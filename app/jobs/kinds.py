@@ -34,11 +34,21 @@ def normalize_kind(value: object) -> str:
     return name
 
 
-def analyze_params(task: str, text: str | None, region: XYXY | None, annotate: bool = False) -> dict[str, Any]:
+def analyze_params(
+    task: str, text: str | None, region: XYXY | None, annotate: bool = False, min_score: float | None = None
+) -> dict[str, Any]:
     """Checked like the analyze route: the task exists and gets the text or region it needs."""
     spec = get_task(task)
     checked_text = validate_task_inputs(spec, text, region)
-    return {"task": spec.token, "text": checked_text, "region": list(region) if region else None, "annotate": annotate}
+    params: dict[str, Any] = {
+        "task": spec.token,
+        "text": checked_text,
+        "region": list(region) if region else None,
+        "annotate": annotate,
+    }
+    if min_score is not None:
+        params["min_score"] = min_score
+    return params
 
 
 def classify_params(service: ClassificationService, top_n: int, language: str) -> dict[str, Any]:
@@ -99,7 +109,10 @@ def _run_analyze(
 ) -> list[dict[str, Any]]:
     loaded = _decoded(images)
     region = tuple(params["region"]) if params.get("region") else None
-    outcomes = services.analysis.analyze(loaded, params["task"], params.get("text"), region) if loaded else []
+    min_score = params.get("min_score")
+    outcomes = (
+        services.analysis.analyze(loaded, params["task"], params.get("text"), region, min_score) if loaded else []
+    )
     reports: list[ImageReport[AnyResult]] = merge_outcomes(names, images, outcomes)
     if params.get("annotate"):
         annotate(reports)

@@ -11,15 +11,16 @@ from typing import TYPE_CHECKING, Any
 from PIL import Image
 
 from app.config import Settings
-from app.errors import AppError, InferenceError, ModelUnavailable
+from app.errors import AppError, InferenceError, InvalidInput, ModelUnavailable
 from app.geometry import XYXY, box_to_loc_tokens, clip_box
 from app.images import to_rgb
 from app.models.acceleration import apply_cpu_optimization, configure_cuda
 from app.models.batching import OutOfDeviceMemory
 from app.models.florence_inputs import InputBuilder, PreparedInput
+from app.models.florence_scores import GeneratedAnswer, instance_scores
 from app.models.hub import resolve_model_source
 from app.models.image_features import ImageFeatureCache, pixels_digest
-from app.results import AnyResult, result_from_florence
+from app.results import AnyResult, count_instances, result_from_florence
 from app.tasks import TaskSpec, validate_task_inputs
 
 if TYPE_CHECKING:
@@ -41,6 +42,8 @@ class FlorenceRequest:
     def create(
         cls, image: Image.Image, spec: TaskSpec, text: str | None = None, region: Sequence[float] | None = None
     ) -> FlorenceRequest:
+        if spec.cascade:  # two prompts, run by the analysis service; never one model request
+            raise InvalidInput(f"{spec.name} is not a single Florence-2 prompt.", code="not_a_prompt_task")
         cleaned = validate_task_inputs(spec, text, region)
         rgb = image if image.mode == "RGB" else to_rgb(image)  # no 4-bytes-per-pixel copy of a decoded RGB image
         clipped = clip_box(region, rgb.size) if region is not None else None
@@ -72,6 +75,24 @@ def _max_text_positions(model: Any) -> int | None:
     text_config = getattr(model.config, "text_config", None)
     positions = getattr(text_config, "max_position_embeddings", None)
     return int(positions) if isinstance(positions, int) and positions > 0 else None
+
+
+def pinned_generation(options: GenerationOptions) -> dict[str, Any]:
+    """Decoding settings set in code, never inherited from a checkpoint's generation_config.
+
+    The reference demos decode deterministically (`do_sample=False`, `early_stopping=False`); the
+    published configs carry `no_repeat_ngram_size=3`, which would forbid legitimate repeats: two
+    objects with the same label, equal coordinates, a word that recurs in OCR. The forced `<s>` at the
+    first step and `</s>` at the length limit still come from the checkpoint (`forced_bos_token_id`,
+    `forced_eos_token_id`), as they do for the references.
+    """
+    return {
+        "max_new_tokens": options.max_new_tokens,
+        "num_beams": options.num_beams,
+        "do_sample": False,
+        "early_stopping": False,
+        "no_repeat_ngram_size": 0,
+    }
 
 
 def resolve_device_dtype(settings: Settings) -> tuple[str, torch.dtype]:
@@ -188,8 +209,8 @@ class FlorenceBackend:
             return []
         prepared = [self.prepare(request) for request in requests]
         options = generation or self.default_generation(max_new_tokens)
-        texts = self.generate_texts(prepared, options, **generate_kwargs)
-        return [self.parse(request, text) for request, text in zip(requests, texts, strict=True)]
+        answers = self.generate_texts(prepared, options, **generate_kwargs)
+        return [self.parse(request, answer) for request, answer in zip(requests, answers, strict=True)]
 
     def prepare(self, request: FlorenceRequest) -> PreparedInput:
         """Per-request input work (the image resize), done on the caller's thread before batching."""
@@ -204,14 +225,16 @@ class FlorenceBackend:
 
     def generate_texts(
         self, prepared: Sequence[PreparedInput], generation: GenerationOptions, **generate_kwargs: Any
-    ) -> list[str]:
-        """One `generate` call for the whole batch; returns each request's decoded text (special tokens kept)."""
+    ) -> list[GeneratedAnswer]:
+        """One `generate` call for the whole batch; each request's decoded text (special tokens kept), its
+        token ids and, when a box/polygon task is in the batch, each generated token's probability."""
         import torch
 
+        with_scores = any(p.wants_scores for p in prepared)
         out_of_memory = False
         try:
             inputs = self._collate(prepared)
-            generated = self.forward(inputs, generation=generation, **generate_kwargs)
+            generated = self.forward(inputs, generation=generation, with_scores=with_scores, **generate_kwargs)
         except torch.cuda.OutOfMemoryError:
             out_of_memory = True
         if out_of_memory:
@@ -222,14 +245,50 @@ class FlorenceBackend:
                 f"Not enough GPU memory for {len(prepared)} request(s) with {generation.num_beams} beam(s) and up "
                 f"to {generation.max_new_tokens} new tokens; try fewer beams or a lower max_new_tokens."
             )
-        texts = self._processor.batch_decode(generated, skip_special_tokens=False)
-        # Batched outputs are right-padded; padding would leak into plain-text answers.
-        return [text.replace("<pad>", "") for text in texts]
+        sequences = generated.sequences if with_scores else generated
+        probs = self._token_probs(generated) if with_scores else None
+        texts = self._processor.batch_decode(sequences, skip_special_tokens=False)
+        answers = []
+        for row, text in enumerate(texts):
+            # Batched outputs are right-padded; padding would leak into plain-text answers.
+            answers.append(
+                GeneratedAnswer(
+                    text=text.replace("<pad>", ""),
+                    token_ids=tuple(sequences[row, 1:].tolist()),  # after the decoder start token
+                    token_probs=tuple(probs[row]) if probs is not None and prepared[row].wants_scores else None,
+                )
+            )
+        return answers
 
-    def parse(self, request: FlorenceRequest, text: str) -> AnyResult:
+    def _token_probs(self, generated: Any) -> list[list[float]] | None:
+        """Each generated token's probability under the scores generation chose it by (chosen beam's).
+
+        Row i, position j belongs to `sequences[i, j + 1]`; positions after a beam ended read 1.0.
+        """
+        try:
+            transition = self._model.compute_transition_scores(
+                generated.sequences, generated.scores, getattr(generated, "beam_indices", None), normalize_logits=True
+            )
+        except Exception:  # scores are an extra: an answer without them beats no answer
+            log.exception("token scores could not be computed")
+            return None
+        steps = generated.sequences.shape[1] - 1
+        lead = steps - transition.shape[1]  # beam search may report fewer steps than the padded length
+        probs = transition.float().exp().tolist()
+        return [[1.0] * lead + row for row in probs]
+
+    def parse(self, request: FlorenceRequest, answer: GeneratedAnswer | str) -> AnyResult:
+        if isinstance(answer, str):
+            answer = GeneratedAnswer(text=answer)
         task = request.spec.token
-        parsed = self._processor.post_process_generation(text, task=task, image_size=request.image_wh)[task]
-        return result_from_florence(request.spec, parsed, request.image_wh, region=request.region)
+        processor = self._processor
+        parsed = processor.post_process_generation(answer.text, task=task, image_size=request.image_wh)[task]
+        scores = None
+        if answer.token_probs is not None:
+            parse_type = processor.tasks_answer_post_processing_type.get(task, "pure_text")
+            config = (processor.post_processor_config or {}).get(parse_type)
+            scores = instance_scores(processor.tokenizer, parse_type, answer, count_instances(parsed), config)
+        return result_from_florence(request.spec, parsed, request.image_wh, region=request.region, scores=scores)
 
     def preprocess(self, requests: Sequence[FlorenceRequest]) -> dict[str, Any]:
         return self._collate([self.prepare(request) for request in requests])
@@ -240,22 +299,20 @@ class FlorenceBackend:
         max_new_tokens: int | None = None,
         *,
         generation: GenerationOptions | None = None,
+        with_scores: bool = False,
         **generate_kwargs: Any,
     ) -> Any:
+        """`model.generate` with the pinned settings; with `with_scores`, its dict output with per-step scores."""
         import torch
 
         options = generation or self.default_generation(max_new_tokens)
         if options.min_new_tokens:
             generate_kwargs.setdefault("min_new_tokens", options.min_new_tokens)
+        if with_scores:
+            generate_kwargs.update(return_dict_in_generate=True, output_scores=True)
         try:
             with torch.inference_mode():
-                return self._model.generate(
-                    **inputs,
-                    max_new_tokens=options.max_new_tokens,
-                    num_beams=options.num_beams,
-                    do_sample=False,
-                    **generate_kwargs,
-                )
+                return self._model.generate(**inputs, **{**generate_kwargs, **pinned_generation(options)})
         except torch.cuda.OutOfMemoryError:
             raise
         except Exception as exc:

@@ -3,7 +3,7 @@
 `prepare` (per request, on the caller's thread) resizes the image to the model's input size as
 8-bit pixels; `collate` (per batch, on the inference thread) tokenises the prompts and rescales and
 normalises all pixels at once on the model's device. The result equals what `Florence2Processor`
-builds (tests/test_batching.py checks it), but the processor's float work per image (~50 ms of one
+builds (tests/test_engine_inputs.py checks it for every task), but the processor's float work per image (~50 ms of one
 core for a 768x768 input) no longer runs serially in front of the GPU.
 """
 
@@ -18,6 +18,7 @@ from PIL import Image
 
 from app.errors import InvalidInput
 from app.models.image_features import pixels_digest
+from app.tasks import OutputKind
 
 if TYPE_CHECKING:
     import torch
@@ -32,6 +33,7 @@ class PreparedInput:
     pixels: np.ndarray  # uint8 (height, width, 3) on the fast path, else float32 (3, height, width)
     prompt: str
     digest: str | None = None  # identifies the pixels when image features are cached
+    wants_scores: bool = False  # a box/polygon task: keep each generated token's probability
 
 
 class InputBuilder:
@@ -75,7 +77,8 @@ class InputBuilder:
         if request.text is not None:
             self.check_prompt_length(prompt)
         digest = pixels_digest(pixels) if self.compute_digests else None
-        return PreparedInput(pixels=pixels, prompt=prompt, digest=digest)
+        wants_scores = request.spec.output_kind is not OutputKind.TEXT
+        return PreparedInput(pixels=pixels, prompt=prompt, digest=digest, wants_scores=wants_scores)
 
     def check_prompt_length(self, prompt: str) -> None:
         """Refuse a prompt whose tokens, with the image tokens, would not fit the encoder's positions."""
@@ -98,7 +101,9 @@ class InputBuilder:
 
     def collate_text(self, prepared: Sequence[PreparedInput], device: str) -> dict[str, Any]:
         text = self._layout_prompts([p.prompt for p in prepared])
-        encoded = self.processor.tokenizer(text, return_tensors="pt", padding=True)
+        # The layout already holds `<s>`/`</s>`; the real tokenizer's RobertaProcessing would add a second
+        # pair (shifting every image feature by one position), so, like the processor, add none.
+        encoded = self.processor.tokenizer(text, return_tensors="pt", padding=True, add_special_tokens=False)
         return {"input_ids": encoded["input_ids"].to(device), "attention_mask": encoded["attention_mask"].to(device)}
 
     def collate_pixels(self, prepared: Sequence[PreparedInput], device: str, dtype: torch.dtype) -> torch.Tensor:

@@ -22,12 +22,13 @@ from app.errors import AppError, Busy, ModelUnavailable
 from app.models.batching import DynamicBatcher
 from app.models.florence import FlorenceBackend, FlorenceRequest, GenerationOptions
 from app.models.florence_inputs import PreparedInput
+from app.models.florence_scores import GeneratedAnswer
 from app.results import AnyResult
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
 
-FlorenceBatcher = DynamicBatcher[PreparedInput, GenerationOptions, str]
+FlorenceBatcher = DynamicBatcher[PreparedInput, GenerationOptions, GeneratedAnswer]
 
 
 class ModelState(StrEnum):
@@ -170,12 +171,12 @@ class ModelManager:
             return []
         backend, futures = self._enqueue(requests, generation)
         try:
-            texts = [future.result() for future in futures]
+            answers = [future.result() for future in futures]
         except BaseException:
             for future in futures:
                 future.cancel()
             raise
-        return [backend.parse(request, text) for request, text in zip(requests, texts, strict=True)]
+        return [backend.parse(request, answer) for request, answer in zip(requests, answers, strict=True)]
 
     async def analyze_async(
         self, requests: Sequence[FlorenceRequest], generation: GenerationOptions | None = None
@@ -196,18 +197,18 @@ class ModelManager:
             for future in futures:
                 future.cancel()
             raise
-        texts: list[str] = []
+        answers: list[GeneratedAnswer] = []
         for outcome in outcomes:
             if isinstance(outcome, BaseException):
                 raise outcome
-            texts.append(outcome)
+            answers.append(outcome)
         return await asyncio.to_thread(
-            lambda: [backend.parse(request, text) for request, text in zip(requests, texts, strict=True)]
+            lambda: [backend.parse(request, answer) for request, answer in zip(requests, answers, strict=True)]
         )
 
     def _enqueue(
         self, requests: Sequence[FlorenceRequest], generation: GenerationOptions | None
-    ) -> tuple[FlorenceBackend, list[Future[str]]]:
+    ) -> tuple[FlorenceBackend, list[Future[GeneratedAnswer]]]:
         backend: FlorenceBackend = self.get("florence2")
         batcher = self._batcher(backend)
         batcher.admit(len(requests))
@@ -246,7 +247,7 @@ class ModelManager:
         self._executor.shutdown(wait=False, cancel_futures=True)
 
 
-def _cancel_enqueued(task: asyncio.Future[tuple[FlorenceBackend, list[Future[str]]]]) -> None:
+def _cancel_enqueued(task: asyncio.Future[tuple[FlorenceBackend, list[Future[GeneratedAnswer]]]]) -> None:
     """The caller went away while its requests were being queued: drop them once they are."""
     if not task.cancelled() and task.exception() is None:
         for future in task.result()[1]:
