@@ -13,7 +13,7 @@ from typing import NoReturn
 from pydantic import ValidationError
 
 from app.config import Settings, get_settings
-from app.errors import AppError
+from app.errors import AppError, ConfigError
 
 Handler = Callable[[argparse.Namespace, Settings], int]
 
@@ -31,9 +31,10 @@ def _cmd_analyze(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def _cmd_serve(args: argparse.Namespace, settings: Settings) -> int:
-    from app.startup_checks import check_folders, log_device
+    from app.startup_checks import check_folders, check_settings, log_device
 
     check_folders(settings)  # before the server's imports: a wrong mount is said first and alone
+    check_settings(settings)  # a bad value stops here in one line, not in a traceback from the server's start
     log_device(settings)
     from app.server import serve
 
@@ -42,9 +43,10 @@ def _cmd_serve(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def _cmd_worker(args: argparse.Namespace, settings: Settings) -> int:
-    from app.startup_checks import check_folders, log_device
+    from app.startup_checks import check_folders, check_settings, log_device
 
     check_folders(settings)
+    check_settings(settings, serving=False)
     log_device(settings)
     from app.jobs.commands import worker_command
 
@@ -143,8 +145,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         try:
             settings = get_settings()
         except ValidationError as exc:
-            print(f"error: {_one_line(_settings_error(exc))}", file=sys.stderr)
-            return 2
+            raise ConfigError(_settings_error(exc)) from None
         from logging_config import configure_logging
 
         configure_logging(settings.log_level, settings.log_json)

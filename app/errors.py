@@ -95,6 +95,15 @@ class ModelUnavailable(Unavailable):
     code = "model_unavailable"
 
 
+class ConfigError(AppError):
+    """A settings mistake (an environment variable or `.env` value): the message names the setting and the
+    fix. `serve` and `worker` check the settings first (`app.startup_checks.check_settings`), so it stops
+    the process at start with one line; no request ever meets one."""
+
+    code = "invalid_setting"
+    http_status = 500
+
+
 class InferenceError(AppError):
     code = "inference_failed"
     http_status = 500

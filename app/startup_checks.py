@@ -1,4 +1,4 @@
-"""Checks `serve` and `worker` run before anything else: folders they must write, and the device.
+"""Checks `serve` and `worker` run before anything else: settings, folders they must write, the device.
 
 In a container the usual mistakes are a host folder owned by another uid mounted on /data, and a
 CUDA image started without `--gpus all` (or on a driver too old for its CUDA). Both are said here
@@ -17,6 +17,30 @@ from app.config import Settings
 from app.errors import AppError
 
 log = logging.getLogger(__name__)
+
+
+def check_settings(settings: Settings, serving: bool = True) -> None:
+    """Build once what the settings describe, so a mistake in any of them is a `ConfigError` now, said in
+    one line by the CLI, instead of a traceback from the server's start-up or a surprise on first request.
+
+    The worker (`serving=False`) needs only the rate limit (its services) and the fetch policy (callbacks).
+    A missing JWT key is not a mistake: the API answers 503 `auth_not_configured` until one is set.
+    """
+    from app.services.fetch import FetchPolicy
+    from app.services.ratelimit import RateLimiter
+
+    RateLimiter(settings.rate_limit, settings.rate_limit_storage)
+    FetchPolicy.from_settings(settings)
+    if not serving:
+        return
+    from app.api.auth import build_verifier
+    from app.api.cors import cors_origins
+    from app.chat.auth import chat_login
+
+    if not settings.auth_disabled:
+        build_verifier(settings)
+    cors_origins(settings)
+    chat_login(settings)
 
 
 class FolderNotWritable(AppError):

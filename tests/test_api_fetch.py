@@ -8,7 +8,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from app.errors import AppError, InvalidInput, PayloadTooLarge
+from app.errors import AppError, ConfigError, InvalidInput, PayloadTooLarge
 from app.services.fetch import FetchPolicy, UrlFetcher, is_address_allowed, parse_networks
 from tests.api_support import ImageServer, png_bytes
 
@@ -64,7 +64,7 @@ def test_allowlist_opens_only_the_listed_networks() -> None:
     assert is_address_allowed(ipaddress.ip_address("::ffff:127.0.0.1"), LOOPBACK)
     assert not is_address_allowed(ipaddress.ip_address("169.254.169.254"), LOOPBACK)
     assert not is_address_allowed(ipaddress.ip_address("::1"), LOOPBACK)
-    with pytest.raises(ValueError, match="not-a-net"):
+    with pytest.raises(ConfigError, match="FETCH_ALLOW_NETWORKS: 'not-a-net'"):
         parse_networks("10.0.0.0/8, not-a-net")
 
 

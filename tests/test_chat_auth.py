@@ -9,7 +9,7 @@ import io
 import pytest
 
 from app.chat.auth import ChatUsers, hash_password, verify_password
-from app.errors import InvalidInput
+from app.errors import ConfigError
 
 FAST = 100_000  # the lowest accepted cost keeps the tests quick
 
@@ -57,7 +57,7 @@ def test_empty_setting_means_an_open_chat() -> None:
     ],
 )
 def test_bad_user_entries_are_refused_with_a_hint(spec: str) -> None:
-    with pytest.raises(InvalidInput) as raised:
+    with pytest.raises(ConfigError) as raised:
         ChatUsers.parse(spec)
     assert "CHAT_USERS" in raised.value.message
 

@@ -11,7 +11,7 @@ from pydantic import SecretStr
 from app.chat.auth import hash_password
 from app.chat.integration import ACCEPTED_IMAGE_TYPES
 from app.config import Settings
-from app.errors import InvalidInput
+from app.errors import ConfigError
 from app.images import ALLOWED_FORMATS
 from app.models.manager import ModelManager
 from app.server import create_app
@@ -118,7 +118,7 @@ def test_users_without_a_secret_fail_at_start_with_a_fix(open_settings: Settings
     users = f"alice:{hash_password('wonderland', iterations=100_000)}"
     settings = open_settings.model_copy(update={"chat_users": users})
     try:
-        with pytest.raises(InvalidInput) as raised:
+        with pytest.raises(ConfigError) as raised:
             create_app(settings, make_services(settings, ModelManager(settings)))
         assert "CHAINLIT_AUTH_SECRET" in raised.value.message and "secrets.token_urlsafe" in raised.value.message
     finally:

@@ -23,7 +23,7 @@ from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
 from app.api.deps import get_api_state
 from app.config import Settings
-from app.errors import InvalidInput, Unauthorized, Unavailable
+from app.errors import ConfigError, InvalidInput, Unauthorized, Unavailable
 
 log = logging.getLogger(__name__)
 
@@ -36,10 +36,6 @@ _TTL_RE = re.compile(r"^\s*(\d+)\s*([smhd]?)\s*$", re.IGNORECASE)
 _TTL_UNITS = {"": 1, "s": 1, "m": 60, "h": 3600, "d": 86400}
 
 bearer_scheme = HTTPBearer(auto_error=False, description="JWT from `python -m app token --sub NAME`")
-
-
-class AuthConfigError(ValueError):
-    """The auth settings are inconsistent; the server refuses to start with this message."""
 
 
 class AuthNotConfigured(Unavailable):
@@ -113,7 +109,7 @@ class AuthPolicy:
 
 
 def build_verifier(settings: Settings) -> TokenVerifier | None:
-    """The verifier the settings describe, None when no key is configured, or `AuthConfigError`."""
+    """The verifier the settings describe, None when no key is configured, or `ConfigError`."""
     secret = settings.jwt_secret.get_secret_value() if settings.jwt_secret else ""
     public_pem = _read_public_key(settings.jwt_public_key or "")
     if not secret and not public_pem:
@@ -121,20 +117,20 @@ def build_verifier(settings: Settings) -> TokenVerifier | None:
     algorithms = _parse_algorithms(settings.jwt_algorithms)
     if not algorithms:
         if secret and public_pem:
-            raise AuthConfigError("Both JWT_SECRET and JWT_PUBLIC_KEY are set: choose with JWT_ALGORITHMS.")
+            raise ConfigError("Both JWT_SECRET and JWT_PUBLIC_KEY are set: choose with JWT_ALGORITHMS.")
         algorithms = ("HS256",) if secret else (_algorithm_for_key(_load_public_key(public_pem)),)
     if algorithms[0] in SYMMETRIC:
         if not secret:
-            raise AuthConfigError(f"JWT_ALGORITHMS={','.join(algorithms)} needs JWT_SECRET.")
+            raise ConfigError(f"JWT_ALGORITHMS={','.join(algorithms)} needs JWT_SECRET.")
         if len(secret.encode()) < MIN_SECRET_BYTES:
-            raise AuthConfigError(
+            raise ConfigError(
                 f"JWT_SECRET must be at least {MIN_SECRET_BYTES} bytes; generate one with "
                 '`python -c "import secrets; print(secrets.token_urlsafe(48))"`.'
             )
         key: Any = secret
     else:
         if not public_pem:
-            raise AuthConfigError(f"JWT_ALGORITHMS={','.join(algorithms)} needs JWT_PUBLIC_KEY.")
+            raise ConfigError(f"JWT_ALGORITHMS={','.join(algorithms)} needs JWT_PUBLIC_KEY.")
         key = _load_public_key(public_pem)
     return TokenVerifier(
         key=key,
@@ -149,11 +145,11 @@ def _parse_algorithms(text: str) -> tuple[str, ...]:
     names = tuple(name.strip() for name in text.split(",") if name.strip())
     for name in names:
         if name not in SYMMETRIC + ASYMMETRIC:
-            raise AuthConfigError(
+            raise ConfigError(
                 f"JWT_ALGORITHMS: {name!r} is not accepted; use some of {', '.join(SYMMETRIC + ASYMMETRIC)}."
             )
     if any(n in SYMMETRIC for n in names) and any(n in ASYMMETRIC for n in names):
-        raise AuthConfigError("JWT_ALGORITHMS cannot mix HS* with public-key algorithms (algorithm confusion).")
+        raise ConfigError("JWT_ALGORITHMS cannot mix HS* with public-key algorithms (algorithm confusion).")
     return names
 
 
@@ -165,14 +161,14 @@ def _read_public_key(value: str) -> str:
     try:
         return path.read_text(encoding="ascii").strip()
     except (OSError, UnicodeError) as exc:
-        raise AuthConfigError(f"JWT_PUBLIC_KEY: cannot read {value!r} ({type(exc).__name__}).") from None
+        raise ConfigError(f"JWT_PUBLIC_KEY: cannot read {value!r} ({type(exc).__name__}).") from None
 
 
 def _load_public_key(pem: str) -> Any:
     try:
         return serialization.load_pem_public_key(pem.encode("ascii"))
     except (ValueError, TypeError, UnicodeError):
-        raise AuthConfigError("JWT_PUBLIC_KEY is not a PEM public key (-----BEGIN PUBLIC KEY-----).") from None
+        raise ConfigError("JWT_PUBLIC_KEY is not a PEM public key (-----BEGIN PUBLIC KEY-----).") from None
 
 
 def _algorithm_for_key(key: Any) -> str:
@@ -185,7 +181,9 @@ def _algorithm_for_key(key: Any) -> str:
     eddsa = (ed25519.Ed25519PublicKey, ed25519.Ed25519PrivateKey, ed448.Ed448PublicKey, ed448.Ed448PrivateKey)
     if isinstance(key, eddsa):
         return "EdDSA"
-    raise AuthConfigError("Unsupported key type: use RSA, EC P-256/P-384/P-521 or Ed25519.")
+    raise ConfigError(
+        "Unsupported key type (JWT_PUBLIC_KEY or --private-key): use RSA, EC P-256/P-384/P-521 or Ed25519."
+    )
 
 
 # -- FastAPI dependency --------------------------------------------------------------------------------
@@ -242,12 +240,14 @@ def mint_token(
         try:
             key: Any = serialization.load_pem_private_key(private_key_pem.encode("ascii"), password=None)
         except (ValueError, TypeError, UnicodeError):
-            raise AuthConfigError("The private key is not an unencrypted PEM private key.") from None
+            raise InvalidInput(
+                "The private key is not an unencrypted PEM private key.", code="invalid_private_key"
+            ) from None
         algorithm = next((a for a in configured if a in ASYMMETRIC), None) or _algorithm_for_key(key)
     else:
         secret = settings.jwt_secret.get_secret_value() if settings.jwt_secret else ""
         if len(secret.encode()) < MIN_SECRET_BYTES:
-            raise AuthConfigError(
+            raise ConfigError(
                 f"Set JWT_SECRET (at least {MIN_SECRET_BYTES} bytes) to mint HS256 tokens, "
                 "or pass --private-key for RS256/ES256."
             )
@@ -257,9 +257,9 @@ def mint_token(
 
 
 def token_for_cli(settings: Settings, sub: str, ttl: str, private_key_path: str | None = None) -> str:
-    """`python -m app token`: configuration problems become one-line `AppError`s."""
+    """`python -m app token`: an unreadable key file is a one-line `AppError` like every other mistake."""
     try:
         pem = Path(private_key_path).expanduser().read_text(encoding="ascii") if private_key_path else None
-        return mint_token(settings, sub, parse_ttl(ttl), private_key_pem=pem)
-    except (AuthConfigError, OSError, UnicodeError) as exc:
-        raise InvalidInput(str(exc) if isinstance(exc, AuthConfigError) else f"cannot read the key: {exc}") from None
+    except (OSError, UnicodeError) as exc:
+        raise InvalidInput(f"cannot read the key: {exc}", code="invalid_private_key") from None
+    return mint_token(settings, sub, parse_ttl(ttl), private_key_pem=pem)

@@ -9,6 +9,7 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 
 from app.api.errors import error_json
 from app.config import Settings
+from app.errors import ConfigError
 
 API_PREFIX = "/api/"
 
@@ -52,11 +53,17 @@ def parse_origins(text: str) -> list[str]:
     return [origin.strip().rstrip("/") for origin in text.split(",") if origin.strip()]
 
 
-def install_cors(app: FastAPI, settings: Settings) -> None:
+def cors_origins(settings: Settings) -> list[str]:
+    """The allowed origins (`CORS_ORIGINS`), or `ConfigError` for a combination that would trust every site."""
     origins = parse_origins(settings.cors_origins)
-    if not origins:
-        return  # no Access-Control-* headers at all: browsers on other origins are refused
     if "*" in origins and settings.cors_allow_credentials:
         # Starlette would reflect any origin with credentials: every site could act as the user.
-        raise ValueError("CORS_ORIGINS=* cannot be combined with CORS_ALLOW_CREDENTIALS=true; list the origins.")
+        raise ConfigError("CORS_ORIGINS=* cannot be combined with CORS_ALLOW_CREDENTIALS=true; list the origins.")
+    return origins
+
+
+def install_cors(app: FastAPI, settings: Settings) -> None:
+    origins = cors_origins(settings)
+    if not origins:
+        return  # no Access-Control-* headers at all: browsers on other origins are refused
     app.add_middleware(ApiCORSMiddleware, origins=origins, allow_credentials=settings.cors_allow_credentials)

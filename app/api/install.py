@@ -30,7 +30,7 @@ log = logging.getLogger(__name__)
 def install_api(app: FastAPI, settings: Settings) -> ApiState:
     """Auth policy, error handlers, body limit, CORS, metrics and model preload.
 
-    Raises `ValueError` (with the setting to fix) when the API settings are inconsistent, so a
+    Raises `ConfigError` (with the setting to fix) when the API settings are inconsistent, so a
     misconfigured server fails at start instead of serving with a surprise.
     """
     state = ApiState(

@@ -10,17 +10,20 @@ import base64
 import getpass
 import hashlib
 import hmac
+import os
 import secrets
 import sys
 from dataclasses import dataclass
 from functools import lru_cache
 
-from app.errors import InvalidInput
+from app.config import Settings
+from app.errors import ConfigError, InvalidInput
 
 ALGORITHM = "pbkdf2_sha256"
 # OWASP's 2023 recommendation for PBKDF2-HMAC-SHA256.
 DEFAULT_ITERATIONS = 600_000
 _MIN_ITERATIONS = 100_000
+MIN_LOGIN_SECRET_CHARS = 32
 
 
 def hash_password(password: str, *, iterations: int = DEFAULT_ITERATIONS, salt: str | None = None) -> str:
@@ -74,16 +77,15 @@ class ChatUsers:
             name, encoded = name.strip(), encoded.strip()
             if not sep or not name or not encoded.startswith(f"{ALGORITHM}$"):
                 shown = name or entry[:20]
-                raise InvalidInput(
+                raise ConfigError(
                     f"CHAT_USERS entry for {shown!r} is not `name:{ALGORITHM}$...`; "
-                    "make a hash with `python -m app hash-password`.",
-                    code="invalid_chat_users",
+                    "make a hash with `python -m app hash-password`."
                 )
             parts = encoded.split("$")
             if len(parts) != 4 or not parts[1].isdigit() or int(parts[1]) < _MIN_ITERATIONS:
-                raise InvalidInput(
-                    f"CHAT_USERS hash for {name!r} is malformed or uses fewer than {_MIN_ITERATIONS:,} iterations.",
-                    code="invalid_chat_users",
+                raise ConfigError(
+                    f"CHAT_USERS hash for {name!r} is malformed or uses fewer than {_MIN_ITERATIONS:,} iterations; "
+                    "make a new one with `python -m app hash-password`."
                 )
             hashes[name] = encoded
         return cls(hashes)
@@ -99,6 +101,24 @@ class ChatUsers:
             verify_password(password, _dummy_hash())
             return False
         return verify_password(password, encoded)
+
+
+def chat_login(settings: Settings) -> tuple[ChatUsers, str]:
+    """The chat's users (`CHAT_USERS`) and the secret that signs their logins, or `ConfigError`.
+
+    With users, the secret is required: from `CHAINLIT_AUTH_SECRET` (setting or environment)."""
+    users = ChatUsers.parse(settings.chat_users)
+    if not users.enabled:
+        return users, ""
+    secret = settings.chainlit_auth_secret.get_secret_value() if settings.chainlit_auth_secret else ""
+    secret = secret or os.environ.get("CHAINLIT_AUTH_SECRET", "")
+    if len(secret) < MIN_LOGIN_SECRET_CHARS:
+        raise ConfigError(
+            f"CHAT_USERS is set, so the chat needs CHAINLIT_AUTH_SECRET ({MIN_LOGIN_SECRET_CHARS}+ characters) "
+            'to sign logins. Generate one with `python -c "import secrets; print(secrets.token_urlsafe(48))"` '
+            "and put it in .env."
+        )
+    return users, secret
 
 
 @lru_cache(maxsize=1)

@@ -21,10 +21,10 @@ from fastapi import FastAPI
 from starlette.routing import Mount
 from starlette.types import ASGIApp
 
-from app.chat.auth import ChatUsers
+from app.chat.auth import ChatUsers, chat_login
 from app.chat.guard import ChatGuard, current_client_address, on_chat_error
 from app.config import Settings
-from app.errors import AppError, InvalidInput, RateLimited
+from app.errors import AppError, RateLimited
 from app.services.container import get_services
 
 if TYPE_CHECKING:
@@ -169,18 +169,10 @@ def _configure_login(settings: Settings) -> None:
     import chainlit as cl
     from chainlit.config import config
 
-    users = ChatUsers.parse(settings.chat_users)
+    users, secret = chat_login(settings)
     if not users.enabled:
         config.code.password_auth_callback = None
         return
-    secret = settings.chainlit_auth_secret.get_secret_value() if settings.chainlit_auth_secret else ""
-    secret = secret or os.environ.get("CHAINLIT_AUTH_SECRET", "")
-    if len(secret) < 32:
-        raise InvalidInput(
-            "CHAT_USERS is set, so the chat needs CHAINLIT_AUTH_SECRET (32+ characters) to sign logins. "
-            'Generate one with `python -c "import secrets; print(secrets.token_urlsafe(48))"` and put it in .env.',
-            code="missing_auth_secret",
-        )
     os.environ["CHAINLIT_AUTH_SECRET"] = secret  # Chainlit reads it from the environment
     cl.password_auth_callback(functools.partial(_login, users))
 

@@ -19,7 +19,7 @@ from dataclasses import dataclass
 import httpx
 
 from app.config import Settings
-from app.errors import AppError, Forbidden, InvalidInput, PayloadTooLarge
+from app.errors import AppError, ConfigError, Forbidden, InvalidInput, PayloadTooLarge
 
 IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
 IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
@@ -39,7 +39,7 @@ _USER_AGENT = "florence-vision-app (image fetch)"
 
 
 def parse_networks(text: str) -> tuple[IPNetwork, ...]:
-    """`10.0.0.0/8, 127.0.0.1` → networks; a bad entry raises ValueError naming it."""
+    """`10.0.0.0/8, 127.0.0.1` → networks; a bad entry is a `ConfigError` naming it."""
     networks = []
     for item in (part.strip() for part in text.split(",")):
         if not item:
@@ -47,7 +47,10 @@ def parse_networks(text: str) -> tuple[IPNetwork, ...]:
         try:
             networks.append(ipaddress.ip_network(item, strict=False))
         except ValueError:
-            raise ValueError(f"FETCH_ALLOW_NETWORKS: {item!r} is not an IP address or CIDR network") from None
+            raise ConfigError(
+                f"FETCH_ALLOW_NETWORKS: {item[:60]!r} is not an IP address or CIDR network; "
+                "list them comma-separated, e.g. 10.20.0.0/16,192.168.1.5."
+            ) from None
     return tuple(networks)
 
 

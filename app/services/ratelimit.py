@@ -6,10 +6,11 @@ import math
 import time
 
 from limits import RateLimitItem, parse_many
+from limits.errors import ConfigurationError
 from limits.storage import storage_from_string
 from limits.strategies import MovingWindowRateLimiter
 
-from app.errors import InvalidInput, PayloadTooLarge, RateLimited
+from app.errors import ConfigError, PayloadTooLarge, RateLimited
 
 
 class RateLimiter:
@@ -18,10 +19,21 @@ class RateLimiter:
     def __init__(self, rate_limit: str, storage_url: str = "memory://") -> None:
         try:
             self.items: list[RateLimitItem] = list(parse_many(rate_limit)) if rate_limit.strip() else []
-        except ValueError as exc:
-            raise InvalidInput(f"RATE_LIMIT {rate_limit!r} is not valid: {exc}", code="invalid_rate_limit") from exc
+        except ValueError:
+            raise ConfigError(
+                f"RATE_LIMIT {rate_limit[:80]!r} is not valid: write an amount per period such as 30/minute, "
+                "or several separated by ';' (100/hour;10/minute); empty turns the limit off."
+            ) from None
         self.description = rate_limit
-        self._limiter = MovingWindowRateLimiter(storage_from_string(storage_url))
+        try:
+            storage = storage_from_string(storage_url)
+        except ConfigurationError:
+            # Only the scheme, never the URL or the library's message: they may carry a password.
+            scheme = storage_url.partition("://")[0][:20]
+            raise ConfigError(
+                f"RATE_LIMIT_STORAGE (scheme {scheme!r}) cannot be used: set memory:// or redis://host:6379."
+            ) from None
+        self._limiter = MovingWindowRateLimiter(storage)
 
     @property
     def enabled(self) -> bool:
