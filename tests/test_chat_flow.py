@@ -273,6 +273,48 @@ def test_rate_limit_refuses_model_work_and_says_when_to_retry(
     assert len(other.replies) == 1
 
 
+def test_analyze_everything_costs_one_unit_per_task_and_image(
+    tiny_settings: Settings, tiny_manager: ModelManager, photo: Image.Image, cat_upload: Upload, tmp_path: Path
+) -> None:
+    """Caption, OD and OCR on two images are six model runs: six units of the limit, not one per message."""
+    second = save_upload(photo.resize((320, 213)), tmp_path, "small.png")
+    images = [SessionImage(cat_upload, (451, 300)), SessionImage(second, (320, 213))]
+
+    # 5 per minute can never cover six runs: refused at once (before any model work), and not "retry later".
+    ui, session = RecordingUI(), ChatSession(identity="everything-5")
+    session.images = list(images)
+    run(ChatFlow(make_services(tiny_settings, tiny_manager, rate_limit="5/minute")).on_analyze_everything(session, ui))
+    assert ui.replies == [] and ui.steps == []
+    (notice,) = ui.notices
+    assert notice.startswith("**Too much at once.** This request needs 6 units of the rate limit (5/minute)")
+
+    # 6 per minute covers it exactly, and nothing is left for one more caption on one image.
+    ui, session = RecordingUI(), ChatSession(identity="everything-6")
+    session.images = list(images)
+    flow = ChatFlow(make_services(tiny_settings, tiny_manager, rate_limit="6/minute"))
+    run(flow.on_analyze_everything(session, ui))
+    assert [reply.image_name for reply in ui.replies] == ["cat.png", "small.png"] and ui.notices == []
+    session.images = images[:1]
+    run(flow.on_message(session, ui, "", [], "CAPTION"))
+    assert len(ui.replies) == 2
+    (notice,) = ui.notices
+    assert notice.startswith("**Too many requests.** Rate limit of 6 per minute reached.")
+
+
+def test_a_task_on_several_images_costs_one_unit_per_image(
+    tiny_settings: Settings, tiny_manager: ModelManager, photo: Image.Image, cat_upload: Upload, tmp_path: Path
+) -> None:
+    second = save_upload(photo.resize((320, 213)), tmp_path, "small.png")
+    services = make_services(tiny_settings, tiny_manager, rate_limit="3/minute")
+    ui, session, flow = RecordingUI(), ChatSession(identity="two-images"), ChatFlow(services)
+    run(flow.on_message(session, ui, "", [cat_upload, second], "CAPTION"))  # 2 units
+    assert len(ui.replies) == 2
+    run(flow.on_message(session, ui, "", [], "OD"))  # 2 more: over the 3 per minute
+    assert len(ui.replies) == 2
+    (notice,) = ui.notices
+    assert notice.startswith("**Too many requests.** Rate limit of 3 per minute reached.")
+
+
 def test_second_request_while_busy_is_told_to_wait(services: Services, cat_upload: Upload) -> None:
     ui, session, flow = RecordingUI(), ChatSession(identity="t"), ChatFlow(services)
     send_together(flow, session, ui, ("", [cat_upload], "CAPTION"), ("", [cat_upload], "OD"))

@@ -18,6 +18,7 @@ from app.images import LoadedImage
 from app.results import AnyResult
 from app.services.analysis import ImageOutcome
 from app.services.per_image import ImageReport, annotate
+from app.services.ratelimit import work_cost
 from app.tasks import get_task, text_with_classes, validate_task_inputs
 
 router = APIRouter(prefix="/api/v1", tags=["analyze"])
@@ -41,8 +42,8 @@ async def analyze(request: Request, principal: PrincipalDep, services: ServicesD
     spec = get_task(parsed.task)
     setattr(request.state, TASK_STATE_KEY, spec.token)
     text = validate_task_inputs(spec, text_with_classes(spec, parsed.text, parsed.labels), parsed.region)
-    # One unit of the shared RATE_LIMIT per image, counted before any fetching or model work.
-    services.limiter.hit(principal.sub, cost=len(parsed.sources))
+    # The shared RATE_LIMIT's cost rule (a unit per model run on one image), counted before any fetching.
+    services.limiter.hit(principal.sub, cost=work_cost(len(parsed.sources), [spec]))
 
     async def work() -> list[ImageReport[AnyResult]]:
         def infer(images: list[LoadedImage]) -> Awaitable[list[ImageOutcome]]:

@@ -48,6 +48,7 @@ from app.services.classification import AnyClassification, ZeroShotRequest
 from app.services.container import Services
 from app.services.llm_analysis import ALIASES
 from app.services.per_image import ImageReport
+from app.services.ratelimit import work_cost
 
 router = APIRouter(tags=["classification"])
 SEED_TOP_K = 5  # what the replaced systems returned (the transformers pipeline default)
@@ -105,7 +106,7 @@ async def _classify_seed(
     services.classification.check_classify_input(top_k, "en")
     if not sources:
         return JSONResponse({"responses": []})
-    services.limiter.hit(principal.sub, cost=len(sources))
+    services.limiter.hit(principal.sub, cost=work_cost(len(sources)))
     alias = (model or "").strip().lower()
     explain = alias in ALIASES
 
@@ -182,7 +183,7 @@ async def classify_v1(request: Request, principal: PrincipalDep, services: Servi
     "probability"}], "duration", "repository", "version", "library", "model", ...}]}`."""
     sources, top_n, language = await _read_v1_input(request, api.settings)
     top_n, language = services.classification.check_classify_input(top_n, language)
-    services.limiter.hit(principal.sub, cost=len(sources))
+    services.limiter.hit(principal.sub, cost=work_cost(len(sources)))
     work: Awaitable[list[Report]] = run_on_sources(
         api, sources, lambda images: services.classification.classify(images, top_n, language)
     )
@@ -223,7 +224,7 @@ async def zero_shot(request: Request, principal: PrincipalDep, services: Service
     templates = payload.templates or RAW_LABEL_TEMPLATES
     checked = ZeroShotRequest.create(payload.labels, payload.categories, payload.multi_label, templates)
     sources = _zero_shot_sources(payload, api.settings)
-    services.limiter.hit(principal.sub, cost=len(sources))
+    services.limiter.hit(principal.sub, cost=work_cost(len(sources)))
 
     work: Awaitable[list[Report]] = run_on_sources(
         api, sources, lambda images: services.classification.zero_shot(images, checked)

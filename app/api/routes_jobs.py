@@ -38,10 +38,19 @@ from app.config import Settings
 from app.errors import AppError, InvalidInput, ModelUnavailable
 from app.images import ImageLimits
 from app.jobs.callbacks import CallbackPoster
-from app.jobs.kinds import ANALYZE, CLASSIFY, analyze_params, classify_params, normalize_kind, zero_shot_params
+from app.jobs.kinds import (
+    ANALYZE,
+    CLASSIFY,
+    analyze_params,
+    classify_params,
+    job_tasks,
+    normalize_kind,
+    zero_shot_params,
+)
 from app.jobs.records import IdempotencyConflict, JobInput, JobRecord
 from app.jobs.worker import JobSystem
 from app.services.container import Services
+from app.services.ratelimit import work_cost
 from app.tasks import get_task, text_with_classes
 
 router = APIRouter(prefix="/api/v1", tags=["jobs"])
@@ -224,8 +233,9 @@ async def submit_job(
             if existing.fingerprint != fingerprint:
                 raise IdempotencyConflict()
             return existing, False  # a retry: no new rate-limit cost, no fetching
-    # One unit of the shared RATE_LIMIT per image, as for the synchronous routes.
-    submitter.services.limiter.hit(owner, cost=max(1, len(sources)))
+    # The synchronous routes' cost rule (a unit per model run on one image); a job without images still
+    # takes its place in the queue, so it costs one.
+    submitter.services.limiter.hit(owner, cost=max(1, work_cost(len(sources), job_tasks(kind, params))))
     if callback_url is not None:
         if not isinstance(callback_url, str) or not callback_url:
             raise InvalidInput("callback_url must be an http(s) URL.", code="invalid_url")

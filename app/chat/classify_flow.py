@@ -21,6 +21,7 @@ from app.chat.work import decode_images, ensure_backend, finish_step
 from app.images import LoadedImage
 from app.services.classification import ClassificationOutcome, ZeroShotRequest
 from app.services.container import Services
+from app.services.ratelimit import work_cost
 
 log = logging.getLogger(__name__)
 
@@ -59,7 +60,7 @@ class ClassificationChat:
             # independent score (a softmax over one label would always say 100%).
             request = ZeroShotRequest.create(labels, label_categories, multi_label=len(set(labels)) == 1)
 
-        self.services.limiter.hit(session.identity)
+        self.services.limiter.hit(session.identity, cost=work_cost(len(session.images)))
         await ensure_backend(ui, self.services.manager, _BACKENDS[task.kind])
         indices = list(range(len(session.images)))
         pixels = await decode_images(session, indices, fresh, self.services.settings)

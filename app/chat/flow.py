@@ -30,6 +30,7 @@ from app.images import LoadedImage
 from app.results import AnyResult, DetectionResult, SegmentationResult, TextResult
 from app.services.analysis import ImageOutcome
 from app.services.container import Services
+from app.services.ratelimit import work_cost
 from app.tasks import TaskSpec, classes_from_chat, get_task
 
 log = logging.getLogger(__name__)
@@ -119,7 +120,8 @@ class ChatFlow:
         if not session.images:
             await ui.notify(replies.no_images_markdown())
             return
-        self.services.limiter.hit(session.identity)
+        everything = [get_task(token) for token in EVERYTHING_TASKS]
+        self.services.limiter.hit(session.identity, cost=work_cost(len(session.images), everything))
         for token in EVERYTHING_TASKS:
             await self._ensure_backend_for(ui, get_task(token))
         indices = list(range(len(session.images)))
@@ -219,7 +221,7 @@ class ChatFlow:
         """Rate-limit, load the model if needed, run one task on the chosen images, show one reply each.
 
         `title` (markdown) says how the message was understood; every reply's heading carries it."""
-        self.services.limiter.hit(session.identity)
+        self.services.limiter.hit(session.identity, cost=work_cost(len(indices), [spec]))
         await self._ensure_backend_for(ui, spec)
         pixels = await decode_images(session, indices, fresh, self.settings)
         outcomes: dict[int, ImageOutcome] = {}

@@ -288,6 +288,8 @@ def error_markdown(exc: BaseException) -> str:
 def _lead(exc: AppError) -> str:
     if isinstance(exc, RateLimited):
         return "Too many requests."
+    if exc.code == "over_rate_limit":  # a 413 about the amount of work, not about a file
+        return "Too much at once."
     if isinstance(exc, Busy):
         return "Busy."
     if isinstance(exc, InvalidImage | UnsupportedMediaType | PayloadTooLarge):

@@ -17,7 +17,7 @@ from app.results import AnyResult
 from app.services.classification import ClassificationOutcome, ClassificationService, ZeroShotRequest
 from app.services.container import Services
 from app.services.per_image import ImageReport, annotate, merge_outcomes
-from app.tasks import get_task, validate_task_inputs
+from app.tasks import TaskSpec, get_task, validate_task_inputs
 
 ANALYZE, CLASSIFY, ZERO_SHOT = "analyze", "classify", "zero-shot"
 KINDS = (ANALYZE, CLASSIFY, ZERO_SHOT)
@@ -70,6 +70,11 @@ def zero_shot_params(
         "multi_label": request.multi_label,
         "templates": list(request.templates),
     }
+
+
+def job_tasks(kind: str, params: Mapping[str, Any]) -> tuple[TaskSpec, ...]:
+    """The Florence-2 tasks a job runs on each image (for its rate-limit cost); none for classification."""
+    return (get_task(str(params["task"])),) if kind == ANALYZE else ()
 
 
 def scores_by_label(entry: dict[str, Any]) -> dict[str, float]:

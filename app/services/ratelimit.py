@@ -1,9 +1,10 @@
-"""Per-identity rate limit on model work, shared by chat and API (the `limits` library)."""
+"""Per-identity rate limit on model work, shared by chat and API (the `limits` library), and its cost rule."""
 
 from __future__ import annotations
 
 import math
 import time
+from collections.abc import Sequence
 
 from limits import RateLimitItem, parse_many
 from limits.errors import ConfigurationError
@@ -11,6 +12,23 @@ from limits.storage import storage_from_string
 from limits.strategies import MovingWindowRateLimiter
 
 from app.errors import ConfigError, PayloadTooLarge, RateLimited
+from app.tasks import TaskSpec
+
+
+def model_runs(spec: TaskSpec) -> int:
+    """Model runs one image of `spec` takes: a cascade captions first, then grounds the caption (two)."""
+    return 2 if spec.cascade else 1
+
+
+def work_cost(image_count: int, tasks: Sequence[TaskSpec] = ()) -> int:
+    """The one cost rule of every edge (API routes, jobs, chat): one unit per model run on one image.
+
+    Every task in `tasks` runs on every image; no tasks means one run of a model outside the Florence-2
+    catalogue (ImageNet classification, zero-shot). "Analyze everything" (caption, OD, OCR) on four
+    images is 12 units; caption + grounding on one image is 2.
+    """
+    runs_per_image = sum(model_runs(spec) for spec in tasks) if tasks else 1
+    return image_count * runs_per_image
 
 
 class RateLimiter:
@@ -40,7 +58,7 @@ class RateLimiter:
         return bool(self.items)
 
     def hit(self, identity: str, cost: int = 1, namespace: str = "work") -> None:
-        """Count `cost` units of model work for `identity`, or raise `RateLimited` with a retry time.
+        """Count `cost` units of model work (`work_cost`) for `identity`, or raise `RateLimited` with a retry time.
 
         A cost above a limit's whole amount can never pass: 413 saying so, not "try again in 60 s".
         `namespace` keeps buckets apart that must not drain each other (model work, chat logins): the
@@ -49,8 +67,8 @@ class RateLimiter:
         for item in self.items:
             if cost > item.amount:
                 raise PayloadTooLarge(
-                    f"This request needs {cost} units of the rate limit ({self.description}) and can never pass; "
-                    f"send at most {item.amount} images per request.",
+                    f"This request needs {cost} units of the rate limit ({self.description}), one per model run "
+                    f"on one image, and can never pass; ask for at most {item.amount} at once (fewer images).",
                     code="over_rate_limit",
                 )
         for item in self.items:
