@@ -23,14 +23,17 @@ def check_settings(settings: Settings, serving: bool = True) -> None:
     """Build once what the settings describe, so a mistake in any of them is a `ConfigError` now, said in
     one line by the CLI, instead of a traceback from the server's start-up or a surprise on first request.
 
-    The worker (`serving=False`) needs only the rate limit (its services) and the fetch policy (callbacks).
+    The worker (`serving=False`) needs only the rate limit (its services), the fetch policy (callbacks) and
+    the queue.
     A missing JWT key is not a mistake: the API answers 503 `auth_not_configured` until one is set.
     """
+    from app.jobs.queue import check_queue_url
     from app.services.fetch import FetchPolicy
     from app.services.ratelimit import RateLimiter
 
     RateLimiter(settings.rate_limit, settings.rate_limit_storage)
     FetchPolicy.from_settings(settings)
+    check_queue_url(settings.queue_url)
     if not serving:
         return
     from app.api.auth import build_verifier

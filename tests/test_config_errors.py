@@ -32,6 +32,8 @@ def settings(**overrides: object) -> Settings:
         ({"rate_limit": "many"}, "RATE_LIMIT"),
         ({"rate_limit_storage": "bogus://user:pw@host"}, "RATE_LIMIT_STORAGE"),
         ({"fetch_allow_networks": "10.0.0.0/8, not-a-net"}, "FETCH_ALLOW_NETWORKS"),
+        ({"queue_url": "foo://user:pw@host"}, "QUEUE_URL"),
+        ({"queue_url": "redis://:pw@host:port"}, "QUEUE_URL"),
         ({"jwt_secret": "too-short"}, "JWT_SECRET"),
         ({"jwt_secret": LONG_SECRET, "jwt_algorithms": "HS256,RS256"}, "JWT_ALGORITHMS"),
         ({"jwt_secret": None, "jwt_public_key": "/nonexistent/key.pem"}, "JWT_PUBLIC_KEY"),
@@ -56,6 +58,7 @@ def test_valid_settings_pass_and_a_missing_jwt_key_is_left_to_the_503(monkeypatc
     monkeypatch.delenv("CHAINLIT_AUTH_SECRET", raising=False)
     check_settings(settings())  # defaults: no JWT key at all → `auth_not_configured` on requests, not a start error
     check_settings(settings(rate_limit="", fetch_allow_networks="10.0.0.0/8,192.168.1.5"))
+    check_settings(settings(queue_url="redis://:pw@10.0.0.1:6379/0"))  # parsed only, never connected
     check_settings(settings(jwt_secret=LONG_SECRET, chat_users=CHAT_USER, chainlit_auth_secret=LONG_SECRET))
     check_settings(settings(jwt_secret="too-short", auth_disabled=True))  # the key is not used at all
 
@@ -64,6 +67,8 @@ def test_the_worker_checks_only_what_it_uses() -> None:
     check_settings(settings(jwt_secret="too-short", cors_origins="*", cors_allow_credentials=True), serving=False)
     with pytest.raises(ConfigError, match="RATE_LIMIT"):
         check_settings(settings(rate_limit="5/fortnight"), serving=False)
+    with pytest.raises(ConfigError, match="QUEUE_URL"):
+        check_settings(settings(queue_url="http://queue.example"), serving=False)
 
 
 def test_config_error_is_an_app_error_but_not_a_client_mistake() -> None:

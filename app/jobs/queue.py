@@ -24,7 +24,7 @@ from huey.registry import Message
 from huey.serializer import Serializer
 
 from app.config import Settings
-from app.errors import NotFound
+from app.errors import ConfigError, NotFound
 from app.jobs.records import Clock, JobInput, JobRecord, JobStore, QueueUnavailable, Recovery, fingerprint, new_job_id
 from app.jobs.store import build_store
 
@@ -59,8 +59,23 @@ class JsonSerializer(Serializer):
         return Message(**known)
 
 
+def check_queue_url(url: str) -> None:
+    """`QUEUE_URL` must be a Redis URL (parsed only: nothing connects); else `ConfigError`."""
+    if not url:
+        return  # SQLite under DATA_DIR
+    try:
+        redis.connection.parse_url(url)
+    except ValueError:
+        # Neither the URL nor redis' message: the URL may carry a password.
+        raise ConfigError(
+            f"QUEUE_URL (scheme {url.partition('://')[0][:20]!r}) is not a valid Redis URL: use "
+            "redis://[:password@]host:6379/0 (rediss:// for TLS), or leave it empty for SQLite under DATA_DIR."
+        ) from None
+
+
 def build_huey(settings: Settings) -> Huey:
     if settings.queue_url:
+        check_queue_url(settings.queue_url)
         return RedisHuey(QUEUE_NAME, url=settings.queue_url, results=False, serializer=JsonSerializer())
     path = Path(settings.data_dir) / "queue.sqlite3"
     path.parent.mkdir(parents=True, exist_ok=True)
