@@ -23,10 +23,8 @@ from app.results import DetectionResult, SegmentationResult
 from tests.api_support import api_settings, auth_header, png_bytes, running_app
 from tests.chat_support import decode_picture, download_json, make_services, save_upload, send
 from tests.jobs_support import wait_for
-from tests.scripted_support import UNSURE_P, scripted_model
+from tests.scripted_support import BOX_A, BOX_B, UNSURE_P, scripted_model
 
-BOX_A = "<loc_53><loc_334><loc_933><loc_775>"
-BOX_B = "<loc_425><loc_504><loc_474><loc_536>"
 OD_PROMPT = "Locate the objects with category name in the image."
 ANSWERS: dict[str, tuple[str, str]] = {
     OD_PROMPT: ("car" + BOX_A, "door handle" + BOX_B),
@@ -217,12 +215,12 @@ def test_chat_lists_scores_accepts_a_class_list_and_runs_the_cascade(
     upload = save_upload(Image.new("RGB", (64, 48), "red"), tmp_path, "red.png")
     (reply,) = send(services, "cat, dog", [upload], "OVD", ChatSession(identity="t")).replies
     assert prompts[-1] == "Locate cat<and>dog in the image."
-    assert f"2\\. dog {UNSURE_P:.2f}" in reply.markdown or f"2. dog {UNSURE_P:.2f}" in reply.markdown
-    assert "1\\. cat 1.00" in reply.markdown or "1. cat 1.00" in reply.markdown
+    assert f"- \\#2 dog {UNSURE_P:.2f} (" in reply.markdown
+    assert "- \\#1 cat 1.00 (" in reply.markdown
     (reply,) = send(services, "", [upload], "CAPTION_GROUNDING", ChatSession(identity="t")).replies
     assert "a cat sitting on a red car" in reply.markdown
     assert decode_picture(reply).size == (64, 48)
-    body = download_json(reply, "red.caption_grounding.json")
+    body = download_json(reply, "red · grounded caption.json")
     assert body["caption"] == "a cat sitting on a red car"
 
 
