@@ -184,12 +184,18 @@ def cli_env(monkeypatch: pytest.MonkeyPatch, tiny_florence_dir: Path, tmp_path: 
     get_settings.cache_clear()
 
 
-def test_cli_min_score_several_classes_and_the_cascade(cli_env: Path, prompts: list[str]) -> None:
+def test_cli_min_score_several_classes_and_the_cascade(
+    cli_env: Path, prompts: list[str], capsys: pytest.CaptureFixture[str]
+) -> None:
     from app.cli import main
 
     assert main(["analyze", "a.png", "--task", "OVD", "--text", "cat<and>dog", "--json", "ovd.json"]) == 0
     detections = json.loads((cli_env / "ovd.json").read_text())["results"][0]["detections"]
     assert [(d["label"], d["score"]) for d in detections] == [("cat", 1.0), ("dog", round(UNSURE_P, 4))]
+    # The summary lists each instance with the number and score drawn on the annotated image.
+    summary = capsys.readouterr().out.splitlines()
+    assert summary[1:4] == ["a.png 64x48: 2 found: cat, dog", "  #1 cat 1.00 (3, 16, 59, 37)",
+                            f"  #2 dog {UNSURE_P:.2f} (27, 24, 30, 25)"]  # fmt: skip
     args = ["analyze", "a.png", "--task", "OD", "--min-score", "0.5", "--json", "od.json", "--annotate", "out"]
     assert main(args) == 0
     assert [d["label"] for d in json.loads((cli_env / "od.json").read_text())["results"][0]["detections"]] == ["car"]
