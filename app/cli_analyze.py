@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any, TextIO
 
 from app.config import Settings
-from app.drawing import Annotator
+from app.drawing import Annotator, label_text
 from app.errors import AppError
 from app.geometry import XYXY, parse_region
 from app.images import ImageLimits, LoadedImage, load_image_path
@@ -199,6 +199,7 @@ def _print_summary(
         if outcome.result is not None:
             size = f" {outcome.image_wh[0]}x{outcome.image_wh[1]}" if outcome.image_wh else ""
             out.write(f"{outcome.path}{size}: {outcome.result.summary()}\n")
+            out.writelines(f"  {line}\n" for line in _instance_lines(outcome.result))
         elif outcome.error is not None:
             out.write(f"{outcome.path}: FAILED: {outcome.error.message}\n")
         for path in written.get(index, []):
@@ -208,3 +209,18 @@ def _print_summary(
     failed = sum(1 for o in outcomes if o.error is not None)
     if failed:
         out.write(f"{failed} of {len(outcomes)} images failed.\n")
+
+
+def _instance_lines(result: AnyResult) -> list[str]:
+    """`#2 car 0.91 (12, 30, 200, 180)` per instance: the numbers and scores drawn on the annotated image."""
+    if isinstance(result, DetectionResult):
+        boxes: list[XYXY | None] = list(result.xyxy)
+    elif isinstance(result, SegmentationResult):
+        boxes = [result.instance_xyxy(i) for i in range(len(result))]
+    else:
+        return []
+    lines = []
+    for i, (label, box) in enumerate(zip(result.labels, boxes, strict=True)):
+        tag = label_text(i + 1, label, result.scores[i] if result.scores is not None else None)
+        lines.append(tag + (" (" + ", ".join(f"{v:.0f}" for v in box) + ")" if box is not None else ""))
+    return lines

@@ -22,6 +22,7 @@ import h11
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from uvicorn.protocols.http.h11_impl import H11Protocol
 
+from app.api.errors import call_or_refuse, error_json
 from app.config import Settings
 from app.errors import AppError
 
@@ -160,16 +161,16 @@ class RequestLimitsMiddleware:
             return
         headers = scope.get("headers") or ()
         if len(headers) > self.max_headers:
-            await _json_refusal(send, 431, "too_many_headers", f"The request has over {self.max_headers} headers.")
+            message = f"The request has over {self.max_headers} headers."
+            await error_json(431, "too_many_headers", message, headers={"Connection": "close"})(scope, receive, send)
             return
         # A head that arrived whole in one read never waited in the protocol's buffer: its size is checked here.
         if sum(len(name) + len(value) + 4 for name, value in headers) > self.max_header_bytes:
             message = f"The request head is over {self.max_header_bytes:,} bytes."
-            await _json_refusal(send, 431, "headers_too_large", message)
+            await error_json(431, "headers_too_large", message, headers={"Connection": "close"})(scope, receive, send)
             return
         deadline = asyncio.get_running_loop().time() + self.body_timeout_s
         body_done = False
-        started = False
 
         async def timed_receive() -> Message:
             nonlocal body_done
@@ -185,33 +186,7 @@ class RequestLimitsMiddleware:
             body_done = message["type"] != "http.request" or not message.get("more_body", False)
             return message
 
-        async def tracking_send(message: Message) -> None:
-            nonlocal started
-            started = started or message["type"] == "http.response.start"
-            await send(message)
-
-        try:
-            await self.app(scope, timed_receive, tracking_send)
-        except BodyTimeout as exc:
-            if started:
-                raise
-            await _json_refusal(send, 408, exc.code, exc.message)
-
-
-async def _json_refusal(send: Send, status: int, code: str, message: str) -> None:
-    body = json.dumps({"error": {"code": code, "message": message}}).encode()
-    await send(
-        {
-            "type": "http.response.start",
-            "status": status,
-            "headers": [
-                (b"content-type", b"application/json"),
-                (b"content-length", str(len(body)).encode()),
-                (b"connection", b"close"),
-            ],
-        }
-    )
-    await send({"type": "http.response.body", "body": body})
+        await call_or_refuse(self.app, scope, timed_receive, send, BodyTimeout)
 
 
 def uvicorn_config(app: Any, settings: Settings, host: str, port: int) -> Any:

@@ -6,7 +6,7 @@ as soon as its previous answer arrives, for `--seconds` or `--max-requests` in a
 first. Prints, per concurrency: answers/s with 200, 503 `busy` per second, other statuses, p50/p95
 latency of the 200s, and goodput relative to the best concurrency.
 
-    python bench/overload.py --concurrency 1,4,16,64 --seconds 8
+    python -m bench.overload --concurrency 1,4,16,64 --seconds 8
 """
 
 from __future__ import annotations
@@ -24,14 +24,11 @@ import time
 from collections import Counter
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
-os.environ.setdefault("HF_HUB_OFFLINE", "1")
+import httpx
+from PIL import Image
 
-import httpx  # noqa: E402
-from PIL import Image  # noqa: E402
-
-from tests.tiny_models import build_tiny_florence  # noqa: E402
+from bench.measure import ROOT
+from tests.tiny_models import build_tiny_florence
 
 
 def free_port() -> int:

@@ -29,6 +29,14 @@ def tiny_florence_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 @pytest.fixture(scope="session")
+def tiny_tokenizer(tiny_florence_dir: Path) -> object:
+    """The tiny checkpoint's tokenizer, for scripting answers (tests/scripted_support.py)."""
+    from transformers import AutoProcessor
+
+    return AutoProcessor.from_pretrained(tiny_florence_dir).tokenizer
+
+
+@pytest.fixture(scope="session")
 def tiny_settings(tiny_florence_dir: Path) -> Settings:
     return Settings(
         _env_file=None,  # type: ignore[call-arg]

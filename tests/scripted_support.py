@@ -11,7 +11,7 @@ are recorded in order, so a test can check what the model was asked.
 from __future__ import annotations
 
 import math
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from typing import Any
 
@@ -19,6 +19,8 @@ import pytest
 import torch
 from transformers import LogitsProcessor, LogitsProcessorList
 
+BOX_A = "<loc_53><loc_334><loc_933><loc_775>"  # two boxes to script answers with
+BOX_B = "<loc_425><loc_504><loc_474><loc_536>"
 ALTERNATIVES = 20
 GAP = 0.5  # how far below the scripted id the alternatives sit on an unsure step
 UNSURE_P = 1 / (1 + ALTERNATIVES * math.exp(-GAP))
@@ -59,15 +61,10 @@ def prompt_text(tokenizer: Any, ids: torch.Tensor) -> str:
     return text
 
 
-@contextmanager
-def scripted_model(
-    monkeypatch: pytest.MonkeyPatch, tokenizer: Any, answers: Mapping[str, tuple[str, str]]
-) -> Iterator[list[str]]:
-    """Rows whose prompt contains a key answer `(sure, unsure)`; yields the prompts seen, in order."""
-    from transformers import Florence2ForConditionalGeneration
-
-    original = Florence2ForConditionalGeneration.generate
-    prompts: list[str] = []
+def scripted_generate(
+    original: Callable[..., Any], tokenizer: Any, answers: Mapping[str, tuple[str, str]], prompts: list[str]
+) -> Callable[..., Any]:
+    """`generate` that makes each row answer the first of `answers` whose key its prompt contains."""
 
     def generate(self: Any, *args: Any, **kwargs: Any) -> Any:
         scripts, unsure = [], []
@@ -85,6 +82,18 @@ def scripted_model(
         kwargs["max_new_tokens"] = max(map(len, scripts)) + 2
         return original(self, *args, **kwargs)
 
+    return generate
+
+
+@contextmanager
+def scripted_model(
+    monkeypatch: pytest.MonkeyPatch, tokenizer: Any, answers: Mapping[str, tuple[str, str]]
+) -> Iterator[list[str]]:
+    """Rows whose prompt contains a key answer `(sure, unsure)`; yields the prompts seen, in order."""
+    from transformers import Florence2ForConditionalGeneration
+
+    prompts: list[str] = []
+    generate = scripted_generate(Florence2ForConditionalGeneration.generate, tokenizer, answers, prompts)
     with monkeypatch.context() as patch:
         patch.setattr(Florence2ForConditionalGeneration, "generate", generate)
         yield prompts

@@ -15,7 +15,7 @@ import schemathesis
 from hypothesis import HealthCheck, given
 from hypothesis import settings as hypothesis_settings
 from schemathesis import GenerationMode
-from schemathesis.schemas import BaseSchema
+from schemathesis.schemas import APIOperation, BaseSchema
 from schemathesis.specs.openapi import checks as openapi_checks
 
 from app.config import Settings
@@ -53,6 +53,28 @@ def api_schema(tiny_settings: Settings) -> Iterator[BaseSchema]:
     yield schema
 
 
+def fuzz(operations: list[APIOperation], mode: GenerationMode, examples: int) -> None:
+    """`examples` generated requests per operation, each checked by CHECKS. In negative mode only operations
+    with a request body are driven: only a body has anything to get wrong."""
+    if mode is GenerationMode.NEGATIVE:
+        operations = [op for op in operations if len(op.body) > 0]
+    assert operations
+    for operation in operations:
+
+        @given(case=operation.as_strategy(mode, headers=auth_header()))
+        @hypothesis_settings(
+            max_examples=examples,
+            deadline=None,
+            derandomize=True,
+            database=None,
+            suppress_health_check=list(HealthCheck),
+        )
+        def check(case: schemathesis.Case) -> None:
+            case.call_and_validate(checks=CHECKS)
+
+        check()
+
+
 # The pytest plugin's lazy `from_fixture` loader breaks on pytest 9 (it rewrites `node._nodeid`), so the
 # operations are driven through their Hypothesis strategies directly.
 @pytest.mark.parametrize("mode", [GenerationMode.POSITIVE, GenerationMode.NEGATIVE], ids=["positive", "negative"])
@@ -66,19 +88,4 @@ def test_api_conforms_to_its_schema(api_schema: BaseSchema, mode: GenerationMode
         "GET /readyz",
         "GET /metrics",
     }
-    if mode is GenerationMode.NEGATIVE:  # only a request body has anything to get wrong
-        operations = [op for op in operations if len(op.body) > 0]
-    for operation in operations:
-
-        @given(case=operation.as_strategy(mode, headers=auth_header()))
-        @hypothesis_settings(
-            max_examples=EXAMPLES_PER_OPERATION,
-            deadline=None,
-            derandomize=True,
-            database=None,
-            suppress_health_check=list(HealthCheck),
-        )
-        def check(case: schemathesis.Case) -> None:
-            case.call_and_validate(checks=CHECKS)
-
-        check()
+    fuzz(operations, mode, EXAMPLES_PER_OPERATION)

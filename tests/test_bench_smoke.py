@@ -10,7 +10,16 @@ from pathlib import Path
 import pytest
 
 REPO = Path(__file__).resolve().parents[1]
-SCRIPTS = ("checkpoints", "cpu_bench", "cpu_server", "diagnose", "http_overhead", "score_cost", "serving_bench")
+SCRIPTS = (
+    "checkpoints",
+    "cpu_bench",
+    "cpu_server",
+    "diagnose",
+    "http_overhead",
+    "overload",
+    "score_cost",
+    "serving_bench",
+)
 
 
 def _run_bench(*args: str, timeout: float = 300) -> subprocess.CompletedProcess[str]:

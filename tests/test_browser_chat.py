@@ -63,29 +63,23 @@ def _wait_until_serving(url: str, process: subprocess.Popen[bytes], log: Path) -
     pytest.fail(f"the server did not answer within 90 s:\n{log.read_text()[-3000:]}")
 
 
-@pytest.fixture(scope="module")
-def server(tiny_florence_dir: Path, tiny_clip_dir: Path) -> Iterator[str]:
-    ARTIFACTS.mkdir(exist_ok=True)
+def start_server(
+    env_extra: dict[str, str], log: Path, scripted: dict[str, tuple[str, str]] | None = None
+) -> Iterator[str]:
+    """`python -m app serve` on a free port with `env_extra`, its output in `log`; stopped afterwards.
+
+    With `scripted`, Florence-2 answers those texts (tests/scripted_server.py) through the real generate path.
+    """
     port = _free_port()
     url = f"http://127.0.0.1:{port}"
-    env = {
-        **os.environ,
-        "MODEL_ID": str(tiny_florence_dir),
-        "ZERO_SHOT_MODEL_ID": str(tiny_clip_dir),
-        "WARMUP": "false",
-        "PRELOAD": "false",  # the first request shows the model loading
-        "NUM_BEAMS": "1",
-        "MAX_NEW_TOKENS": "24",
-        "RATE_LIMIT": f"{RATE_LIMIT_PER_MINUTE}/minute",
-        "RATE_LIMIT_STORAGE": "memory://",
-        "CHAT_USERS": "",
-        "HF_HUB_OFFLINE": "1",
-        "LOG_LEVEL": "INFO",
-    }
-    log = ARTIFACTS / "browser-server.log"
+    env = {**os.environ, "WARMUP": "false", "CHAT_USERS": "", "HF_HUB_OFFLINE": "1", **env_extra}
+    entry = ["app"]
+    if scripted is not None:
+        env["SCRIPTED_ANSWERS"] = json.dumps(scripted)
+        entry = ["tests.scripted_server"]
     with log.open("wb") as sink:
         process = subprocess.Popen(
-            [sys.executable, "-m", "app", "serve", "--host", "127.0.0.1", "--port", str(port)],
+            [sys.executable, "-m", *entry, "serve", "--host", "127.0.0.1", "--port", str(port)],
             cwd=REPO_ROOT,
             env=env,
             stdout=sink,
@@ -101,6 +95,22 @@ def server(tiny_florence_dir: Path, tiny_clip_dir: Path) -> Iterator[str]:
             except subprocess.TimeoutExpired:
                 process.kill()
                 process.wait()
+
+
+@pytest.fixture(scope="module")
+def server(tiny_florence_dir: Path, tiny_clip_dir: Path) -> Iterator[str]:
+    ARTIFACTS.mkdir(exist_ok=True)
+    env = {
+        "MODEL_ID": str(tiny_florence_dir),
+        "ZERO_SHOT_MODEL_ID": str(tiny_clip_dir),
+        "PRELOAD": "false",  # the first request shows the model loading
+        "NUM_BEAMS": "1",
+        "MAX_NEW_TOKENS": "24",
+        "RATE_LIMIT": f"{RATE_LIMIT_PER_MINUTE}/minute",
+        "RATE_LIMIT_STORAGE": "memory://",
+        "LOG_LEVEL": "INFO",
+    }
+    yield from start_server(env, ARTIFACTS / "browser-server.log")
 
 
 @pytest.fixture(scope="module")
@@ -251,36 +261,12 @@ def test_api_docs_render_with_nothing_from_other_hosts(server: str) -> None:
 
 
 # -- engine fidelity (issue 12): several open-vocabulary classes, caption + grounding ----------------------
-def _start_server(env_extra: dict[str, str], log: Path) -> Iterator[str]:
-    port = _free_port()
-    url = f"http://127.0.0.1:{port}"
-    env = {**os.environ, "WARMUP": "false", "CHAT_USERS": "", "HF_HUB_OFFLINE": "1", **env_extra}
-    with log.open("wb") as sink:
-        process = subprocess.Popen(
-            [sys.executable, "-m", "app", "serve", "--host", "127.0.0.1", "--port", str(port)],
-            cwd=REPO_ROOT,
-            env=env,
-            stdout=sink,
-            stderr=subprocess.STDOUT,
-        )
-        try:
-            _wait_until_serving(url, process, log)
-            yield url
-        finally:
-            process.terminate()
-            try:
-                process.wait(timeout=15)
-            except subprocess.TimeoutExpired:
-                process.kill()
-                process.wait()
-
-
 @pytest.fixture(scope="module")
 def fidelity_server(tiny_florence_dir: Path) -> Iterator[str]:
     """A server of its own: the main test spends the other one's whole rate limit on purpose."""
     ARTIFACTS.mkdir(exist_ok=True)
     env = {"MODEL_ID": str(tiny_florence_dir), "NUM_BEAMS": "1", "MAX_NEW_TOKENS": "24", "RATE_LIMIT": "100/minute"}
-    yield from _start_server({**env, "RATE_LIMIT_STORAGE": "memory://"}, ARTIFACTS / "browser-fidelity.log")
+    yield from start_server({**env, "RATE_LIMIT_STORAGE": "memory://"}, ARTIFACTS / "browser-fidelity.log")
 
 
 def _download_json(page: Any, name: str, tmp_path: Path) -> Any:
@@ -312,7 +298,7 @@ def test_chat_open_vocabulary_classes_and_caption_grounding(fidelity_server: str
             with page.expect_response(lambda r: "/project/file" in r.url and r.request.method == "POST"):
                 page.set_input_files("#upload-button-input", str(png))
             _send(page, "cat, dog")
-            body = _download_json(page, "cat.open_vocabulary_detection.json", tmp_path)
+            body = _download_json(page, "cat · found.json", tmp_path)
             assert (body["task"], body["kind"]) == ("<OPEN_VOCABULARY_DETECTION>", "detections")
             assert all(isinstance(d["score"], float | int) for d in body["detections"])
             _shot(page, "07-open-vocabulary-classes")
@@ -320,7 +306,7 @@ def test_chat_open_vocabulary_classes_and_caption_grounding(fidelity_server: str
             # Caption + grounding from the picker: one reply, the caption, one annotated image.
             _pick_task(page, "Caption + grounding")
             _send(page, "go")
-            body = _download_json(page, "cat.caption_grounding.json", tmp_path)
+            body = _download_json(page, "cat · grounded caption.json", tmp_path)
             assert (body["task"], body["kind"]) == ("<CAPTION_GROUNDING>", "detections")
             assert isinstance(body["caption"], str)
             assert page.locator('img[alt="cat.annotated.png"]').last.evaluate("img => img.naturalWidth") == 451

@@ -7,9 +7,6 @@ Same server and browser set-up as `test_browser_chat`, with a rate limit high en
 from __future__ import annotations
 
 import json
-import os
-import subprocess
-import sys
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -18,59 +15,46 @@ import pytest
 from PIL import Image
 
 from app.drawing import Annotator
+from tests.scripted_support import BOX_A, BOX_B
 from tests.test_browser_chat import (
     ARTIFACTS,
     CHROMIUM_ARGS,
-    REPO_ROOT,
     TIMEOUT_MS,
     _chromium,
-    _free_port,
     _pick_task,
     _send,
     _shot,
-    _wait_until_serving,
+    start_server,
 )
 
 pytestmark = pytest.mark.browser
 
 
+# Answers with boxes, chosen by prompt (the random tiny model's own answers may hold none).
+SCRIPTED = {
+    "Locate the objects": ("cat" + BOX_A + "dog" + BOX_B, ""),
+    "Locate the region proposals": (BOX_A + BOX_B, ""),
+    "Locate the phrases": ("a cat" + BOX_A, ""),
+    "Locate ": ("cat" + BOX_B + "cat" + BOX_A, ""),  # open-vocabulary detection of whatever was asked
+    "": ("a cat sitting on a red car", ""),  # captions, OCR, region texts
+}
+
+
 @pytest.fixture(scope="module")
 def auto_server(tiny_florence_dir: Path) -> Iterator[tuple[str, Path]]:
     ARTIFACTS.mkdir(exist_ok=True)
-    port = _free_port()
-    url = f"http://127.0.0.1:{port}"
     env = {
-        **os.environ,
         "MODEL_ID": str(tiny_florence_dir),
-        "WARMUP": "false",
         "PRELOAD": "true",
         "NUM_BEAMS": "1",
         "MAX_NEW_TOKENS": "24",
         "RATE_LIMIT": "1000/minute",
         "RATE_LIMIT_STORAGE": "memory://",
-        "CHAT_USERS": "",
-        "HF_HUB_OFFLINE": "1",
         "LOG_LEVEL": "INFO",
     }
     log = ARTIFACTS / "browser-auto-server.log"
-    with log.open("wb") as sink:
-        process = subprocess.Popen(
-            [sys.executable, "-m", "app", "serve", "--host", "127.0.0.1", "--port", str(port)],
-            cwd=REPO_ROOT,
-            env=env,
-            stdout=sink,
-            stderr=subprocess.STDOUT,
-        )
-        try:
-            _wait_until_serving(url, process, log)
-            yield url, log
-        finally:
-            process.terminate()
-            try:
-                process.wait(timeout=15)
-            except subprocess.TimeoutExpired:
-                process.kill()
-                process.wait()
+    for url in start_server(env, log, SCRIPTED):
+        yield url, log
 
 
 @pytest.fixture(scope="module")
@@ -146,7 +130,7 @@ def test_box_numbers_after_a_detection_and_a_failed_run_shown_as_failed(
     _upload(page, images["cat"])
     _send(page, "where is the cat?")
     _reply(page, "Open-vocabulary detection of cat")
-    # The seeded tiny model finds two boxes; #1 is a degenerate sliver, #2 a real box.
+    # The scripted answer has two boxes; #2 is the larger one.
     listed = page.get_by_text("#2 ").last.inner_text()  # "#2 label (x1, y1, x2, y2)"
     box = listed[listed.rindex("(") :]
 

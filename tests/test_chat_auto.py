@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import pytest
 from PIL import Image
@@ -15,6 +16,7 @@ from app.models.manager import ModelManager
 from app.results import DetectionResult, SegmentationResult
 from app.services.container import Services
 from tests.chat_support import RecordingUI, download_json, make_services, run, save_upload, send
+from tests.scripted_support import BOX_A, BOX_B, scripted_model
 
 
 @pytest.fixture
@@ -108,17 +110,18 @@ def test_a_run_without_any_result_is_a_failed_step(services: Services, cat_uploa
 
 
 def test_a_two_image_message_gets_one_combined_coco_file_with_distinct_ids(
-    services: Services, photo: Image.Image, tmp_path: Path
+    services: Services, photo: Image.Image, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, tiny_tokenizer: Any
 ) -> None:
     uploads = [save_upload(photo, tmp_path, "street.png"), save_upload(photo.rotate(90), tmp_path, "yard.png")]
     ui, session, flow = RecordingUI(), ChatSession(identity="t"), ChatFlow(services)
-    run(flow.on_message(session, ui, "", uploads, "REGION_PROPOSAL"))
+    with scripted_model(monkeypatch, tiny_tokenizer, {"region proposals": (BOX_A + BOX_B, "")}):
+        run(flow.on_message(session, ui, "", uploads, "REGION_PROPOSAL"))
     first, last = ui.replies
     assert first.downloads[0].name == "street · region proposals.json"
     names = [d.name for d in last.downloads]
     assert names[0] == "yard · region proposals.json"
     per_image = [download_json(r, f"{stem} · region proposals.json") for r, stem in ((first, "street"), (last, "yard"))]
-    assert any(body["detections"] for body in per_image)  # the seeded tiny checkpoint proposes boxes here
+    assert [len(body["detections"]) for body in per_image] == [2, 2]
     assert names[-1] == "2 images · region proposals.coco.json"
     dataset = download_json(last, "2 images · region proposals.coco.json")
     assert [(i["id"], i["file_name"]) for i in dataset["images"]] == [(1, "street.png"), (2, "yard.png")]

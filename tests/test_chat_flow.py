@@ -6,6 +6,7 @@ import base64
 import io
 import re
 from pathlib import Path
+from typing import Any
 
 import pytest
 from PIL import Image
@@ -34,6 +35,7 @@ from tests.chat_support import (
     send_together,
     services_over,
 )
+from tests.scripted_support import BOX_A, BOX_B, scripted_model
 
 
 @pytest.fixture
@@ -51,14 +53,17 @@ def expected_result(services: Services, photo: Image.Image, task: str, **inputs:
 
 # -- one test per kind of task -------------------------------------------------------------------------------
 def test_image_only_task_replies_with_picture_summary_and_downloads(
-    services: Services, photo: Image.Image, cat_upload: Upload
+    services: Services, photo: Image.Image, cat_upload: Upload, monkeypatch: pytest.MonkeyPatch, tiny_tokenizer: Any
 ) -> None:
     session = ChatSession(identity="t")
-    ui = send(services, "", [cat_upload], "OD", session)
+    # Scripted boxes: the random tiny model's own answer may hold none, and the boxes are what is checked here.
+    with scripted_model(monkeypatch, tiny_tokenizer, {"Locate the objects": ("car" + BOX_A, "dog" + BOX_B)}):
+        ui = send(services, "", [cat_upload], "OD", session)
+        expected = expected_result(services, photo, "<OD>")
 
     assert ui.notices == []
     (reply,) = ui.replies
-    expected = expected_result(services, photo, "<OD>")
+    assert len(expected["detections"]) == 2  # type: ignore[arg-type]
     assert download_json(reply, "cat · objects.json") == expected
     assert reply.markdown.startswith("**cat\\.png** — Object detection\n\n")
     picture = decode_picture(reply)

@@ -19,8 +19,6 @@ import pytest
 import schemathesis
 from fastapi import FastAPI
 from fastapi.testclient import TestClient
-from hypothesis import HealthCheck, given
-from hypothesis import settings as hypothesis_settings
 from schemathesis import GenerationMode
 from schemathesis.schemas import APIOperation, BaseSchema
 
@@ -28,7 +26,7 @@ from app.config import Settings
 from app.server import create_app
 from tests.api_support import api_settings, auth_header, png_bytes, running_app
 from tests.jobs_support import wait_for
-from tests.test_api_schema import CHECKS
+from tests.test_api_schema import fuzz
 
 PNG, BLUE = png_bytes((64, 48), "red"), png_bytes((40, 30), "blue")
 RAW_B64 = base64.b64encode(PNG).decode()  # the integration test sends bare base64
@@ -209,21 +207,4 @@ def test_the_compat_description_says_what_the_seed_spec_says(api_schema: BaseSch
 
 @pytest.mark.parametrize("mode", [GenerationMode.POSITIVE, GenerationMode.NEGATIVE], ids=["positive", "negative"])
 def test_vitrivr_routes_conform_to_their_description(api_schema: BaseSchema, mode: GenerationMode) -> None:
-    operations = vitrivr_operations(api_schema)
-    if mode is GenerationMode.NEGATIVE:
-        operations = [op for op in operations if len(op.body) > 0]
-    assert operations
-    for operation in operations:
-
-        @given(case=operation.as_strategy(mode, headers=auth_header()))
-        @hypothesis_settings(
-            max_examples=EXAMPLES,
-            deadline=None,
-            derandomize=True,
-            database=None,
-            suppress_health_check=list(HealthCheck),
-        )
-        def check(case: schemathesis.Case) -> None:
-            case.call_and_validate(checks=CHECKS)
-
-        check()
+    fuzz(vitrivr_operations(api_schema), mode, EXAMPLES)

@@ -23,10 +23,8 @@ from app.results import DetectionResult, SegmentationResult
 from tests.api_support import api_settings, auth_header, png_bytes, running_app
 from tests.chat_support import decode_picture, download_json, make_services, save_upload, send
 from tests.jobs_support import wait_for
-from tests.scripted_support import UNSURE_P, scripted_model
+from tests.scripted_support import BOX_A, BOX_B, UNSURE_P, scripted_model
 
-BOX_A = "<loc_53><loc_334><loc_933><loc_775>"
-BOX_B = "<loc_425><loc_504><loc_474><loc_536>"
 OD_PROMPT = "Locate the objects with category name in the image."
 ANSWERS: dict[str, tuple[str, str]] = {
     OD_PROMPT: ("car" + BOX_A, "door handle" + BOX_B),
@@ -186,12 +184,18 @@ def cli_env(monkeypatch: pytest.MonkeyPatch, tiny_florence_dir: Path, tmp_path: 
     get_settings.cache_clear()
 
 
-def test_cli_min_score_several_classes_and_the_cascade(cli_env: Path, prompts: list[str]) -> None:
+def test_cli_min_score_several_classes_and_the_cascade(
+    cli_env: Path, prompts: list[str], capsys: pytest.CaptureFixture[str]
+) -> None:
     from app.cli import main
 
     assert main(["analyze", "a.png", "--task", "OVD", "--text", "cat<and>dog", "--json", "ovd.json"]) == 0
     detections = json.loads((cli_env / "ovd.json").read_text())["results"][0]["detections"]
     assert [(d["label"], d["score"]) for d in detections] == [("cat", 1.0), ("dog", round(UNSURE_P, 4))]
+    # The summary lists each instance with the number and score drawn on the annotated image.
+    summary = capsys.readouterr().out.splitlines()
+    assert summary[1:4] == ["a.png 64x48: 2 found: cat, dog", "  #1 cat 1.00 (3, 16, 59, 37)",
+                            f"  #2 dog {UNSURE_P:.2f} (27, 24, 30, 25)"]  # fmt: skip
     args = ["analyze", "a.png", "--task", "OD", "--min-score", "0.5", "--json", "od.json", "--annotate", "out"]
     assert main(args) == 0
     assert [d["label"] for d in json.loads((cli_env / "od.json").read_text())["results"][0]["detections"]] == ["car"]
@@ -217,12 +221,12 @@ def test_chat_lists_scores_accepts_a_class_list_and_runs_the_cascade(
     upload = save_upload(Image.new("RGB", (64, 48), "red"), tmp_path, "red.png")
     (reply,) = send(services, "cat, dog", [upload], "OVD", ChatSession(identity="t")).replies
     assert prompts[-1] == "Locate cat<and>dog in the image."
-    assert f"2\\. dog {UNSURE_P:.2f}" in reply.markdown or f"2. dog {UNSURE_P:.2f}" in reply.markdown
-    assert "1\\. cat 1.00" in reply.markdown or "1. cat 1.00" in reply.markdown
+    assert f"- \\#2 dog {UNSURE_P:.2f} (" in reply.markdown
+    assert "- \\#1 cat 1.00 (" in reply.markdown
     (reply,) = send(services, "", [upload], "CAPTION_GROUNDING", ChatSession(identity="t")).replies
     assert "a cat sitting on a red car" in reply.markdown
     assert decode_picture(reply).size == (64, 48)
-    body = download_json(reply, "red.caption_grounding.json")
+    body = download_json(reply, "red · grounded caption.json")
     assert body["caption"] == "a cat sitting on a red car"
 
 

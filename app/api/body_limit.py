@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from app.api.errors import error_json
+from app.api.errors import call_or_refuse, error_json
 from app.errors import PayloadTooLarge
 
 API_PREFIX = "/api/"
@@ -37,7 +37,6 @@ class BodySizeLimitMiddleware:
             return
 
         received = 0
-        started = False
 
         async def counting_receive() -> Message:
             nonlocal received
@@ -48,14 +47,4 @@ class BodySizeLimitMiddleware:
                     raise self._error()
             return message
 
-        async def tracking_send(message: Message) -> None:
-            nonlocal started
-            started = started or message["type"] == "http.response.start"
-            await send(message)
-
-        try:
-            await self.app(scope, counting_receive, tracking_send)
-        except BodyTooLarge as error:
-            if started:
-                raise
-            await error_json(413, error.code, error.message, headers={"Connection": "close"})(scope, receive, send)
+        await call_or_refuse(self.app, scope, counting_receive, send, BodyTooLarge)

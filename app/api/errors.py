@@ -18,6 +18,7 @@ from fastapi.responses import JSONResponse
 from pydantic import BaseModel
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.requests import ClientDisconnect
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from app.errors import AppError
 
@@ -52,6 +53,25 @@ class ErrorResponse(BaseModel):
 
 def error_json(status: int, code: str, message: str, headers: Mapping[str, str] | None = None) -> JSONResponse:
     return JSONResponse({"error": {"code": code, "message": message[:MAX_MESSAGE_CHARS]}}, status, headers=headers)
+
+
+async def call_or_refuse(app: ASGIApp, scope: Scope, receive: Receive, send: Send, refusable: type[AppError]) -> None:
+    """Run `app`; a `refusable` error raised (by a wrapped `receive`) before the response started is answered
+    in the documented shape with its own status. The connection closes: the rest of the body was never read."""
+    started = False
+
+    async def tracking_send(message: Message) -> None:
+        nonlocal started
+        started = started or message["type"] == "http.response.start"
+        await send(message)
+
+    try:
+        await app(scope, receive, tracking_send)
+    except refusable as error:
+        if started:
+            raise
+        refusal = error_json(error.http_status, error.code, error.message, headers={"Connection": "close"})
+        await refusal(scope, receive, send)
 
 
 def error_headers(exc: AppError) -> dict[str, str]:
