@@ -122,8 +122,8 @@ class ChatFlow:
             return
         everything = [get_task(token) for token in EVERYTHING_TASKS]
         self.services.limiter.hit(session.identity, cost=work_cost(len(session.images), everything))
-        for token in EVERYTHING_TASKS:
-            await self._ensure_backend_for(ui, get_task(token))
+        for spec in everything:
+            await self._ensure_backend_for(ui, spec)
         indices = list(range(len(session.images)))
         pixels = await decode_images(session, indices, None, self.settings)
         images = [pixels[i] for i in indices]
