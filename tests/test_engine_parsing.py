@@ -15,40 +15,16 @@ from collections.abc import Sequence
 from typing import Any
 
 import pytest
-import torch
 from PIL import Image
-from transformers import LogitsProcessor, LogitsProcessorList
+from transformers import LogitsProcessorList
 
 from app.models.florence import FlorenceBackend, FlorenceRequest, GenerationOptions
 from app.models.manager import ModelManager
 from app.results import AnyResult, DetectionResult, OCRResult, SegmentationResult, TextResult
 from app.tasks import get_task
+from tests.scripted_support import Scripted
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
-
-
-class ScriptedLogits(LogitsProcessor):
-    """Gives only the next scripted token id a finite score; every other id gets -inf.
-
-    It runs after generate's own processors (forced BOS/EOS from the checkpoint's generation config)
-    and replaces their scores. (Repeated trigrams, which polygons often have, need no help: the
-    engine pins `no_repeat_ngram_size=0`; tests/test_engine_scores.py checks that.) Rows past the
-    end of their script get `<pad>` (generate pads finished rows itself; this only keeps the scores
-    finite).
-    """
-
-    def __init__(self, scripts: Sequence[Sequence[int]], num_beams: int, pad_id: int) -> None:
-        self.scripts = scripts
-        self.num_beams = num_beams
-        self.pad_id = pad_id
-
-    def __call__(self, input_ids: torch.LongTensor, scores: torch.FloatTensor) -> torch.FloatTensor:
-        step = input_ids.shape[1] - 1  # the decoder starts from `</s>` (decoder_start_token_id)
-        forced = torch.full_like(scores, float("-inf"))
-        for row in range(input_ids.shape[0]):
-            script = self.scripts[row // self.num_beams]
-            forced[row, script[step] if step < len(script) else self.pad_id] = 0.0
-        return forced  # type: ignore[return-value]
 
 
 @pytest.fixture(scope="module")
@@ -69,7 +45,10 @@ def run_scripted(
     backend: FlorenceBackend, requests: Sequence[FlorenceRequest], answers: Sequence[str], num_beams: int = 1
 ) -> list[AnyResult]:
     scripts = [script_ids(backend, answer) for answer in answers]
-    processor = ScriptedLogits(scripts, num_beams, backend._processor.tokenizer.pad_token_id)
+    # Only the next scripted id gets a finite score (after generate's own forced BOS/EOS processors);
+    # repeated trigrams, which polygons often have, need no help: the engine pins no_repeat_ngram_size=0.
+    no_unsure_steps: list[set[int]] = [set() for _ in scripts]
+    processor = Scripted(scripts, no_unsure_steps, num_beams, backend._processor.tokenizer.pad_token_id)
     options = GenerationOptions(num_beams=num_beams, max_new_tokens=max(len(s) for s in scripts) + 2)
     return backend.run(requests, generation=options, logits_processor=LogitsProcessorList([processor]))
 
