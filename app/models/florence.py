@@ -45,7 +45,7 @@ class FlorenceRequest:
         if spec.cascade:  # two prompts, run by the analysis service; never one model request
             raise InvalidInput(f"{spec.name} is not a single Florence-2 prompt.", code="not_a_prompt_task")
         cleaned = validate_task_inputs(spec, text, region)
-        rgb = image if image.mode == "RGB" else to_rgb(image)  # no 4-bytes-per-pixel copy of a decoded RGB image
+        rgb = to_rgb(image)
         clipped = clip_box(region, rgb.size) if region is not None else None
         return cls(image=rgb, spec=spec, text=cleaned, region=clipped)
 
