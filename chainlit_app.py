@@ -1,6 +1,6 @@
 """The Chainlit chat: a thin adapter from Chainlit events to `app.chat.flow` and back to Chainlit elements.
 
-Loaded by Chainlit itself (mounted by `app.server`); the services come from the server's lifespan.
+Loaded by Chainlit itself (mounted by `app.serving.server`); the services come from the server's lifespan.
 Conversation logic lives in `app.chat`; this module only picks the task, unpacks messages and renders.
 """
 
@@ -21,7 +21,7 @@ from app.chat.replies import error_markdown, welcome_markdown
 from app.chat.samples import STARTERS
 from app.chat.session import ChatSession
 from app.chat.ui import FollowUp, ImageReply, RegionPicker
-from app.errors import AppError
+from app.core.errors import AppError
 from app.services.container import get_services
 
 SESSION_KEY = "chat_session"

@@ -29,10 +29,10 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 import torch
 from transformers import LogitsProcessor, LogitsProcessorList
 
+from app.core.tasks import get_task
 from app.models.acceleration import quantize_int8
 from app.models.florence import FlorenceRequest
 from app.models.florence_inputs import InputBuilder
-from app.tasks import get_task
 from bench.measure import ROOT
 
 

@@ -26,10 +26,10 @@ from typing import Any
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
-from app.config import Settings
+from app.core.config import Settings
+from app.core.tasks import get_task
 from app.models.florence import FlorenceRequest, GenerationOptions
 from app.models.manager import ModelManager
-from app.tasks import get_task
 from bench.measure import ROOT
 
 TOKENS = 20

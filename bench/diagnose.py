@@ -18,7 +18,7 @@ from bench.measure import ROOT, Recorder, machine_info, sample_images, sync
 
 
 def load_backend(ckpt: Path, **overrides: Any) -> Any:
-    from app.config import Settings
+    from app.core.config import Settings
     from app.models.florence import FlorenceBackend
 
     settings = Settings(
@@ -35,8 +35,8 @@ def load_backend(ckpt: Path, **overrides: Any) -> Any:
 
 
 def batch_of(backend: Any, batch: int, task: str = "<CAPTION>") -> list[Any]:
+    from app.core.tasks import get_task
     from app.models.florence import FlorenceRequest
-    from app.tasks import get_task
 
     images = sample_images()
     spec = get_task(task)

@@ -72,8 +72,8 @@ def measure_ceilings(rec: Recorder, model: Any, processor: Any) -> None:
 
 def run_oom(rec: Recorder, manager: Any) -> None:
     """Cap this process's GPU memory so a big batch really runs out, then check every request is served."""
+    from app.core.tasks import get_task
     from app.models.florence import FlorenceRequest, GenerationOptions
-    from app.tasks import get_task
 
     splits_before = batching_counts(manager)[2]
     allocated = torch.cuda.memory_allocated()

@@ -35,11 +35,11 @@ import httpx
 import numpy as np
 from PIL import Image
 
-from app.config import Settings
-from app.images import ImageLimits, load_image_bytes
+from app.core.config import Settings
+from app.core.images import ImageLimits, load_image_bytes
+from app.core.tasks import get_task
 from app.models.florence import FlorenceRequest
 from app.models.manager import ModelManager
-from app.tasks import get_task
 from bench.measure import ROOT
 from tests.tiny_models import build_tiny_florence
 
@@ -85,7 +85,7 @@ def main() -> None:
         }
         port = free_port()
         code = (
-            "import uvicorn; from app.config import Settings; from app.server import create_app; "
+            "import uvicorn; from app.core.config import Settings; from app.serving.server import create_app; "
             f"uvicorn.run(create_app(Settings(_env_file=None)), host='127.0.0.1', port={port}, log_level='warning')"
         )
         server = subprocess.Popen([sys.executable, "-c", code], env=env, cwd=ROOT)

@@ -97,7 +97,7 @@ def run_naive(rec: Recorder, ckpt: Path, lengths: list[int], beams_list: list[in
 
 # -- server path -------------------------------------------------------------------------------------------
 def make_manager(ckpt: Path, **overrides: Any) -> Any:
-    from app.config import Settings
+    from app.core.config import Settings
     from app.models.manager import ModelManager
 
     settings = Settings(
@@ -122,8 +122,8 @@ CLIENTS = "async"  # "async": asyncio tasks awaiting analyze_async (how the API 
 
 
 def run_clients(manager: Any, length: int, beams: int, concurrency: int, cap_s: float, min_requests: int) -> dict:
+    from app.core.tasks import get_task
     from app.models.florence import FlorenceRequest, GenerationOptions
-    from app.tasks import get_task
 
     images = sample_images()
     spec = get_task(TASK_FOR_LENGTH[length])

@@ -20,9 +20,9 @@ from fastapi import FastAPI
 from fastapi.testclient import TestClient
 from PIL import Image
 
-from app.config import Settings
+from app.core.config import Settings
 from app.models.manager import ModelManager
-from app.server import create_app
+from app.serving.server import create_app
 from tests.chat_support import make_services
 
 JWT_SECRET = "test-secret-" + "0123456789abcdef" * 4  # 76 bytes: long enough for HS512 too

@@ -19,7 +19,7 @@ from app.chat.inputs import Upload
 from app.chat.replies import escape_md, model_in_words
 from app.chat.session import ChatSession
 from app.chat.ui import ImageReply, RegionPicker
-from app.config import Settings
+from app.core.config import Settings
 from app.models.manager import ModelManager
 from app.services.container import Services
 from app.services.ratelimit import RateLimiter

@@ -15,7 +15,7 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 os.environ.setdefault("HF_HUB_DISABLE_TELEMETRY", "1")
 
-from app.config import Settings
+from app.core.config import Settings
 from tests.tiny_models import build_tiny_florence
 
 if TYPE_CHECKING:

@@ -11,7 +11,7 @@ import json
 import os
 import sys
 
-from app.cli import main
+from app.cli.main import main
 from tests.scripted_support import scripted_generate
 
 

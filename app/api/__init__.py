@@ -5,14 +5,14 @@ The server includes `api_router` and calls `install_api(app, settings)`; see doc
 
 from fastapi import APIRouter
 
+from app.api.fallback import build_fallback
 from app.api.install import install_api
-from app.api.routes_analyze import router as analyze_router
-from app.api.routes_classify import router as classify_router
-from app.api.routes_fallback import build_fallback
-from app.api.routes_jobs import router as jobs_router
-from app.api.routes_jobs_compat import listings as seed_listings_router
-from app.api.routes_jobs_compat import router as seed_jobs_router
-from app.api.routes_meta import api_v1, ops
+from app.api.seed.vitrivr import listings as seed_listings_router
+from app.api.seed.vitrivr import router as seed_jobs_router
+from app.api.v1.analyze import router as analyze_router
+from app.api.v1.classify import router as classify_router
+from app.api.v1.jobs import router as jobs_router
+from app.api.v1.meta import api_v1, ops
 
 api_router = APIRouter()
 api_router.include_router(analyze_router)

@@ -17,7 +17,7 @@ from app.api.deps import ApiState
 from app.api.disconnect import run_unless_disconnected
 from app.api.errors import app_error_response
 from app.api.intake import ImageSource, decode_sources, fetch_sources, header_pixels
-from app.images import ImageLimits, LoadedImage
+from app.core.images import ImageLimits, LoadedImage
 from app.services.per_image import ImageReport, Outcome, ResultT, merge_outcomes
 
 CLIENT_CLOSED_REQUEST = 499  # nginx's status for "the client went away"; nobody receives it

@@ -22,8 +22,8 @@ from fastapi import Depends, Request
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
 from app.api.deps import get_api_state
-from app.config import Settings
-from app.errors import ConfigError, InvalidInput, Unauthorized, Unavailable
+from app.core.config import Settings
+from app.core.errors import ConfigError, InvalidInput, Unauthorized, Unavailable
 
 log = logging.getLogger(__name__)
 

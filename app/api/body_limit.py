@@ -5,7 +5,7 @@ from __future__ import annotations
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from app.api.errors import call_or_refuse, error_json
-from app.errors import PayloadTooLarge
+from app.core.errors import PayloadTooLarge
 
 API_PREFIX = "/api/"
 

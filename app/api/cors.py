@@ -8,8 +8,8 @@ from starlette.middleware.cors import CORSMiddleware
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from app.api.errors import error_json
-from app.config import Settings
-from app.errors import ConfigError
+from app.core.config import Settings
+from app.core.errors import ConfigError
 
 API_PREFIX = "/api/"
 

@@ -12,8 +12,8 @@ from typing import TYPE_CHECKING, Annotated
 
 from fastapi import Depends, Request
 
-from app.config import Settings
-from app.errors import ModelUnavailable
+from app.core.config import Settings
+from app.core.errors import ModelUnavailable
 from app.services.container import Services
 
 if TYPE_CHECKING:

@@ -18,8 +18,8 @@ from app.api.deps import ApiState
 from app.api.early_busy import EarlyBusyMiddleware
 from app.api.errors import install_error_handlers
 from app.api.metrics import ApiMetrics, MetricsMiddleware
-from app.config import Settings
-from app.errors import AppError
+from app.core.config import Settings
+from app.core.errors import AppError
 from app.models.manager import ModelManager
 from app.services.fetch import FetchPolicy, UrlFetcher
 from app.services.pixel_budget import PixelBudget, default_in_flight_pixels

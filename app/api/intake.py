@@ -2,7 +2,7 @@
 
 Request-level problems (bad JSON, missing task, no images, too many) fail the whole request;
 problems with one image (bad base64, a refused URL, a corrupt file) become that image's error
-and the others go on. Every image's bytes go through `app.images.load_image_bytes`.
+and the others go on. Every image's bytes go through `app.core.images.load_image_bytes`.
 """
 
 from __future__ import annotations
@@ -23,11 +23,11 @@ from PIL import Image
 from pydantic import BaseModel, ValidationError
 from starlette.datastructures import FormData, UploadFile
 
-from app.api.schemas import AnalyzeForm, AnalyzeRequest, ImageBase64, ImageInput, ImageURL
-from app.config import Settings
-from app.errors import AppError, InvalidImage, InvalidInput, PayloadTooLarge, UnsupportedMediaType
-from app.geometry import parse_region
-from app.images import ALLOWED_FORMATS, ImageLimits, LoadedImage, load_image_bytes
+from app.api.v1.schemas import AnalyzeForm, AnalyzeRequest, ImageBase64, ImageInput, ImageURL
+from app.core.config import Settings
+from app.core.errors import AppError, InvalidImage, InvalidInput, PayloadTooLarge, UnsupportedMediaType
+from app.core.geometry import parse_region
+from app.core.images import ALLOWED_FORMATS, ImageLimits, LoadedImage, load_image_bytes
 from app.services.fetch import UrlFetcher
 from app.services.pixel_budget import PixelBudget
 

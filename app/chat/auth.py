@@ -16,8 +16,8 @@ import sys
 from dataclasses import dataclass
 from functools import lru_cache
 
-from app.config import Settings
-from app.errors import ConfigError, InvalidInput
+from app.core.config import Settings
+from app.core.errors import ConfigError, InvalidInput
 
 ALGORITHM = "pbkdf2_sha256"
 # OWASP's 2023 recommendation for PBKDF2-HMAC-SHA256.

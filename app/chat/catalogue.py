@@ -1,4 +1,4 @@
-"""The chat's task list in one place: the Florence-2 catalogue (`app.tasks.TASKS`) plus the classifiers.
+"""The chat's task list in one place: the Florence-2 catalogue (`app.core.tasks.TASKS`) plus the classifiers.
 
 The composer's Task picker, the session's chosen task and the dispatch in `app.chat.flow` all read
 `CHAT_TASKS`, so a task added to the catalogue appears in the chat with no other change.
@@ -9,8 +9,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from enum import StrEnum
 
-from app.errors import UnknownTask
-from app.tasks import TASKS, InputKind, OutputKind, TaskSpec, get_task
+from app.core.errors import UnknownTask
+from app.core.tasks import TASKS, InputKind, OutputKind, TaskSpec, get_task
 
 
 class ChatTaskKind(StrEnum):

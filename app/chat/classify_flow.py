@@ -18,7 +18,7 @@ from app.chat.inputs import labels_from_text
 from app.chat.session import ChatSession
 from app.chat.ui import ChatUI
 from app.chat.work import decode_images, ensure_backend, finish_step
-from app.images import LoadedImage
+from app.core.images import LoadedImage
 from app.services.classification import ClassificationOutcome, ZeroShotRequest
 from app.services.container import Services
 from app.services.ratelimit import work_cost

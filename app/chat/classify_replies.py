@@ -8,13 +8,13 @@ from __future__ import annotations
 import re
 from collections.abc import Mapping, Sequence
 
-from app.charts import probability_chart_png
 from app.chat.catalogue import ChatTask
 from app.chat.pictures import Picture
 from app.chat.replies import Download, download_name, error_markdown, escape_md, heading, heading_md, json_bytes
 from app.chat.ui import ImageReply
-from app.classification_results import ClassificationResult, ZeroShotResult
-from app.errors import InvalidInput
+from app.core.classification_results import ClassificationResult, ZeroShotResult
+from app.core.errors import InvalidInput
+from app.rendering.charts import probability_chart_png
 from app.services.classification import ClassificationOutcome
 
 _SYNSET_RE = re.compile(r"n\d{8}")

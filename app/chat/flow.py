@@ -24,14 +24,14 @@ from app.chat.samples import starter_upload
 from app.chat.session import BoxedResult, ChatSession, SessionImage
 from app.chat.ui import ChatUI, ImageReply, RegionPicker
 from app.chat.work import decode_images, ensure_backend, finish_step
-from app.errors import AppError, InvalidInput
-from app.geometry import XYXY
-from app.images import LoadedImage
-from app.results import AnyResult, DetectionResult, SegmentationResult, TextResult
+from app.core.errors import AppError, InvalidInput
+from app.core.geometry import XYXY
+from app.core.images import LoadedImage
+from app.core.results import AnyResult, DetectionResult, SegmentationResult, TextResult
+from app.core.tasks import TaskSpec, classes_from_chat, get_task
 from app.services.analysis import ImageOutcome
 from app.services.container import Services
 from app.services.ratelimit import work_cost
-from app.tasks import TaskSpec, classes_from_chat, get_task
 
 log = logging.getLogger(__name__)
 

@@ -8,11 +8,11 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from app.config import Settings
-from app.errors import AppError, InvalidImage, InvalidInput, PayloadTooLarge
-from app.geometry import XYXY, parse_region
-from app.images import ImageLimits, LoadedImage, load_image_bytes
-from app.results import DetectionResult, SegmentationResult
+from app.core.config import Settings
+from app.core.errors import AppError, InvalidImage, InvalidInput, PayloadTooLarge
+from app.core.geometry import XYXY, parse_region
+from app.core.images import ImageLimits, LoadedImage, load_image_bytes
+from app.core.results import DetectionResult, SegmentationResult
 
 
 @dataclass(frozen=True)

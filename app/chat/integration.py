@@ -23,8 +23,8 @@ from starlette.types import ASGIApp
 
 from app.chat.auth import ChatUsers, chat_login
 from app.chat.guard import ChatGuard, current_client_address, on_chat_error
-from app.config import Settings
-from app.errors import AppError, RateLimited
+from app.core.config import Settings
+from app.core.errors import AppError, RateLimited
 from app.services.container import get_services
 
 if TYPE_CHECKING:

@@ -12,7 +12,7 @@ import re
 from dataclasses import dataclass
 
 from app.chat.inputs import find_box_reference, find_coordinates
-from app.errors import InvalidInput
+from app.core.errors import InvalidInput
 
 AUTO_KEY = "AUTO"
 

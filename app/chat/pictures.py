@@ -11,8 +11,8 @@ from dataclasses import dataclass
 
 from PIL import Image
 
-from app.drawing import Annotator
-from app.results import AnyResult
+from app.core.results import AnyResult
+from app.rendering.drawing import Annotator
 
 DISPLAY_MAX_SIDE = 1600  # big enough to read labels, small enough to send over a websocket
 PICKER_MAX_SIDE = 1024

@@ -11,8 +11,8 @@ from dataclasses import dataclass
 from pathlib import PurePath
 from typing import Any
 
-from app.config import Settings
-from app.errors import (
+from app.core.config import Settings
+from app.core.errors import (
     AppError,
     Busy,
     InferenceError,
@@ -23,9 +23,9 @@ from app.errors import (
     RateLimited,
     UnsupportedMediaType,
 )
-from app.geometry import XYXY
-from app.results import AnyResult, DetectionResult, OCRResult, SegmentationResult, TextResult
-from app.tasks import TaskSpec
+from app.core.geometry import XYXY
+from app.core.results import AnyResult, DetectionResult, OCRResult, SegmentationResult, TextResult
+from app.core.tasks import TaskSpec
 
 log = logging.getLogger(__name__)
 
@@ -184,7 +184,7 @@ def combined_coco_download(task_key: str, named_results: Sequence[tuple[str, Any
     """One COCO dataset for a multi-image message: every image with its own id, categories shared by name.
 
     None for a single image (its own COCO download is the same) or when no image has boxes or polygons."""
-    from app.jobs.folder import merge_coco  # the folder jobs' merge: the same ids and categories rules
+    from app.cli.folder import merge_coco  # the folder jobs' merge: the same ids and categories rules
 
     boxed = [(name, r) for name, r in named_results if isinstance(r, DetectionResult | SegmentationResult)]
     if len(named_results) < 2 or not any(len(r) for _, r in boxed):

@@ -14,7 +14,7 @@ from pathlib import Path
 from PIL import Image, ImageDraw
 
 from app.chat.inputs import Upload
-from app.drawing import load_font
+from app.rendering.drawing import load_font
 
 
 @dataclass(frozen=True)

@@ -8,8 +8,8 @@ from dataclasses import dataclass, field
 
 from app.chat.catalogue import DEFAULT_TASK, ChatTask, get_chat_task
 from app.chat.inputs import Upload
-from app.errors import Busy
-from app.results import DetectionResult, SegmentationResult
+from app.core.errors import Busy
+from app.core.results import DetectionResult, SegmentationResult
 
 BoxedResult = DetectionResult | SegmentationResult
 

@@ -11,8 +11,8 @@ from app.chat import replies
 from app.chat.inputs import load_upload
 from app.chat.session import ChatSession
 from app.chat.ui import ChatUI, StepHandle
-from app.config import Settings
-from app.images import ImageLimits, LoadedImage
+from app.core.config import Settings
+from app.core.images import ImageLimits, LoadedImage
 from app.models.manager import ModelManager, ModelState
 
 LOAD_TICK_S = 1.0

@@ -13,7 +13,7 @@ from typing import Any
 
 import httpx
 
-from app.errors import AppError, InvalidInput
+from app.core.errors import AppError, InvalidInput
 from app.services.fetch import FetchPolicy, UrlFetcher
 
 log = logging.getLogger(__name__)

@@ -10,14 +10,14 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from app.errors import AppError, InvalidInput
-from app.geometry import XYXY
-from app.images import LoadedImage
-from app.results import AnyResult
+from app.core.errors import AppError, InvalidInput
+from app.core.geometry import XYXY
+from app.core.images import LoadedImage
+from app.core.results import AnyResult
+from app.core.tasks import TaskSpec, get_task, validate_task_inputs
 from app.services.classification import ClassificationOutcome, ClassificationService, ZeroShotRequest
 from app.services.container import Services
 from app.services.per_image import ImageReport, annotate, merge_outcomes
-from app.tasks import TaskSpec, get_task, validate_task_inputs
 
 ANALYZE, CLASSIFY, ZERO_SHOT = "analyze", "classify", "zero-shot"
 KINDS = (ANALYZE, CLASSIFY, ZERO_SHOT)

@@ -23,8 +23,8 @@ from huey import Huey, RedisHuey, SqliteHuey
 from huey.registry import Message
 from huey.serializer import Serializer
 
-from app.config import Settings
-from app.errors import ConfigError, NotFound
+from app.core.config import Settings
+from app.core.errors import ConfigError, NotFound
 from app.jobs.records import Clock, JobInput, JobRecord, JobStore, QueueUnavailable, Recovery, fingerprint, new_job_id
 from app.jobs.store import build_store
 

@@ -13,7 +13,7 @@ from datetime import UTC, datetime
 from enum import StrEnum
 from typing import Any, Protocol
 
-from app.errors import Conflict, Unavailable
+from app.core.errors import Conflict, Unavailable
 
 Clock = Callable[[], float]
 CANCELLED_ERROR: dict[str, Any] = {"code": "cancelled", "message": "The job was cancelled."}

@@ -12,8 +12,8 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
-from app.errors import AppError, Busy, InferenceError
-from app.images import ImageLimits, load_image_bytes
+from app.core.errors import AppError, Busy, InferenceError
+from app.core.images import ImageLimits, load_image_bytes
 from app.jobs.callbacks import CallbackPoster
 from app.jobs.kinds import ImageOrError, run_kind
 from app.jobs.queue import STORE_ERRORS, JobQueue

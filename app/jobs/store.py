@@ -15,7 +15,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-from app.config import Settings
+from app.core.config import Settings
 from app.jobs.records import (
     CANCELLED_ERROR,
     Clock,

@@ -14,7 +14,7 @@ import logging
 import sqlite3
 from pathlib import Path
 
-from app.errors import AppError
+from app.core.errors import AppError
 
 log = logging.getLogger(__name__)
 

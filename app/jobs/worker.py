@@ -17,7 +17,7 @@ from urllib.parse import urlsplit, urlunsplit
 
 from huey.consumer import Consumer
 
-from app.config import Settings
+from app.core.config import Settings
 from app.jobs.queue import JobQueue
 from app.jobs.records import local_worker_is_dead, worker_name
 from app.jobs.runner import JobRunner

@@ -15,7 +15,7 @@ import logging
 import warnings
 from typing import Any, Literal
 
-from app.config import Settings
+from app.core.config import Settings
 
 log = logging.getLogger(__name__)
 

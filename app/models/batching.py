@@ -22,7 +22,7 @@ from concurrent.futures import Future
 from dataclasses import dataclass, field
 from typing import Generic, TypeVar
 
-from app.errors import Busy, InferenceError, ModelUnavailable
+from app.core.errors import Busy, InferenceError, ModelUnavailable
 
 log = logging.getLogger(__name__)
 

@@ -14,8 +14,8 @@ from typing import Any
 import numpy as np
 from PIL import Image
 
-from app.config import Settings
-from app.imagenet import NUM_CLASSES
+from app.core.config import Settings
+from app.core.imagenet import NUM_CLASSES
 from app.models.hf_loading import TransformersBackend, rgb_chunks
 
 log = logging.getLogger(__name__)

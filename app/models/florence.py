@@ -10,18 +10,18 @@ from typing import TYPE_CHECKING, Any
 
 from PIL import Image
 
-from app.config import Settings
-from app.errors import AppError, InferenceError, InvalidInput, ModelUnavailable
-from app.geometry import XYXY, box_to_loc_tokens, clip_box
-from app.images import to_rgb
+from app.core.config import Settings
+from app.core.errors import AppError, InferenceError, InvalidInput, ModelUnavailable
+from app.core.geometry import XYXY, box_to_loc_tokens, clip_box
+from app.core.images import to_rgb
+from app.core.results import AnyResult, count_instances, result_from_florence
+from app.core.tasks import TaskSpec, validate_task_inputs
 from app.models.acceleration import apply_cpu_optimization, configure_cuda
 from app.models.batching import OutOfDeviceMemory
 from app.models.florence_inputs import InputBuilder, PreparedInput
 from app.models.florence_scores import GeneratedAnswer, instance_scores
 from app.models.hub import resolve_model_source
 from app.models.image_features import ImageFeatureCache, pixels_digest
-from app.results import AnyResult, count_instances, result_from_florence
-from app.tasks import TaskSpec, validate_task_inputs
 
 if TYPE_CHECKING:
     import torch
@@ -176,7 +176,7 @@ class FlorenceBackend:
 
     def warmup(self) -> None:
         """One short generation so the first user request does not pay for lazy initialisation."""
-        from app.tasks import get_task
+        from app.core.tasks import get_task
 
         started = time.perf_counter()
         request = FlorenceRequest.create(Image.new("RGB", (64, 64), "white"), get_task("<CAPTION>"))

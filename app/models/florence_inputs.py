@@ -3,8 +3,8 @@
 `prepare` (per request, on the caller's thread) resizes the image to the model's input size as
 8-bit pixels; `collate` (per batch, on the inference thread) tokenises the prompts and rescales and
 normalises all pixels at once on the model's device. The result equals what `Florence2Processor`
-builds (tests/test_engine_inputs.py checks it for every task), but the processor's float work per image (~50 ms of one
-core for a 768x768 input) no longer runs serially in front of the GPU.
+builds (tests/models/test_engine_inputs.py checks it for every task), but the processor's float work
+per image (~50 ms of one core for a 768x768 input) no longer runs serially in front of the GPU.
 """
 
 from __future__ import annotations
@@ -16,9 +16,9 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 from PIL import Image
 
-from app.errors import InvalidInput
+from app.core.errors import InvalidInput
+from app.core.tasks import OutputKind
 from app.models.image_features import pixels_digest
-from app.tasks import OutputKind
 
 if TYPE_CHECKING:
     import torch

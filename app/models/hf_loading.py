@@ -9,8 +9,8 @@ from typing import Any, ClassVar, TypeVar
 
 from PIL import Image
 
-from app.config import Settings
-from app.errors import ModelUnavailable
+from app.core.config import Settings
+from app.core.errors import ModelUnavailable
 from app.models.florence import resolve_device_dtype
 from app.models.hub import resolve_model_source
 

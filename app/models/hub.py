@@ -7,7 +7,7 @@ import os
 from pathlib import Path
 from urllib.parse import quote
 
-from app.errors import ModelUnavailable
+from app.core.errors import ModelUnavailable
 
 log = logging.getLogger(__name__)
 

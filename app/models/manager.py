@@ -17,13 +17,13 @@ from dataclasses import dataclass
 from enum import StrEnum
 from typing import Any, Protocol, TypeVar
 
-from app.config import Settings
-from app.errors import AppError, Busy, ModelUnavailable
+from app.core.config import Settings
+from app.core.errors import AppError, Busy, ModelUnavailable
+from app.core.results import AnyResult
 from app.models.batching import DynamicBatcher
 from app.models.florence import FlorenceBackend, FlorenceRequest, GenerationOptions
 from app.models.florence_inputs import PreparedInput
 from app.models.florence_scores import GeneratedAnswer
-from app.results import AnyResult
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")

@@ -1,7 +1,7 @@
 """OCR with rapidocr 3.x: PP-OCR detection + recognition models shipped inside the pip package, run by
 onnxruntime on CPU (no download). Serves `<OCR>` and `<OCR_WITH_REGION>` with Florence-2's result types.
 
-Measured on rendered text (tests/test_rapidocr.py): the detector is run with its side limit at
+Measured on rendered text (tests/models/test_rapidocr.py): the detector is run with its side limit at
 2000 px (`limit_type=max`) so ordinary images are never shrunk before detection, and images whose
 long side is under 960 px (crops, thumbnails, screenshots of a line) are upscaled up to 2x first,
 because PP-OCR's detector misses text much below ~10-20 px high.
@@ -19,10 +19,10 @@ from typing import Any
 import numpy as np
 from PIL import Image
 
-from app.config import Settings
-from app.errors import InferenceError, ModelUnavailable
+from app.core.config import Settings
+from app.core.errors import InferenceError, ModelUnavailable
+from app.core.results import AnyResult, OCRResult, TextResult
 from app.models.florence import FlorenceRequest
-from app.results import AnyResult, OCRResult, TextResult
 
 log = logging.getLogger(__name__)
 

@@ -11,9 +11,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from app.config import Settings
-from app.errors import UnknownTask
-from app.tasks import TASKS
+from app.core.config import Settings
+from app.core.errors import UnknownTask
+from app.core.tasks import TASKS
 
 if TYPE_CHECKING:
     from app.models.manager import ModelManager

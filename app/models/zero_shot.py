@@ -1,7 +1,7 @@
 """Zero-shot classification embeddings from a CLIP or SigLIP checkpoint (`AutoModel` + `AutoProcessor`).
 
 The backend only produces unit-length embeddings and the model's learned `logit_scale` (and, for
-SigLIP, `logit_bias`); turning them into probabilities is `app.classify_math`. Text embeddings are
+SigLIP, `logit_bias`); turning them into probabilities is `app.core.classify_math`. Text embeddings are
 cached per (label, templates): the same label set costs one text forward pass per process.
 """
 
@@ -16,9 +16,9 @@ from typing import Any
 import numpy as np
 from PIL import Image
 
-from app.classify_math import average_template_embeddings, expand_templates, l2_normalize
-from app.config import Settings
-from app.errors import ModelUnavailable
+from app.core.classify_math import average_template_embeddings, expand_templates, l2_normalize
+from app.core.config import Settings
+from app.core.errors import ModelUnavailable
 from app.models.hf_loading import TransformersBackend, rgb_chunks
 
 log = logging.getLogger(__name__)

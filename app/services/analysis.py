@@ -6,14 +6,14 @@ import asyncio
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, replace
 
-from app.config import Settings
-from app.errors import AppError
-from app.images import LoadedImage
+from app.core.config import Settings
+from app.core.errors import AppError
+from app.core.images import LoadedImage
+from app.core.results import AnyResult, DetectionResult, TextResult, keep_min_score
+from app.core.tasks import DEFAULT_CASCADE_CAPTION, TaskSpec, get_task, strip_markup, validate_task_inputs
 from app.models.florence import FlorenceRequest
 from app.models.manager import ModelManager
 from app.models.registry import FLORENCE, BackendRegistry, build_manager
-from app.results import AnyResult, DetectionResult, TextResult, keep_min_score
-from app.tasks import DEFAULT_CASCADE_CAPTION, TaskSpec, get_task, strip_markup, validate_task_inputs
 
 
 @dataclass(frozen=True)

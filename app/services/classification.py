@@ -2,7 +2,7 @@
 
 Input is validated before any model work; model work runs on the manager's inference thread
 (`run_async`, sharing its bounded queue) with every image of a request in one forward pass; the
-probability maths is `app.classify_math`. Each image gets its own outcome, like `AnalysisService`.
+probability maths is `app.core.classify_math`. Each image gets its own outcome, like `AnalysisService`.
 """
 
 from __future__ import annotations
@@ -15,11 +15,16 @@ from typing import Any, TypeVar
 
 import numpy as np
 
-from app import classify_math as cm
-from app.classification_results import ClassificationResult, RunInfo, ZeroShotResult, predictions_from_probabilities
-from app.errors import AppError, InvalidInput
-from app.imagenet import ImageNetLabels, imagenet_labels
-from app.images import LoadedImage
+from app.core import classify_math as cm
+from app.core.classification_results import (
+    ClassificationResult,
+    RunInfo,
+    ZeroShotResult,
+    predictions_from_probabilities,
+)
+from app.core.errors import AppError, InvalidInput
+from app.core.imagenet import ImageNetLabels, imagenet_labels
+from app.core.images import LoadedImage
 from app.models.classifier import ClassifierBackend
 from app.models.manager import ModelManager
 from app.models.zero_shot import ZeroShotBackend

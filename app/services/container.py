@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from app.config import Settings
-from app.imagenet import imagenet_labels
+from app.core.config import Settings
+from app.core.imagenet import imagenet_labels
 from app.models.manager import ModelManager
 from app.models.registry import BackendRegistry, build_manager
 from app.services.analysis import AnalysisService

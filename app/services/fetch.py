@@ -18,8 +18,8 @@ from dataclasses import dataclass
 
 import httpx
 
-from app.config import Settings
-from app.errors import AppError, ConfigError, Forbidden, InvalidInput, PayloadTooLarge
+from app.core.config import Settings
+from app.core.errors import AppError, ConfigError, Forbidden, InvalidInput, PayloadTooLarge
 
 IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
 IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network

@@ -14,8 +14,8 @@ from typing import Any
 
 import httpx
 
-from app.config import Settings
-from app.errors import AppError
+from app.core.config import Settings
+from app.core.errors import AppError
 
 log = logging.getLogger(__name__)
 

@@ -12,9 +12,9 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Generic, Protocol, TypeVar
 
-from app.errors import AppError, InferenceError, error_entry
-from app.images import LoadedImage
-from app.results import AnyResult
+from app.core.errors import AppError, InferenceError, error_entry
+from app.core.images import LoadedImage
+from app.core.results import AnyResult
 
 
 class SerializableResult(Protocol):
@@ -78,7 +78,7 @@ def merge_outcomes(
 
 def annotate(reports: Sequence[ImageReport[AnyResult]]) -> None:
     """Draw each result on its image and attach the picture as base64 PNG (`annotated_png`)."""
-    from app.drawing import Annotator, to_png_bytes  # matplotlib and fonts: only when someone asks
+    from app.rendering.drawing import Annotator, to_png_bytes  # matplotlib and fonts: only when someone asks
 
     annotator = Annotator()
     for report in reports:

@@ -17,7 +17,7 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 
-from app.errors import Busy, PayloadTooLarge
+from app.core.errors import Busy, PayloadTooLarge
 
 # Pillow holds RGB at 4 bytes per pixel; decoding and conversion briefly need about as much again.
 BYTES_PER_PIXEL = 8

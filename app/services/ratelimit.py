@@ -11,8 +11,8 @@ from limits.errors import ConfigurationError
 from limits.storage import storage_from_string
 from limits.strategies import MovingWindowRateLimiter
 
-from app.errors import ConfigError, PayloadTooLarge, RateLimited
-from app.tasks import TaskSpec
+from app.core.errors import ConfigError, PayloadTooLarge, RateLimited
+from app.core.tasks import TaskSpec
 
 
 def model_runs(spec: TaskSpec) -> int:

@@ -1,0 +1,1 @@
+"""The project's own API under `/api/v1`: analyze, classify, jobs, the catalogue."""

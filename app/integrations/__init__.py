@@ -1,0 +1,1 @@
+"""Batch front-ends that speak another system's protocol without the HTTP server (TaskBridge)."""

@@ -1,0 +1,1 @@
+"""Pictures from results: annotators configured once (`annotate(image, result)`) and classification charts."""
