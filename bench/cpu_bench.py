@@ -31,7 +31,7 @@ from transformers import LogitsProcessor, LogitsProcessorList
 
 from app.core.tasks import get_task
 from app.models.acceleration import quantize_int8
-from app.models.florence import FlorenceRequest
+from app.models.base import TaskRequest
 from app.models.florence_inputs import InputBuilder
 from bench.measure import ROOT
 
@@ -73,7 +73,7 @@ def main() -> None:
     record(stage="build", seconds=round(time.perf_counter() - started, 1), params=count_parameters(reference))
 
     builder = InputBuilder(processor)
-    request = FlorenceRequest.create(sample_images()[0], get_task("<CAPTION>"))
+    request = TaskRequest.create(sample_images()[0], get_task("<CAPTION>"))
     inputs = builder.collate([builder.prepare(request)], "cpu", torch.float32)
 
     def caption(model: Any) -> torch.Tensor:

@@ -28,7 +28,7 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 from app.core.config import Settings
 from app.core.tasks import get_task
-from app.models.florence import FlorenceRequest, GenerationOptions
+from app.models.florence import GenerationOptions, TaskRequest
 from app.models.manager import ModelManager
 from bench.measure import ROOT
 
@@ -71,7 +71,7 @@ def main() -> None:
 
         def timed(image: Any, task: str, opts: GenerationOptions = options, m: ModelManager = manager) -> float:
             t0 = time.perf_counter()
-            m.analyze([FlorenceRequest.create(image, get_task(task))], opts)
+            m.analyze([TaskRequest.create(image, get_task(task))], opts)
             return time.perf_counter() - t0
 
         timed(images[0], "<CAPTION>")  # the first full-size call pays one-off allocations

@@ -36,11 +36,11 @@ def load_backend(ckpt: Path, **overrides: Any) -> Any:
 
 def batch_of(backend: Any, batch: int, task: str = "<CAPTION>") -> list[Any]:
     from app.core.tasks import get_task
-    from app.models.florence import FlorenceRequest
+    from app.models.base import TaskRequest
 
     images = sample_images()
     spec = get_task(task)
-    return [backend.prepare(FlorenceRequest.create(images[i % len(images)], spec)) for i in range(batch)]
+    return [backend.prepare(TaskRequest.create(images[i % len(images)], spec)) for i in range(batch)]
 
 
 def call(backend: Any, prepared: list[Any], tokens: int, beams: int = 1) -> float:

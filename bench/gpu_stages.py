@@ -73,7 +73,7 @@ def measure_ceilings(rec: Recorder, model: Any, processor: Any) -> None:
 def run_oom(rec: Recorder, manager: Any) -> None:
     """Cap this process's GPU memory so a big batch really runs out, then check every request is served."""
     from app.core.tasks import get_task
-    from app.models.florence import FlorenceRequest, GenerationOptions
+    from app.models.florence import GenerationOptions, TaskRequest
 
     splits_before = batching_counts(manager)[2]
     allocated = torch.cuda.memory_allocated()
@@ -88,7 +88,7 @@ def run_oom(rec: Recorder, manager: Any) -> None:
 
     def call(i: int) -> None:
         try:
-            results[i] = manager.analyze([FlorenceRequest.create(images[i % 4], spec)], options)[0]
+            results[i] = manager.run([TaskRequest.create(images[i % 4], spec)], options)[0]
         except Exception as exc:  # noqa: BLE001
             errors.append(f"{type(exc).__name__}: {getattr(exc, 'message', exc)}")
 
@@ -106,11 +106,11 @@ def run_oom(rec: Recorder, manager: Any) -> None:
     torch.cuda.set_per_process_memory_fraction((torch.cuda.memory_allocated() + 48 * 2**20) / total)
     single_error = None
     try:
-        manager.analyze([FlorenceRequest.create(images[0], spec)], options)
+        manager.run([TaskRequest.create(images[0], spec)], options)
     except Exception as exc:  # noqa: BLE001
         single_error = f"{type(exc).__name__}: {getattr(exc, 'message', exc)}"
     torch.cuda.set_per_process_memory_fraction(1.0)
-    after = manager.analyze([FlorenceRequest.create(images[1], get_task("<CAPTION>"))])
+    after = manager.run([TaskRequest.create(images[1], get_task("<CAPTION>"))])
     rec.add(
         stage="oom",
         memory_cap_gib=round((allocated + 6 * 2**30) / 2**30, 1),

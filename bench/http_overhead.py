@@ -38,7 +38,7 @@ from PIL import Image
 from app.core.config import Settings
 from app.core.images import ImageLimits, load_image_bytes
 from app.core.tasks import get_task
-from app.models.florence import FlorenceRequest
+from app.models.base import TaskRequest
 from app.models.manager import ModelManager
 from bench.measure import ROOT
 from tests.tiny_models import build_tiny_florence
@@ -91,7 +91,7 @@ def main() -> None:
         server = subprocess.Popen([sys.executable, "-c", code], env=env, cwd=ROOT)
         manager = ModelManager(settings)
         manager.get()
-        request = FlorenceRequest.create(image, get_task("<CAPTION>"))
+        request = TaskRequest.create(image, get_task("<CAPTION>"))
         limits = ImageLimits(settings.max_image_bytes, settings.max_image_pixels)
         direct: list[float] = []
         from_bytes: list[float] = []
@@ -114,16 +114,16 @@ def main() -> None:
                     response.raise_for_status()
 
                 for _ in range(3):  # warm every path
-                    manager.analyze([request])
+                    manager.run([request])
                     load_image_bytes(png, limits, "cat.png")
                     over_http()
                 for _ in range(args.requests):
                     t0 = time.perf_counter()
-                    manager.analyze([request])
+                    manager.run([request])
                     direct.append(time.perf_counter() - t0)
                     t0 = time.perf_counter()
                     loaded = load_image_bytes(png, limits, "cat.png")
-                    manager.analyze([FlorenceRequest.create(loaded.image, get_task("<CAPTION>"))])
+                    manager.run([TaskRequest.create(loaded.image, get_task("<CAPTION>"))])
                     from_bytes.append(time.perf_counter() - t0)
                     t0 = time.perf_counter()
                     over_http()

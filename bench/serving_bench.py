@@ -123,11 +123,11 @@ CLIENTS = "async"  # "async": asyncio tasks awaiting analyze_async (how the API 
 
 def run_clients(manager: Any, length: int, beams: int, concurrency: int, cap_s: float, min_requests: int) -> dict:
     from app.core.tasks import get_task
-    from app.models.florence import FlorenceRequest, GenerationOptions
+    from app.models.florence import GenerationOptions, TaskRequest
 
     images = sample_images()
     spec = get_task(TASK_FOR_LENGTH[length])
-    requests = [FlorenceRequest.create(image, spec) for image in images]
+    requests = [TaskRequest.create(image, spec) for image in images]
     options = GenerationOptions(num_beams=beams, max_new_tokens=length, min_new_tokens=length)
     latencies: list[float] = []
     errors: list[str] = []
@@ -145,7 +145,7 @@ def run_clients(manager: Any, length: int, beams: int, concurrency: int, cap_s: 
                 issued += 1
             t0 = time.perf_counter()
             try:
-                manager.analyze([requests[index % len(requests)]], options)
+                manager.run([requests[index % len(requests)]], options)
             except Exception as exc:  # noqa: BLE001 - a benchmark records failures and goes on
                 errors.append(f"{type(exc).__name__}: {exc}")
                 return
@@ -161,7 +161,7 @@ def run_clients(manager: Any, length: int, beams: int, concurrency: int, cap_s: 
             issued += 1
             t0 = time.perf_counter()
             try:
-                await manager.analyze_async([requests[index % len(requests)]], options)
+                await manager.run_async([requests[index % len(requests)]], options)
             except Exception as exc:  # noqa: BLE001 - a benchmark records failures and goes on
                 errors.append(f"{type(exc).__name__}: {exc}")
                 return

@@ -18,7 +18,8 @@ from app.api.disconnect import run_unless_disconnected
 from app.api.errors import app_error_response
 from app.api.intake import ImageSource, decode_sources, fetch_sources, header_pixels
 from app.core.images import ImageLimits, LoadedImage
-from app.services.per_image import ImageReport, Outcome, ResultT, merge_outcomes
+from app.services.analysis import ImageOutcome
+from app.services.per_image import ImageReport, merge_outcomes
 
 CLIENT_CLOSED_REQUEST = 499  # nginx's status for "the client went away"; nobody receives it
 
@@ -26,8 +27,8 @@ CLIENT_CLOSED_REQUEST = 499  # nginx's status for "the client went away"; nobody
 async def run_on_sources(
     api: ApiState,
     sources: Sequence[ImageSource],
-    infer: Callable[[list[LoadedImage]], Awaitable[Sequence[Outcome[ResultT]]]],
-) -> list[ImageReport[ResultT]]:
+    infer: Callable[[list[LoadedImage]], Awaitable[Sequence[ImageOutcome]]],
+) -> list[ImageReport]:
     """Fetch and decode every source, run `infer` on the images that decoded (one batch), merge in order."""
     limits = ImageLimits(api.settings.max_image_bytes, api.settings.max_image_pixels)
     raw = await fetch_sources(sources, api.fetcher)
@@ -41,8 +42,8 @@ async def run_on_sources(
 
 
 async def finish_reports(
-    request: Request, api: ApiState, task: str, work: Awaitable[list[ImageReport[ResultT]]]
-) -> list[ImageReport[ResultT]] | None:
+    request: Request, api: ApiState, task: str, work: Awaitable[list[ImageReport]]
+) -> list[ImageReport] | None:
     """`work`'s reports, counted in the metrics under `task`; None when the client left (work cancelled)."""
     finished, reports = await run_unless_disconnected(request, work)
     if not finished or reports is None:
@@ -54,7 +55,7 @@ async def finish_reports(
 
 
 def reports_response(
-    reports: Sequence[ImageReport[Any]], entries: list[dict[str, Any]], key: str = "results"
+    reports: Sequence[ImageReport], entries: list[dict[str, Any]], key: str = "results"
 ) -> JSONResponse:
     """200 when at least one image succeeded; otherwise the first error's status, with the entries."""
     failed = [report for report in reports if report.result is None]

@@ -10,7 +10,8 @@ from dataclasses import dataclass
 from enum import StrEnum
 
 from app.core.errors import UnknownTask
-from app.core.tasks import TASKS, InputKind, OutputKind, TaskSpec, get_task
+from app.core.tasks import FLORENCE_TASKS as TASKS
+from app.core.tasks import InputKind, OutputKind, TaskSpec, get_task
 
 
 class ChatTaskKind(StrEnum):

@@ -19,7 +19,9 @@ from app.chat.session import ChatSession
 from app.chat.ui import ChatUI
 from app.chat.work import decode_images, ensure_backend, finish_step
 from app.core.images import LoadedImage
-from app.services.classification import ClassificationOutcome, ZeroShotRequest
+from app.core.task_inputs import ZeroShotRequest
+from app.core.tasks import get_task
+from app.services.analysis import ImageOutcome as ClassificationOutcome
 from app.services.container import Services
 from app.services.ratelimit import work_cost
 
@@ -60,7 +62,7 @@ class ClassificationChat:
             # independent score (a softmax over one label would always say 100%).
             request = ZeroShotRequest.create(labels, label_categories, multi_label=len(set(labels)) == 1)
 
-        self.services.limiter.hit(session.identity, cost=work_cost(len(session.images)))
+        self.services.limiter.hit(session.identity, cost=work_cost(len(session.images), [get_task(task.key)]))
         await ensure_backend(ui, self.services.manager, _BACKENDS[task.kind])
         indices = list(range(len(session.images)))
         pixels = await decode_images(session, indices, fresh, self.services.settings)

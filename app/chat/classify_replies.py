@@ -15,7 +15,7 @@ from app.chat.ui import ImageReply
 from app.core.classification_results import ClassificationResult, ZeroShotResult
 from app.core.errors import InvalidInput
 from app.rendering.charts import probability_chart_png
-from app.services.classification import ClassificationOutcome
+from app.services.analysis import ImageOutcome as ClassificationOutcome
 
 _SYNSET_RE = re.compile(r"n\d{8}")
 
@@ -78,8 +78,10 @@ def classification_replies(
             continue
         if isinstance(result, ClassificationResult):
             table = classification_markdown(result)
-        else:
+        elif isinstance(result, ZeroShotResult):
             table = zero_shot_markdown(result, label_categories)
+        else:
+            continue
         chart = probability_chart_png(result.scores(), title=f"{task.name}: {name}")
         body = {"image": name, **result.to_dict()}
         download = Download(download_name(name, task.key), json_bytes(body))

@@ -247,7 +247,7 @@ class ChatFlow:
 
     async def _ensure_backend_for(self, ui: ChatUI, spec: TaskSpec) -> None:
         # OCR_BACKEND=rapidocr serves OCR without Florence-2: load what the task's backend is, not always Florence.
-        await ensure_backend(ui, self.services.manager, self.services.analysis.registry.backend_for(spec.token))
+        await ensure_backend(ui, self.services.manager, self.services.manager.backend_name(spec))
 
     # -- replies (CPU work, run in a thread) ------------------------------------------------------------
     def _task_replies(
@@ -261,6 +261,8 @@ class ChatFlow:
                 built.append(ImageReply(loaded.name, f"{title}\n\n{replies.error_markdown(error)}"))
                 continue
             result = outcome.result
+            if not isinstance(result, AnyResult):  # classifications have their own replies (classify_flow)
+                continue
             text_only = isinstance(result, TextResult) and result.region is None  # nothing drawn: a thumbnail
             built.append(
                 ImageReply(
@@ -283,7 +285,7 @@ class ChatFlow:
             problems: list[str] = []
             for token, outcomes in per_task.items():
                 outcome = outcomes[index]
-                if outcome.result is not None:
+                if isinstance(outcome.result, AnyResult):
                     results[token] = outcome.result
                 elif outcome.error is not None:
                     problems.append(f"{get_task(token).name}: {replies.error_markdown(outcome.error)}")

@@ -11,6 +11,7 @@ from dataclasses import dataclass
 from pathlib import PurePath
 from typing import Any
 
+from app.core.classification_results import AnyTaskResult
 from app.core.config import Settings
 from app.core.errors import (
     AppError,
@@ -180,7 +181,7 @@ def result_downloads(image_name: str, spec: TaskSpec, result: AnyResult, model_i
     return downloads
 
 
-def combined_coco_download(task_key: str, named_results: Sequence[tuple[str, AnyResult | None]]) -> Download | None:
+def combined_coco_download(task_key: str, named_results: Sequence[tuple[str, AnyTaskResult | None]]) -> Download | None:
     """One COCO dataset for a multi-image message: every image with its own id, categories shared by name.
 
     None for a single image (its own COCO download is the same) or when no image has boxes or polygons."""

@@ -137,7 +137,7 @@ def _analyze(
         outcomes = service.analyze(images, spec, text=text, region=region, min_score=min_score)
     finally:
         service.manager.shutdown()
-    return [(o.result, o.error) for o in outcomes]
+    return [(o.result if isinstance(o.result, AnyResult) else None, o.error) for o in outcomes]
 
 
 def _nothing_analysed(failed: Sequence[Outcome]) -> AppError:

@@ -155,7 +155,7 @@ def _analyse_one(job: FolderJob, service: AnalysisService, path: Path, limits: I
     entry: dict[str, Any] = {"image": relative, **outcome.result.to_dict()}
     if isinstance(outcome.result, DetectionResult | SegmentationResult):
         entry["coco"] = outcome.result.to_coco(image_id=1, file_name=relative)
-    if job.annotate_dir is not None:
+    if job.annotate_dir is not None and isinstance(outcome.result, AnyResult):
         _annotate(job, loaded.image, outcome.result, relative)
     return entry
 

@@ -10,25 +10,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
-from app import REPOSITORY, __version__
-
-
-@dataclass(frozen=True)
-class RunInfo:
-    duration: float  # seconds of model work for the batch this image was part of
-    model: str
-    library: str  # e.g. "transformers-5.23.0"
-    version: str = __version__
-    repository: str = REPOSITORY
-
-    def to_dict(self) -> dict[str, Any]:
-        return {
-            "duration": round(self.duration, 4),
-            "repository": self.repository,
-            "version": self.version,
-            "library": self.library,
-            "model": self.model,
-        }
+from app.core.results import AnyResult, RunInfo
 
 
 @dataclass(frozen=True)
@@ -115,3 +97,8 @@ def predictions_from_probabilities(
     ranked: Sequence[tuple[int, float]], class_ids: Sequence[str], names: Sequence[str]
 ) -> tuple[Prediction, ...]:
     return tuple(Prediction(i, class_ids[i], names[i], p) for i, p in ranked)
+
+
+AnyClassification = ClassificationResult | ZeroShotResult
+# Every result type a task can produce: Florence-2's kinds (app/core/results.py) and the classifiers'.
+AnyTaskResult = AnyResult | AnyClassification

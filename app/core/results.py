@@ -12,6 +12,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any, ClassVar
 
+from app import REPOSITORY, __version__
 from app.core.geometry import XYXY, normalize_xyxy, polygon_area, polygon_bbox
 from app.core.tasks import OutputKind, TaskSpec
 
@@ -27,10 +28,31 @@ def _num(value: float) -> float | int:
 
 
 @dataclass(frozen=True)
+class RunInfo:
+    """Which model answered and how long its run took; every result carries one (set by the model manager)."""
+
+    duration: float  # seconds of model work for the batch this image was part of
+    model: str
+    library: str  # e.g. "transformers-5.23.0"
+    version: str = __version__
+    repository: str = REPOSITORY
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "duration": round(self.duration, 4),
+            "repository": self.repository,
+            "version": self.version,
+            "library": self.library,
+            "model": self.model,
+        }
+
+
+@dataclass(frozen=True)
 class _Result:
     task: str
     image_wh: tuple[int, int]
     region: XYXY | None = field(default=None, kw_only=True)
+    run: RunInfo | None = field(default=None, kw_only=True, compare=False)  # which model answered, how fast
     kind: ClassVar[str] = "result"
 
     def _base(self) -> dict[str, Any]:

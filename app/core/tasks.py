@@ -1,4 +1,10 @@
-"""The catalogue of Florence-2 task prompts: what each needs and what it returns."""
+"""The task registry: every task the app can run is one `TaskSpec` entry, whatever model serves it.
+
+An entry says what a task is called (token, short name, aliases), what it takes (text, a region, labels),
+what it returns and which backend serves it (`backend`). The chat picker, `GET /api/v1/tasks`, the jobs
+API, the CLI's `--task`, the seed-compatible names and the backend routing all read the registry, so a
+new task is one `register_task(TaskSpec(...))` plus a backend that lists its token in `tasks`.
+"""
 
 from __future__ import annotations
 
@@ -14,6 +20,7 @@ class InputKind(StrEnum):
     NONE = "none"
     TEXT = "text"
     REGION = "region"
+    LABELS = "labels"  # a list of labels to score (zero-shot classification)
 
 
 class OutputKind(StrEnum):
@@ -22,6 +29,11 @@ class OutputKind(StrEnum):
     POLYGONS = "polygons"
     OCR = "ocr"
     MIXED = "mixed"  # boxes and/or polygons (open-vocabulary detection)
+    CLASSES = "classes"  # ranked classes of a fixed label set (ImageNet classification)
+    LABEL_SCORES = "label_scores"  # a probability per label the caller gave (zero-shot)
+
+
+FLORENCE_BACKEND = "florence2"
 
 
 @dataclass(frozen=True)
@@ -34,6 +46,15 @@ class TaskSpec:
     output_kind: OutputKind
     aliases: tuple[str, ...] = ()
     cascade: bool = False  # not one prompt: captions first, then grounds the caption (app/services/analysis.py)
+    backend: str = FLORENCE_BACKEND  # the backend that serves it (app/models/registry.py routes by it)
+    icon: str = ""  # the chat picker's lucide icon; empty: one for the output kind
+    job_kind: str | None = None  # a name the jobs API also accepts as `kind` for this task ("classify")
+    seed_name: str | None = None  # its name on the seed-compatible job routes ("object-detection")
+
+    @property
+    def key(self) -> str:
+        """The name every edge shows and accepts first (`OD`, `CLASSIFY`)."""
+        return self.short_name
 
     @property
     def needs_text(self) -> bool:
@@ -48,6 +69,15 @@ class TaskSpec:
     def needs_region(self) -> bool:
         return self.input_kind is InputKind.REGION
 
+    @property
+    def needs_labels(self) -> bool:
+        return self.input_kind is InputKind.LABELS
+
+    @property
+    def is_prompt(self) -> bool:
+        """One Florence-2 prompt (the cascade is two; other backends' tasks are none)."""
+        return self.backend == FLORENCE_BACKEND and not self.cascade
+
     def to_dict(self) -> dict[str, str]:
         return {
             "token": self.token,
@@ -60,7 +90,7 @@ class TaskSpec:
 
 
 _I, _O = InputKind, OutputKind
-TASKS: tuple[TaskSpec, ...] = (
+PROMPT_TASKS: tuple[TaskSpec, ...] = (  # the 15 prompts Florence-2 was trained on
     TaskSpec("<CAPTION>", "CAPTION", "Caption", "One sentence about the image.", _I.NONE, _O.TEXT, ("caption",)),
     TaskSpec("<DETAILED_CAPTION>", "DETAILED_CAPTION", "Detailed caption",
              "A few sentences describing the image.", _I.NONE, _O.TEXT, ("detailed",)),
@@ -100,23 +130,82 @@ CAPTION_GROUNDING = TaskSpec(
 )  # fmt: skip
 CAPTION_CHOICES = ("<CAPTION>", "<DETAILED_CAPTION>", "<MORE_DETAILED_CAPTION>")
 DEFAULT_CASCADE_CAPTION = "<MORE_DETAILED_CAPTION>"
-PROMPT_TASKS = TASKS  # the 15 prompts Florence-2 was trained on
-TASKS = (*PROMPT_TASKS, CAPTION_GROUNDING)
+FLORENCE_TASKS = (*PROMPT_TASKS, CAPTION_GROUNDING)
 
-_BY_KEY: dict[str, TaskSpec] = {}
-for _spec in TASKS:
-    for _key in (_spec.token, _spec.short_name, *_spec.aliases):
-        _BY_KEY[_key.upper().replace("-", "_").replace(" ", "_")] = _spec
+CLASSIFY = TaskSpec(
+    "<CLASSIFY>", "CLASSIFY", "Classify", "The most likely ImageNet classes, with a chart.", _I.NONE, _O.CLASSES,
+    ("classification", "imagenet", "classify_image"), backend="classifier", icon="chart-bar", job_kind="classify",
+    seed_name="image-classification",
+)  # fmt: skip
+ZERO_SHOT = TaskSpec(
+    "<ZERO_SHOT>", "ZERO_SHOT", "Zero-shot",
+    "Scores for labels you type, comma-separated (category: label groups them), with a chart.",
+    _I.LABELS, _O.LABEL_SCORES, ("zeroshot", "zero_shot_classification", "clip"), backend="zero_shot", icon="tags",
+    job_kind="zero-shot", seed_name="zero-shot-image-classification",
+)  # fmt: skip
+
+
+def _normalized(name: str) -> str:
+    return name.strip().upper().replace("-", "_").replace(" ", "_")
+
+
+class TaskRegistry:
+    """Every task by token, short name and alias, in registration order (which is the order edges list them)."""
+
+    def __init__(self, specs: Sequence[TaskSpec] = ()) -> None:
+        self._specs: dict[str, TaskSpec] = {}
+        self._by_key: dict[str, TaskSpec] = {}
+        for spec in specs:
+            self.register(spec)
+
+    def register(self, spec: TaskSpec) -> TaskSpec:
+        keys = {_normalized(key) for key in (spec.token, spec.short_name, *spec.aliases)}
+        if clash := sorted(key for key in keys if key in self._by_key):
+            raise ValueError(f"Task {spec.short_name} reuses the name(s) {', '.join(clash)} of a registered task.")
+        self._specs[spec.token] = spec
+        self._by_key.update(dict.fromkeys(keys, spec))
+        return spec
+
+    def unregister(self, token: str) -> None:
+        spec = self._specs.pop(token)
+        self._by_key = {key: value for key, value in self._by_key.items() if value is not spec}
+
+    def all(self) -> tuple[TaskSpec, ...]:
+        return tuple(self._specs.values())
+
+    def find(self, name: str) -> TaskSpec | None:
+        key = _normalized(name)
+        return self._by_key.get(key) or self._by_key.get(f"<{key.strip('<>')}>")
+
+    def get(self, name: str) -> TaskSpec:
+        """Resolve a task by token (`<OD>`), short name (`OD`, `od`) or alias (`caption`)."""
+        spec = self.find(name)
+        if spec is None:
+            valid = ", ".join(s.short_name for s in self._specs.values())
+            raise UnknownTask(f"Unknown task {name[:80]!r}. Valid tasks: {valid}.")
+        return spec
+
+
+REGISTRY = TaskRegistry((*FLORENCE_TASKS, CLASSIFY, ZERO_SHOT))
 
 
 def get_task(name: str) -> TaskSpec:
     """Resolve a task by token (`<OD>`), short name (`OD`, `od`) or alias (`caption`)."""
-    key = name.strip().upper().replace("-", "_").replace(" ", "_")
-    spec = _BY_KEY.get(key) or _BY_KEY.get(f"<{key.strip('<>')}>")
-    if spec is None:
-        valid = ", ".join(s.short_name for s in TASKS)
-        raise UnknownTask(f"Unknown task {name[:80]!r}. Valid tasks: {valid}.")
-    return spec
+    return REGISTRY.get(name)
+
+
+def all_tasks() -> tuple[TaskSpec, ...]:
+    """Every registered task, in the order the edges list them."""
+    return REGISTRY.all()
+
+
+def register_task(spec: TaskSpec) -> TaskSpec:
+    """Add a task; its backend (`app.models.registry.register_backend`) lists `spec.token` in its `tasks`."""
+    return REGISTRY.register(spec)
+
+
+def unregister_task(token: str) -> None:
+    REGISTRY.unregister(token)
 
 
 # Open-vocabulary detection takes several classes joined with `<and>` ("a cat<and>a dog"), as the
@@ -159,9 +248,7 @@ def _cascade_caption(spec: TaskSpec, text: str | None, region: object | None) ->
         raise InvalidInput(f"{spec.name} takes no region.", code="unexpected_region")
     if text is None:
         return None
-    choice = _BY_KEY.get(text.upper().replace("-", "_").replace(" ", "_")) or _BY_KEY.get(
-        f"<{text.upper().strip('<>')}>"
-    )
+    choice = REGISTRY.find(text)
     if choice is None or choice.token not in CAPTION_CHOICES:
         names = ", ".join(token.strip("<>") for token in CAPTION_CHOICES)
         raise InvalidInput(

@@ -29,7 +29,7 @@ from app.core.classification_results import ClassificationResult
 from app.core.config import Settings
 from app.core.errors import AppError, InvalidImage, PayloadTooLarge
 from app.core.images import ImageLimits, LoadedImage, load_image_bytes
-from app.services.classification import MAX_TOP_N
+from app.core.task_inputs import MAX_TOP_N
 from app.services.container import Services
 
 log = logging.getLogger(__name__)

@@ -13,9 +13,10 @@ from typing import Any
 from app.core.errors import AppError, InvalidInput
 from app.core.geometry import XYXY
 from app.core.images import LoadedImage
-from app.core.results import AnyResult
+from app.core.task_inputs import ZeroShotRequest
 from app.core.tasks import TaskSpec, get_task, validate_task_inputs
-from app.services.classification import ClassificationOutcome, ClassificationService, ZeroShotRequest
+from app.services.analysis import ImageOutcome as ClassificationOutcome
+from app.services.classification import ClassificationService
 from app.services.container import Services
 from app.services.per_image import ImageReport, annotate, merge_outcomes
 
@@ -73,8 +74,10 @@ def zero_shot_params(
 
 
 def job_tasks(kind: str, params: Mapping[str, Any]) -> tuple[TaskSpec, ...]:
-    """The Florence-2 tasks a job runs on each image (for its rate-limit cost); none for classification."""
-    return (get_task(str(params["task"])),) if kind == ANALYZE else ()
+    """The tasks a job runs on each image (for its rate-limit cost)."""
+    if kind == ANALYZE:
+        return (get_task(str(params["task"])),)
+    return (get_task("CLASSIFY" if kind == CLASSIFY else "ZERO_SHOT"),)
 
 
 def scores_by_label(entry: dict[str, Any]) -> dict[str, float]:
@@ -118,7 +121,7 @@ def _run_analyze(
     outcomes = (
         services.analysis.analyze(loaded, params["task"], params.get("text"), region, min_score) if loaded else []
     )
-    reports: list[ImageReport[AnyResult]] = merge_outcomes(names, images, outcomes)
+    reports: list[ImageReport] = merge_outcomes(names, images, outcomes)
     if params.get("annotate"):
         annotate(reports)
     return [report.to_dict() for report in reports]

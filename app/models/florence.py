@@ -11,15 +11,15 @@ from typing import TYPE_CHECKING, Any
 from PIL import Image
 
 from app.core.config import Settings
-from app.core.errors import AppError, InferenceError, InvalidInput, ModelUnavailable
-from app.core.geometry import XYXY, box_to_loc_tokens, clip_box
-from app.core.images import to_rgb
+from app.core.errors import AppError, InferenceError, ModelUnavailable
 from app.core.results import AnyResult, count_instances, result_from_florence
-from app.core.tasks import TaskSpec, validate_task_inputs
+from app.core.tasks import FLORENCE_BACKEND, PROMPT_TASKS
 from app.models.acceleration import apply_cpu_optimization, configure_cuda
+from app.models.base import TaskRequest, resolve_device_dtype
 from app.models.batching import OutOfDeviceMemory
 from app.models.florence_inputs import InputBuilder, PreparedInput
 from app.models.florence_scores import GeneratedAnswer, instance_scores
+from app.models.hf_loading import transformers_library
 from app.models.hub import resolve_model_source
 from app.models.image_features import ImageFeatureCache, pixels_digest
 
@@ -27,38 +27,6 @@ if TYPE_CHECKING:
     import torch
 
 log = logging.getLogger(__name__)
-
-
-@dataclass(frozen=True)
-class FlorenceRequest:
-    """One image and one task with its extra input, validated before any model work."""
-
-    image: Image.Image
-    spec: TaskSpec
-    text: str | None = None
-    region: XYXY | None = None
-
-    @classmethod
-    def create(
-        cls, image: Image.Image, spec: TaskSpec, text: str | None = None, region: Sequence[float] | None = None
-    ) -> FlorenceRequest:
-        if spec.cascade:  # two prompts, run by the analysis service; never one model request
-            raise InvalidInput(f"{spec.name} is not a single Florence-2 prompt.", code="not_a_prompt_task")
-        cleaned = validate_task_inputs(spec, text, region)
-        rgb = to_rgb(image)
-        clipped = clip_box(region, rgb.size) if region is not None else None
-        return cls(image=rgb, spec=spec, text=cleaned, region=clipped)
-
-    @property
-    def image_wh(self) -> tuple[int, int]:
-        return self.image.size
-
-    def prompt(self) -> str:
-        if self.region is not None:
-            return self.spec.token + box_to_loc_tokens(self.region, self.image_wh)
-        if self.text is not None:
-            return self.spec.token + self.text
-        return self.spec.token
 
 
 @dataclass(frozen=True)
@@ -95,30 +63,14 @@ def pinned_generation(options: GenerationOptions) -> dict[str, Any]:
     }
 
 
-def resolve_device_dtype(settings: Settings) -> tuple[str, torch.dtype]:
-    import torch
-
-    cuda = torch.cuda.is_available()
-    if settings.device == "cuda" and not cuda:
-        raise ModelUnavailable("DEVICE=cuda but no CUDA GPU is visible to PyTorch.", code="no_gpu")
-    device = "cuda" if settings.device == "cuda" or (settings.device == "auto" and cuda) else "cpu"
-    if settings.dtype != "auto":
-        dtype = getattr(torch, settings.dtype)
-        if device == "cpu" and dtype != torch.float32:
-            log.warning("DTYPE=%s on CPU is typically 6-7x slower than float32", settings.dtype)
-        return device, dtype
-    if device == "cuda":
-        return device, torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
-    # Half precision on CPUs without native bf16 units is several times slower than fp32.
-    return device, torch.float32
-
-
 class FlorenceBackend:
-    name = "florence2"
+    name = FLORENCE_BACKEND
+    tasks = frozenset(spec.token for spec in PROMPT_TASKS)
 
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
         self.model_id = settings.model_id
+        self.library = transformers_library()
         self.device = "cpu"
         self.dtype_name = "float32"
         self._model: Any = None
@@ -179,7 +131,7 @@ class FlorenceBackend:
         from app.core.tasks import get_task
 
         started = time.perf_counter()
-        request = FlorenceRequest.create(Image.new("RGB", (64, 64), "white"), get_task("<CAPTION>"))
+        request = TaskRequest.create(Image.new("RGB", (64, 64), "white"), get_task("<CAPTION>"))
         self.run([request], max_new_tokens=4)
         log.info("warm-up took %.2fs", time.perf_counter() - started)
 
@@ -195,7 +147,7 @@ class FlorenceBackend:
 
     def run(
         self,
-        requests: Sequence[FlorenceRequest],
+        requests: Sequence[TaskRequest],
         max_new_tokens: int | None = None,
         *,
         generation: GenerationOptions | None = None,
@@ -212,7 +164,7 @@ class FlorenceBackend:
         answers = self.generate_texts(prepared, options, **generate_kwargs)
         return [self.parse(request, answer) for request, answer in zip(requests, answers, strict=True)]
 
-    def prepare(self, request: FlorenceRequest) -> PreparedInput:
+    def prepare(self, request: TaskRequest) -> PreparedInput:
         """Per-request input work (the image resize), done on the caller's thread before batching."""
         builder = self._input_builder()
         try:
@@ -277,7 +229,7 @@ class FlorenceBackend:
         probs = transition.float().exp().tolist()
         return [[1.0] * lead + row for row in probs]
 
-    def parse(self, request: FlorenceRequest, answer: GeneratedAnswer | str) -> AnyResult:
+    def parse(self, request: TaskRequest, answer: GeneratedAnswer | str) -> AnyResult:
         if isinstance(answer, str):
             answer = GeneratedAnswer(text=answer)
         task = request.spec.token
@@ -290,7 +242,7 @@ class FlorenceBackend:
             scores = instance_scores(processor.tokenizer, parse_type, answer, count_instances(parsed), config)
         return result_from_florence(request.spec, parsed, request.image_wh, region=request.region, scores=scores)
 
-    def preprocess(self, requests: Sequence[FlorenceRequest]) -> dict[str, Any]:
+    def preprocess(self, requests: Sequence[TaskRequest]) -> dict[str, Any]:
         return self._collate([self.prepare(request) for request in requests])
 
     def forward(

@@ -23,7 +23,7 @@ from app.models.image_features import pixels_digest
 if TYPE_CHECKING:
     import torch
 
-    from app.models.florence import FlorenceRequest
+    from app.models.base import TaskRequest
 
 
 @dataclass(frozen=True)
@@ -64,7 +64,7 @@ class InputBuilder:
         self._mean = [float(v) for v in image_processor.image_mean]
         self._std = [float(v) for v in image_processor.image_std]
 
-    def prepare(self, request: FlorenceRequest) -> PreparedInput:
+    def prepare(self, request: TaskRequest) -> PreparedInput:
         if self.fast and self._size_hw is not None:
             height, width = self._size_hw
             # The same PIL call the processor makes (transformers.image_transforms.resize) on 8-bit RGB.

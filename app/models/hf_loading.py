@@ -11,7 +11,7 @@ from PIL import Image
 
 from app.core.config import Settings
 from app.core.errors import ModelUnavailable
-from app.models.florence import resolve_device_dtype
+from app.models.base import resolve_device_dtype
 from app.models.hub import resolve_model_source
 
 log = logging.getLogger(__name__)
@@ -45,6 +45,13 @@ def load_checkpoint(
             f"{setting}={model_id!r} could not be loaded: {type(exc).__name__}: {str(exc)[:300]}",
             code="model_load_failed",
         ) from exc
+
+
+def timed(fn: Callable[[], T]) -> tuple[T, float]:
+    """`fn()` and the seconds it took (the duration a result's run info reports)."""
+    started = time.perf_counter()
+    value = fn()
+    return value, time.perf_counter() - started
 
 
 def rgb_chunks(images: Sequence[Image.Image], size: int) -> Iterator[list[Image.Image]]:

@@ -1,8 +1,11 @@
-"""Loads each backend once (thread-safe), reports its state and runs inference off the event loop.
+"""Loads each backend once (thread-safe), routes each task to its backend and runs it off the event loop.
 
-Florence-2 requests go through a `DynamicBatcher` (one worker thread per loaded model) that runs
-concurrent requests from the chat, the API and jobs together in one `generate` call. Per-request
-work that needs no model (the image resize, parsing the answer) runs on the caller's thread.
+`run`/`run_async` take `TaskRequest`s for any registered task: each goes to the backend that serves it
+(`app/models/registry.py`) and every result comes back stamped with its `RunInfo`. Backends that batch
+(`BatchedBackend`: Florence-2) go through a `DynamicBatcher` (one worker thread per model) that runs
+concurrent requests from the chat, the API and jobs together in one `generate` call; per-request work
+that needs no model (the image resize, parsing the answer) runs on the caller's thread. Other backends
+run on the one inference thread behind the same bounded queue.
 """
 
 from __future__ import annotations
@@ -13,17 +16,21 @@ import threading
 import time
 from collections.abc import Callable, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from enum import StrEnum
-from typing import Any, Protocol, TypeVar
+from typing import Any, Protocol, TypeVar, runtime_checkable
 
+from app.core.classification_results import AnyTaskResult
 from app.core.config import Settings
-from app.core.errors import AppError, Busy, ModelUnavailable
-from app.core.results import AnyResult
+from app.core.errors import AppError, Busy, ModelUnavailable, UnknownTask
+from app.core.results import RunInfo
+from app.core.tasks import TaskSpec, get_task
+from app.models.base import Backend, TaskRequest
 from app.models.batching import DynamicBatcher
-from app.models.florence import FlorenceBackend, FlorenceRequest, GenerationOptions
+from app.models.florence import FlorenceBackend, GenerationOptions
 from app.models.florence_inputs import PreparedInput
 from app.models.florence_scores import GeneratedAnswer
+from app.models.registry import route_table
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -38,12 +45,22 @@ class ModelState(StrEnum):
     FAILED = "failed"
 
 
-class Backend(Protocol):
+@runtime_checkable
+class BatchedBackend(Protocol):
+    """A backend whose requests from different callers share one forward pass (Florence-2)."""
+
     name: str
+    device: str
 
-    def load(self) -> None: ...
+    def prepare(self, request: TaskRequest) -> PreparedInput: ...
 
-    def info(self) -> dict[str, Any]: ...
+    def default_generation(self, max_new_tokens: int | None = None) -> GenerationOptions: ...
+
+    def generate_texts(
+        self, prepared: Sequence[PreparedInput], generation: GenerationOptions, **kwargs: Any
+    ) -> list[GeneratedAnswer]: ...
+
+    def parse(self, request: TaskRequest, answer: GeneratedAnswer) -> Any: ...
 
 
 @dataclass
@@ -76,6 +93,7 @@ class ModelManager:
         self.settings = settings
         chosen = list(backends) if backends is not None else [FlorenceBackend(settings)]
         self._slots: dict[str, BackendSlot] = {b.name: BackendSlot(b) for b in chosen}
+        self._routes = route_table(chosen)
         self._load_lock = threading.Lock()
         self._batchers: dict[str, FlorenceBatcher] = {}
         self._batchers_lock = threading.Lock()
@@ -84,14 +102,32 @@ class ModelManager:
         self._pending_lock = threading.Lock()
         self._closed = False
 
-    # -- state -------------------------------------------------------------------------------------------
-    def slot(self, name: str = "florence2") -> BackendSlot:
-        try:
-            return self._slots[name]
-        except KeyError:
-            raise ModelUnavailable(f"No backend named {name!r} is configured.", code="unknown_backend") from None
+    # -- routing and state -------------------------------------------------------------------------------
+    def backend_name(self, task: TaskSpec | str) -> str:
+        """The backend that serves `task`: the first configured one listing it (OCR_BACKEND=rapidocr puts
+        rapidocr first), else the one its registry entry names."""
+        spec = task if isinstance(task, TaskSpec) else get_task(task)
+        name = self._routes.get(spec.token) or (spec.backend if spec.backend in self._slots else None)
+        if name is None:
+            raise UnknownTask(f"No configured backend serves {spec.short_name}.")
+        return name
 
-    def state(self, name: str = "florence2") -> ModelState:
+    @property
+    def primary(self) -> str:
+        """The backend readiness reports on: the one that serves the default task (a caption)."""
+        try:
+            return self.backend_name("<CAPTION>")
+        except UnknownTask:
+            return next(iter(self._slots))
+
+    def slot(self, name: str | None = None) -> BackendSlot:
+        key = name or self.primary
+        try:
+            return self._slots[key]
+        except KeyError:
+            raise ModelUnavailable(f"No backend named {key!r} is configured.", code="unknown_backend") from None
+
+    def state(self, name: str | None = None) -> ModelState:
         return self.slot(name).state
 
     def status(self) -> list[dict[str, Any]]:
@@ -114,9 +150,10 @@ class ModelManager:
         """Requests admitted and not started yet, over all batchers, plus other queued model work."""
         return self._pending + sum(batcher.queue_depth for batcher in list(self._batchers.values()))
 
-    def get(self, name: str = "florence2") -> Any:
-        """The loaded backend, loading it on first use. A failed load is retried on the next call."""
+    def get(self, name: str | None = None) -> Any:
+        """The loaded backend (default: the primary one), loading it on first use; a failed load is retried."""
         slot = self.slot(name)
+        name = slot.backend.name
         if slot.state is ModelState.READY:
             return slot.backend
         with self._load_lock:
@@ -153,7 +190,7 @@ class ModelManager:
         with self._pending_lock:
             self._pending -= 1
 
-    async def run_async(self, fn: Callable[[], T]) -> T:
+    async def call_async(self, fn: Callable[[], T]) -> T:
         """Await model work without blocking the event loop; cancelling drops work not yet started."""
         future = self.submit(fn)
         try:
@@ -162,14 +199,47 @@ class ModelManager:
             future.cancel()
             raise
 
-    # -- Florence-2 through the batcher ------------------------------------------------------------------
-    def analyze(
-        self, requests: Sequence[FlorenceRequest], generation: GenerationOptions | None = None
-    ) -> list[AnyResult]:
-        """Run Florence-2 requests (CLI, jobs, worker threads); blocks until every result is in."""
-        if not requests:
-            return []
-        backend, futures = self._enqueue(requests, generation)
+    # -- task requests, routed to their backends ------------------------------------------------------
+    def run(self, requests: Sequence[TaskRequest], generation: GenerationOptions | None = None) -> list[AnyTaskResult]:
+        """Run requests of any tasks (CLI, jobs, worker threads); blocks until every result is in."""
+        results: dict[int, AnyTaskResult] = {}
+        for name, indices in self._by_backend(requests):
+            group = [requests[i] for i in indices]
+            started = time.perf_counter()
+            backend = self.get(name)
+            if isinstance(backend, BatchedBackend):
+                done = self._run_batched(backend, group, generation)
+            else:
+                done = list(self.submit(lambda b=backend, g=group: b.run(g)).result())  # type: ignore[misc]
+            results.update(zip(indices, _stamped(backend, done, started), strict=True))
+        return [results[i] for i in range(len(requests))]
+
+    async def run_async(
+        self, requests: Sequence[TaskRequest], generation: GenerationOptions | None = None
+    ) -> list[AnyTaskResult]:
+        """Like `run` for the event loop. Cancelling it drops the requests that have not started."""
+        results: dict[int, AnyTaskResult] = {}
+        for name, indices in self._by_backend(requests):
+            group = [requests[i] for i in indices]
+            started = time.perf_counter()
+            backend = await asyncio.to_thread(self.get, name)
+            if isinstance(backend, BatchedBackend):
+                done = await self._run_batched_async(backend, group, generation)
+            else:
+                done = list(await self.call_async(lambda b=backend, g=group: b.run(g)))  # type: ignore[misc]
+            results.update(zip(indices, _stamped(backend, done, started), strict=True))
+        return [results[i] for i in range(len(requests))]
+
+    def _by_backend(self, requests: Sequence[TaskRequest]) -> list[tuple[str, list[int]]]:
+        groups: dict[str, list[int]] = {}
+        for index, request in enumerate(requests):
+            groups.setdefault(self.backend_name(request.spec), []).append(index)
+        return list(groups.items())
+
+    def _run_batched(
+        self, backend: BatchedBackend, requests: Sequence[TaskRequest], generation: GenerationOptions | None
+    ) -> list[Any]:
+        _, futures = self._enqueue(backend, requests, generation)
         try:
             answers = [future.result() for future in futures]
         except BaseException:
@@ -178,16 +248,13 @@ class ModelManager:
             raise
         return [backend.parse(request, answer) for request, answer in zip(requests, answers, strict=True)]
 
-    async def analyze_async(
-        self, requests: Sequence[FlorenceRequest], generation: GenerationOptions | None = None
-    ) -> list[AnyResult]:
-        """Like `analyze` for the event loop. Cancelling it drops the requests that have not started."""
-        if not requests:
-            return []
-        # Loading (first use), admission and the per-request resize run off the event loop, in one hop.
-        enqueueing = asyncio.ensure_future(asyncio.to_thread(self._enqueue, requests, generation))
+    async def _run_batched_async(
+        self, backend: BatchedBackend, requests: Sequence[TaskRequest], generation: GenerationOptions | None
+    ) -> list[Any]:
+        # Admission and the per-request resize run off the event loop, in one hop.
+        enqueueing = asyncio.ensure_future(asyncio.to_thread(self._enqueue, backend, requests, generation))
         try:
-            backend, futures = await asyncio.shield(enqueueing)
+            _, futures = await asyncio.shield(enqueueing)
         except asyncio.CancelledError:
             enqueueing.add_done_callback(_cancel_enqueued)
             raise
@@ -207,9 +274,8 @@ class ModelManager:
         )
 
     def _enqueue(
-        self, requests: Sequence[FlorenceRequest], generation: GenerationOptions | None
-    ) -> tuple[FlorenceBackend, list[Future[GeneratedAnswer]]]:
-        backend: FlorenceBackend = self.get("florence2")
+        self, backend: BatchedBackend, requests: Sequence[TaskRequest], generation: GenerationOptions | None
+    ) -> tuple[BatchedBackend, list[Future[GeneratedAnswer]]]:
         batcher = self._batcher(backend)
         batcher.admit(len(requests))
         try:
@@ -219,7 +285,7 @@ class ModelManager:
             raise
         return backend, batcher.enqueue(prepared, generation or backend.default_generation())
 
-    def _batcher(self, backend: FlorenceBackend) -> FlorenceBatcher:
+    def _batcher(self, backend: BatchedBackend) -> FlorenceBatcher:
         batcher = self._batchers.get(backend.name)
         if batcher is not None:
             return batcher
@@ -247,7 +313,13 @@ class ModelManager:
         self._executor.shutdown(wait=False, cancel_futures=True)
 
 
-def _cancel_enqueued(task: asyncio.Future[tuple[FlorenceBackend, list[Future[GeneratedAnswer]]]]) -> None:
+def _stamped(backend: Backend, results: Sequence[AnyTaskResult], started: float) -> list[AnyTaskResult]:
+    """Each result with the run info of the backend that produced it (kept where the backend set its own)."""
+    run = RunInfo(duration=time.perf_counter() - started, model=backend.model_id, library=backend.library)
+    return [result if result.run is not None else replace(result, run=run) for result in results]
+
+
+def _cancel_enqueued(task: asyncio.Future[tuple[BatchedBackend, list[Future[GeneratedAnswer]]]]) -> None:
     """The caller went away while its requests were being queued: drop them once they are."""
     if not task.cancelled() and task.exception() is None:
         for future in task.result()[1]:

@@ -22,7 +22,7 @@ from PIL import Image
 from app.core.config import Settings
 from app.core.errors import InferenceError, ModelUnavailable
 from app.core.results import AnyResult, OCRResult, TextResult
-from app.models.florence import FlorenceRequest
+from app.models.base import TaskRequest
 
 log = logging.getLogger(__name__)
 
@@ -74,6 +74,7 @@ def join_lines(lines: Sequence[TextLine]) -> str:
 
 class RapidOCRBackend:
     name = "rapidocr"
+    model_id = "rapidocr"
     tasks = OCR_TASKS
 
     def __init__(self, settings: Settings) -> None:
@@ -101,6 +102,10 @@ class RapidOCRBackend:
     def loaded(self) -> bool:
         return self._engine is not None
 
+    @property
+    def library(self) -> str:
+        return f"rapidocr-{self.version}" if self.version else "rapidocr"
+
     def read(self, image: Image.Image) -> list[TextLine]:
         """Every text line rapidocr finds, with quads in the original image's pixels."""
         rgb = image if image.mode == "RGB" else image.convert("RGB")
@@ -122,7 +127,7 @@ class RapidOCRBackend:
                 lines.append(TextLine(quad=quad, text=str(text).strip(), score=float(score)))
         return lines
 
-    def run(self, requests: Sequence[FlorenceRequest]) -> list[AnyResult]:
+    def run(self, requests: Sequence[TaskRequest]) -> list[AnyResult]:
         """Same contract as `FlorenceBackend.run`: one typed result per request, in order."""
         results: list[AnyResult] = []
         for request in requests:

@@ -8,43 +8,59 @@ The model manager gets the list and loads each backend lazily in its own slot.
 
 from __future__ import annotations
 
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from app.core.config import Settings
 from app.core.errors import UnknownTask
-from app.core.tasks import TASKS
+from app.core.tasks import get_task
 
 if TYPE_CHECKING:
+    from app.models.base import Backend
     from app.models.manager import ModelManager
 
-FLORENCE = "florence2"
-FLORENCE_TASKS = frozenset(spec.token for spec in TASKS)
+
+BackendFactory = Callable[[Settings], "Backend"]
+_EXTRA_BACKENDS: list[BackendFactory] = []
 
 
-def tasks_of(backend: Any) -> frozenset[str]:
-    """The tasks a backend declares; Florence-2 serves every task of the catalogue."""
-    declared = getattr(backend, "tasks", None)
-    if declared is not None:
-        return frozenset(declared)
-    return FLORENCE_TASKS if getattr(backend, "name", "") == FLORENCE else frozenset()
+def register_backend(factory: BackendFactory) -> None:
+    """Add a backend beside the built-in ones (after them: built-ins keep their tasks). `factory(settings)`
+    builds it wherever services are built (server, CLI, workers); it serves the tasks it lists in `tasks`."""
+    _EXTRA_BACKENDS.append(factory)
+
+
+def unregister_backend(factory: BackendFactory) -> None:
+    _EXTRA_BACKENDS.remove(factory)
+
+
+def route_table(backends: Sequence[Any]) -> dict[str, str]:
+    """Task token → name of the backend that serves it: the first backend, in priority order, listing it."""
+    table: dict[str, str] = {}
+    for backend in backends:
+        for task in sorted(backend.tasks):
+            table.setdefault(task, backend.name)
+    return table
 
 
 @dataclass(frozen=True)
 class BackendRegistry:
-    backends: tuple[Any, ...]  # objects following `app.models.manager.Backend`, in priority order
+    backends: tuple[Backend, ...]  # in priority order
 
     @classmethod
-    def from_settings(cls, settings: Settings) -> BackendRegistry:
+    def from_settings(cls, settings: Settings, extra: Sequence[Backend] = ()) -> BackendRegistry:
+        """The built-in backends for `settings`, then `extra` ones (a task added outside the built-ins)."""
         from app.models.classifier import ClassifierBackend
         from app.models.florence import FlorenceBackend
         from app.models.rapidocr_backend import RapidOCRBackend
         from app.models.zero_shot import ZeroShotBackend
 
-        ordered: list[Any] = []
+        ordered: list[Backend] = []
         if settings.ocr_backend == "rapidocr":
             ordered.append(RapidOCRBackend(settings))
         ordered += [FlorenceBackend(settings), ClassifierBackend(settings), ZeroShotBackend(settings)]
+        ordered += [factory(settings) for factory in _EXTRA_BACKENDS] + list(extra)
         return cls(tuple(ordered))
 
     @property
@@ -53,14 +69,10 @@ class BackendRegistry:
 
     def routes(self) -> dict[str, str]:
         """Task → name of the backend that serves it."""
-        table: dict[str, str] = {}
-        for backend in self.backends:
-            for task in sorted(tasks_of(backend)):
-                table.setdefault(task, backend.name)
-        return table
+        return route_table(self.backends)
 
     def backend_for(self, task: str) -> str:
-        name = self.routes().get(task)
+        name = self.routes().get(get_task(task).token)
         if name is None:
             raise UnknownTask(f"No configured backend serves {task[:80]!r}.")
         return name

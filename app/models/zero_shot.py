@@ -16,14 +16,19 @@ from typing import Any
 import numpy as np
 from PIL import Image
 
+from app.core import classify_math as cm
+from app.core.classification_results import ZeroShotResult
 from app.core.classify_math import average_template_embeddings, expand_templates, l2_normalize
 from app.core.config import Settings
 from app.core.errors import ModelUnavailable
-from app.models.hf_loading import TransformersBackend, rgb_chunks
+from app.core.results import RunInfo
+from app.core.task_inputs import ZeroShotRequest
+from app.core.tasks import ZERO_SHOT
+from app.models.base import TaskRequest
+from app.models.hf_loading import TransformersBackend, rgb_chunks, timed
 
 log = logging.getLogger(__name__)
 
-ZERO_SHOT_TASK = "ZERO_SHOT"
 DEFAULT_ZERO_SHOT = "openai/clip-vit-base-patch32"
 SIGMOID_MODEL_TYPES = frozenset({"siglip", "siglip2"})
 _IMAGE_CHUNK = 16
@@ -38,7 +43,7 @@ def _pooled(output: Any) -> Any:
 
 class ZeroShotBackend(TransformersBackend):
     name = "zero_shot"
-    tasks = frozenset({ZERO_SHOT_TASK})
+    tasks = frozenset({ZERO_SHOT.token})
     model_setting = "ZERO_SHOT_MODEL_ID"
     example_model_id = DEFAULT_ZERO_SHOT
 
@@ -135,6 +140,31 @@ class ZeroShotBackend(TransformersBackend):
                     self._cache.popitem(last=False)
         return np.stack([found[label] for label in labels])
 
+    def run(self, requests: Sequence[TaskRequest]) -> list[ZeroShotResult]:
+        """Requests that share a label set are scored in one pass; each gets its labels' probabilities."""
+        results: dict[int, ZeroShotResult] = {}
+        for labels, indices in _by_label_set(requests):
+            images = [requests[i].image for i in indices]
+            probabilities, seconds = timed(lambda: self.probabilities(images, labels))  # noqa: B023 - called now
+            run = RunInfo(duration=seconds, model=self.model_id, library=self.library)
+            for index, row in zip(indices, probabilities, strict=True):
+                results[index] = zero_shot_result(labels, row, requests[index].image_wh, run)
+        return [results[i] for i in range(len(requests))]
+
+    def probabilities(self, images: Sequence[Image.Image], request: ZeroShotRequest) -> np.ndarray:
+        """`(images, labels)` probabilities: softmax, SigLIP sigmoid, or CLIP label-vs-negation."""
+        image_vectors = self.image_embeddings(images)
+        label_vectors = self.label_embeddings(request.labels, request.templates)
+        logits = cm.similarity_logits(image_vectors, label_vectors, self.logit_scale, self.logit_bias)
+        if not request.multi_label:
+            return cm.exclusive_probabilities(logits)
+        if self.sigmoid:
+            return cm.sigmoid_probabilities(logits)
+        negations = [cm.negated(label) for label in request.labels]
+        negation_vectors = self.label_embeddings(negations, request.templates)
+        negation_logits = cm.similarity_logits(image_vectors, negation_vectors, self.logit_scale)
+        return cm.negation_probabilities(logits, negation_logits)
+
     def clear_cache(self) -> None:
         with self._cache_lock:
             self._cache.clear()
@@ -150,3 +180,38 @@ class ZeroShotBackend(TransformersBackend):
             body["scoring"] = "sigmoid" if self.sigmoid else "softmax"
             body["cached_labels"] = self.cache_size
         return body
+
+
+def _by_label_set(requests: Sequence[TaskRequest]) -> list[tuple[ZeroShotRequest, list[int]]]:
+    groups: list[tuple[ZeroShotRequest, list[int]]] = []
+    for index, request in enumerate(requests):
+        labels = request.options.labels
+        if labels is None:
+            raise ModelUnavailable("A zero-shot request came without labels.", code="missing_labels")
+        for known, indices in groups:
+            if known == labels:
+                indices.append(index)
+                break
+        else:
+            groups.append((labels, [index]))
+    return groups
+
+
+def zero_shot_result(
+    request: ZeroShotRequest, row: np.ndarray, image_wh: tuple[int, int], run: RunInfo
+) -> ZeroShotResult:
+    """One image's scores, summed (or, multi-label, maxed) per category when categories were given."""
+    by_label = dict(zip(request.labels, (float(p) for p in row), strict=True))
+    categories = None
+    if request.categories is not None:
+        combine = cm.category_max if request.multi_label else cm.category_sums
+        categories = combine(by_label, request.categories)
+    return ZeroShotResult(
+        labels=request.labels,
+        probabilities=tuple(by_label.values()),
+        image_wh=image_wh,
+        multi_label=request.multi_label,
+        run=run,
+        categories=categories,
+        templates=request.templates,
+    )

@@ -1,19 +1,26 @@
-"""Analyse images with one task: validation, batching through the manager, optional drawing."""
+"""Run any registered task on images: validate its input, route it to its backend, one outcome per image.
+
+Every edge (API routes, jobs, the chat, the CLI, TaskBridge) runs tasks through this one service, so a
+task added to the registry (`app/core/tasks.py`) with a backend is served everywhere. The cascaded
+caption + grounding task is two model runs put together here.
+"""
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, replace
 
+from app.core.classification_results import AnyTaskResult
 from app.core.config import Settings
 from app.core.errors import AppError
+from app.core.imagenet import ImageNetLabels, imagenet_labels
 from app.core.images import LoadedImage
 from app.core.results import AnyResult, DetectionResult, TextResult, keep_min_score
-from app.core.tasks import DEFAULT_CASCADE_CAPTION, TaskSpec, get_task, strip_markup, validate_task_inputs
-from app.models.florence import FlorenceRequest
+from app.core.task_inputs import TaskInput
+from app.core.tasks import DEFAULT_CASCADE_CAPTION, OutputKind, TaskSpec, get_task, strip_markup, validate_task_inputs
+from app.models.base import TaskRequest
 from app.models.manager import ModelManager
-from app.models.registry import FLORENCE, BackendRegistry, build_manager
+from app.models.registry import BackendRegistry, build_manager
 
 
 @dataclass(frozen=True)
@@ -21,7 +28,7 @@ class ImageOutcome:
     """What one image produced: a result, or the error that stopped it (the others still run)."""
 
     name: str
-    result: AnyResult | None = None
+    result: AnyTaskResult | None = None
     error: AppError | None = None
 
     @property
@@ -30,26 +37,33 @@ class ImageOutcome:
 
 
 class AnalysisService:
-    def __init__(self, manager: ModelManager, registry: BackendRegistry | None = None) -> None:
+    def __init__(self, manager: ModelManager, labels: ImageNetLabels | None = None) -> None:
         self.manager = manager
-        # The registry decides which backend serves a task (OCR_BACKEND=rapidocr routes OCR to rapidocr).
-        self.registry = registry or BackendRegistry.from_settings(manager.settings)
+        self.labels = labels or imagenet_labels(manager.settings.imagenet_names)
 
     @classmethod
     def from_settings(cls, settings: Settings) -> AnalysisService:
         """A standalone service (CLI, folder batches) with every registered backend, loaded lazily."""
-        registry = BackendRegistry.from_settings(settings)
-        return cls(build_manager(settings, registry), registry)
+        return cls(build_manager(settings, BackendRegistry.from_settings(settings)))
+
+    def check_input(self, task: str | TaskSpec, task_input: TaskInput) -> tuple[TaskSpec, TaskInput]:
+        """The task and its input as every edge checks them, before the rate limit and any model work."""
+        spec = task if isinstance(task, TaskSpec) else get_task(task)
+        checked = task_input.checked(spec)
+        if spec.output_kind is OutputKind.CLASSES:
+            checked = replace(checked, language=self.labels.check_language(checked.language))
+        return spec, checked
 
     def build_requests(
-        self, images: Sequence[LoadedImage], task: str | TaskSpec, text: str | None, region: Sequence[float] | None
-    ) -> list[FlorenceRequest | AppError]:
+        self, images: Sequence[LoadedImage], spec: TaskSpec, task_input: TaskInput
+    ) -> list[TaskRequest | AppError]:
         """Validate once per image (a region may fit one image and not another)."""
-        spec = task if isinstance(task, TaskSpec) else get_task(task)
-        requests: list[FlorenceRequest | AppError] = []
+        requests: list[TaskRequest | AppError] = []
         for loaded in images:
             try:
-                requests.append(FlorenceRequest.create(loaded.image, spec, text=text, region=region))
+                requests.append(
+                    TaskRequest.create(loaded.image, spec, task_input.text, task_input.region, options=task_input)
+                )
             except AppError as exc:
                 requests.append(exc)
         return requests
@@ -61,17 +75,21 @@ class AnalysisService:
         text: str | None = None,
         region: Sequence[float] | None = None,
         min_score: float | None = None,
+        *,
+        options: TaskInput | None = None,
     ) -> list[ImageOutcome]:
-        """`min_score` drops the boxes, masks and text regions scored below it (see `keep_min_score`)."""
-        spec = task if isinstance(task, TaskSpec) else get_task(task)
+        """Blocking, for worker threads (jobs, CLI). `options` carries what other tasks take (labels, top_n);
+        `min_score` drops the boxes, masks and text regions scored below it (see `keep_min_score`)."""
+        spec, task_input = self._input(task, text, region, min_score, options)
         if spec.cascade:
-            captions = self.analyze(images, caption_task(spec, text))
+            captions = self.analyze(images, caption_task(spec, task_input.text))
             grounding = GroundingStep(images, captions)
-            return grounding.finish(spec, self._run(grounding.valid) if grounding.valid else [], min_score)
-        requests = self.build_requests(images, task, text, region)
-        valid = [r for r in requests if isinstance(r, FlorenceRequest)]
-        results = iter(self._run(valid)) if valid else iter(())
-        return _merge(images, requests, results, min_score)
+            found = self.manager.run(grounding.valid) if grounding.valid else []
+            return grounding.finish(spec, found, task_input.min_score)
+        requests = self.build_requests(images, spec, task_input)
+        valid = [r for r in requests if isinstance(r, TaskRequest)]
+        results = iter(self.manager.run(valid)) if valid else iter(())
+        return _merge(images, requests, results, task_input.min_score)
 
     async def analyze_async(
         self,
@@ -80,31 +98,38 @@ class AnalysisService:
         text: str | None = None,
         region: Sequence[float] | None = None,
         min_score: float | None = None,
+        *,
+        options: TaskInput | None = None,
     ) -> list[ImageOutcome]:
-        spec = task if isinstance(task, TaskSpec) else get_task(task)
+        spec, task_input = self._input(task, text, region, min_score, options)
         if spec.cascade:
-            captions = await self.analyze_async(images, caption_task(spec, text))
+            captions = await self.analyze_async(images, caption_task(spec, task_input.text))
             grounding = GroundingStep(images, captions)
-            return grounding.finish(spec, await self._run_async(grounding.valid) if grounding.valid else [], min_score)
-        requests = self.build_requests(images, task, text, region)
-        valid = [r for r in requests if isinstance(r, FlorenceRequest)]
-        results = iter(await self._run_async(valid)) if valid else iter(())
-        return _merge(images, requests, results, min_score)
+            found = await self.manager.run_async(grounding.valid) if grounding.valid else []
+            return grounding.finish(spec, found, task_input.min_score)
+        requests = self.build_requests(images, spec, task_input)
+        valid = [r for r in requests if isinstance(r, TaskRequest)]
+        results = iter(await self.manager.run_async(valid)) if valid else iter(())
+        return _merge(images, requests, results, task_input.min_score)
 
-    def _run(self, requests: Sequence[FlorenceRequest]) -> list[AnyResult]:
-        name = self.registry.backend_for(requests[0].spec.token)
-        if name == FLORENCE:
-            return self.manager.analyze(requests)
-        backend = self.manager.get(name)
-        return self.manager.submit(lambda: backend.run(requests)).result()
-
-    async def _run_async(self, requests: Sequence[FlorenceRequest]) -> list[AnyResult]:
-        name = self.registry.backend_for(requests[0].spec.token)
-        if name == FLORENCE:
-            return await self.manager.analyze_async(requests)
-        backend = await asyncio.to_thread(self.manager.get, name)
-        results: list[AnyResult] = await self.manager.run_async(lambda: backend.run(requests))
-        return results
+    def _input(
+        self,
+        task: str | TaskSpec,
+        text: str | None,
+        region: Sequence[float] | None,
+        min_score: float | None,
+        options: TaskInput | None,
+    ) -> tuple[TaskSpec, TaskInput]:
+        spec = task if isinstance(task, TaskSpec) else get_task(task)
+        base = options or TaskInput()
+        xyxy = tuple(float(v) for v in region) if region is not None else base.region
+        merged = replace(
+            base,
+            text=text if text is not None else base.text,
+            region=xyxy,  # type: ignore[arg-type]  # checked per image by TaskRequest.create
+            min_score=min_score if min_score is not None else base.min_score,
+        )
+        return spec, merged
 
 
 def caption_task(spec: TaskSpec, text: str | None) -> TaskSpec:
@@ -118,15 +143,15 @@ class GroundingStep:
     def __init__(self, images: Sequence[LoadedImage], captions: Sequence[ImageOutcome]) -> None:
         grounding = get_task("<CAPTION_TO_PHRASE_GROUNDING>")
         self.captions = captions
-        self.requests: list[FlorenceRequest | None] = []
+        self.requests: list[TaskRequest | None] = []
         for loaded, outcome in zip(images, captions, strict=True):
             text = outcome.result.text if isinstance(outcome.result, TextResult) else ""
             # A caption is model output: markup in it would be refused as user text, and it is not a phrase.
             phrase = strip_markup(text)[:1000]
-            self.requests.append(FlorenceRequest.create(loaded.image, grounding, text=phrase) if phrase else None)
+            self.requests.append(TaskRequest.create(loaded.image, grounding, text=phrase) if phrase else None)
         self.valid = [r for r in self.requests if r is not None]
 
-    def finish(self, spec: TaskSpec, results: Sequence[AnyResult], min_score: float | None) -> list[ImageOutcome]:
+    def finish(self, spec: TaskSpec, results: Sequence[AnyTaskResult], min_score: float | None) -> list[ImageOutcome]:
         grounded = iter(results)
         outcomes = []
         for outcome, request in zip(self.captions, self.requests, strict=True):
@@ -144,14 +169,17 @@ class GroundingStep:
 
 def _merge(
     images: Sequence[LoadedImage],
-    requests: Sequence[FlorenceRequest | AppError],
-    results: Iterator[AnyResult],
+    requests: Sequence[TaskRequest | AppError],
+    results: Iterator[AnyTaskResult],
     min_score: float | None = None,
 ) -> list[ImageOutcome]:
     outcomes = []
     for loaded, request in zip(images, requests, strict=True):
         if isinstance(request, AppError):
             outcomes.append(ImageOutcome(loaded.name, error=request))
-        else:
-            outcomes.append(ImageOutcome(loaded.name, result=keep_min_score(next(results), min_score)))
+            continue
+        result = next(results)
+        if isinstance(result, AnyResult):  # scored instances (boxes, masks, text regions) can be filtered
+            result = keep_min_score(result, min_score)
+        outcomes.append(ImageOutcome(loaded.name, result=result))
     return outcomes

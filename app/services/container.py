@@ -36,14 +36,13 @@ class Services:
         limiter: RateLimiter | None = None,
     ) -> Services:
         """The services over an existing `manager` (tests bring one with a tiny model already loaded)."""
+        analysis = AnalysisService(manager, imagenet_labels(settings.imagenet_names))
         return cls(
             settings=settings,
             manager=manager,
-            analysis=AnalysisService(manager, registry),
+            analysis=analysis,
             limiter=limiter or RateLimiter(settings.rate_limit, settings.rate_limit_storage),
-            classification=ClassificationService(
-                manager, LLMAnalyst.from_settings(settings), imagenet_labels(settings.imagenet_names)
-            ),
+            classification=ClassificationService(analysis, LLMAnalyst.from_settings(settings)),
         )
 
     def close(self) -> None:

@@ -1,8 +1,10 @@
-"""Per-image answers, shared by the synchronous API routes and the jobs.
+"""The one per-image pipeline every edge follows: read → validate → charge → run → collect → respond.
 
-A request's images are decoded first; those that decoded go to the model as one batch, and the
-batch's outcomes are merged back in input order. Each image then answers with its result, or with
-`{"name", "error"}` while the others succeed.
+An edge (an API route, a job, the chat, TaskBridge) reads its request, then `TaskRun.prepare` checks the
+task's input and charges the rate limit (one unit per model run on one image) before any image is
+fetched or decoded. The edge decodes its images; `TaskRun.run` sends those that decoded to the model as
+one batch and merges the outcomes back in input order, so each image answers with its result, or with
+`{"name", "error"}` while the others succeed. Only reading and responding differ per edge.
 """
 
 from __future__ import annotations
@@ -10,38 +12,25 @@ from __future__ import annotations
 import base64
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Generic, Protocol, TypeVar
+from typing import Any
 
+from app.core.classification_results import AnyTaskResult
 from app.core.errors import AppError, InferenceError, error_entry
 from app.core.images import LoadedImage
 from app.core.results import AnyResult
-
-
-class SerializableResult(Protocol):
-    def to_dict(self) -> dict[str, Any]: ...
-
-
-ResultT = TypeVar("ResultT", bound=SerializableResult)
-ResultT_co = TypeVar("ResultT_co", bound=SerializableResult, covariant=True)
-
-
-class Outcome(Protocol[ResultT_co]):
-    """What a service returns for one image (`ImageOutcome`, `ClassificationOutcome`)."""
-
-    @property
-    def result(self) -> ResultT_co | None: ...
-
-    @property
-    def error(self) -> AppError | None: ...
+from app.core.task_inputs import TaskInput
+from app.core.tasks import TaskSpec
+from app.services.analysis import AnalysisService, ImageOutcome
+from app.services.ratelimit import RateLimiter, work_cost
 
 
 @dataclass
-class ImageReport(Generic[ResultT]):
+class ImageReport:
     """What became of one input image."""
 
     name: str
     image: LoadedImage | None = None
-    result: ResultT | None = None
+    result: AnyTaskResult | None = None
     error: AppError | None = None
     extra: dict[str, Any] = field(default_factory=dict)  # added to a success entry: annotated_png, analysis
 
@@ -59,11 +48,11 @@ class ImageReport(Generic[ResultT]):
 
 
 def merge_outcomes(
-    names: Sequence[str], items: Sequence[LoadedImage | AppError], outcomes: Iterable[Outcome[ResultT]]
-) -> list[ImageReport[ResultT]]:
+    names: Sequence[str], items: Sequence[LoadedImage | AppError], outcomes: Iterable[ImageOutcome]
+) -> list[ImageReport]:
     """`outcomes` belong to the items that decoded, in order; an item that did not keeps its error."""
     remaining = iter(outcomes)
-    reports: list[ImageReport[ResultT]] = []
+    reports: list[ImageReport] = []
     for name, item in zip(names, items, strict=True):
         if isinstance(item, AppError):
             reports.append(ImageReport(name, error=item))
@@ -76,12 +65,51 @@ def merge_outcomes(
     return reports
 
 
-def annotate(reports: Sequence[ImageReport[AnyResult]]) -> None:
+def annotate(reports: Sequence[ImageReport]) -> None:
     """Draw each result on its image and attach the picture as base64 PNG (`annotated_png`)."""
     from app.rendering.drawing import Annotator, to_png_bytes  # matplotlib and fonts: only when someone asks
 
     annotator = Annotator()
     for report in reports:
-        if report.image is not None and report.result is not None:
+        if report.image is not None and isinstance(report.result, AnyResult):
             drawn = annotator.annotate(report.image.image, report.result)
             report.extra["annotated_png"] = base64.b64encode(to_png_bytes(drawn)).decode("ascii")
+
+
+@dataclass(frozen=True)
+class TaskRun:
+    """One task with its checked input, validated and paid for before any image is read."""
+
+    spec: TaskSpec
+    task_input: TaskInput
+
+    @classmethod
+    def prepare(
+        cls,
+        analysis: AnalysisService,
+        limiter: RateLimiter,
+        identity: str,
+        task: str | TaskSpec,
+        task_input: TaskInput,
+        image_count: int,
+    ) -> TaskRun:
+        """Check the input (4xx before any cost), then charge `identity` for `image_count` images."""
+        spec, checked = analysis.check_input(task, task_input)
+        limiter.hit(identity, cost=max(1, work_cost(image_count, [spec])))
+        return cls(spec, checked)
+
+    async def run(
+        self, analysis: AnalysisService, names: Sequence[str], items: Sequence[LoadedImage | AppError]
+    ) -> list[ImageReport]:
+        """The images that decoded in one batch; every item answers in input order."""
+        images = [item for item in items if isinstance(item, LoadedImage)]
+        outcomes = await analysis.analyze_async(images, self.spec, options=self.task_input) if images else []
+        return merge_outcomes(names, items, outcomes)
+
+    def run_sync(
+        self, analysis: AnalysisService, names: Sequence[str], items: Sequence[LoadedImage | AppError]
+    ) -> list[ImageReport]:
+        """`run` for worker threads (jobs, TaskBridge): blocks until every result is in."""
+        images = [item for item in items if isinstance(item, LoadedImage)]
+        outcomes = analysis.analyze(images, self.spec, options=self.task_input) if images else []
+        return merge_outcomes(names, items, outcomes)

@@ -20,15 +20,12 @@ def model_runs(spec: TaskSpec) -> int:
     return 2 if spec.cascade else 1
 
 
-def work_cost(image_count: int, tasks: Sequence[TaskSpec] = ()) -> int:
-    """The one cost rule of every edge (API routes, jobs, chat): one unit per model run on one image.
-
-    Every task in `tasks` runs on every image; no tasks means one run of a model outside the Florence-2
-    catalogue (ImageNet classification, zero-shot). "Analyze everything" (caption, OD, OCR) on four
-    images is 12 units; caption + grounding on one image is 2.
+def work_cost(image_count: int, tasks: Sequence[TaskSpec]) -> int:
+    """The one cost rule of every edge (API routes, jobs, chat, CLI-less batch front-ends): one unit per
+    model run on one image. Every task in `tasks` runs on every image: "Analyze everything" (caption, OD,
+    OCR) on four images is 12 units, caption + grounding on one image 2, a classification of 3 images 3.
     """
-    runs_per_image = sum(model_runs(spec) for spec in tasks) if tasks else 1
-    return image_count * runs_per_image
+    return image_count * sum(model_runs(spec) for spec in tasks)
 
 
 class RateLimiter:

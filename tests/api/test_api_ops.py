@@ -62,7 +62,7 @@ def test_a_client_that_disconnects_cancels_work_that_has_not_started(tiny_settin
         disconnect = asyncio.Event()
         request = request_that_leaves_on(disconnect)
         blocker = manager.submit(release.wait)  # the inference thread is busy
-        outcome = asyncio.ensure_future(run_unless_disconnected(request, manager.run_async(started_late.set)))
+        outcome = asyncio.ensure_future(run_unless_disconnected(request, manager.call_async(started_late.set)))
         for _ in range(100):  # let the tasks run until the work is queued (no wall-clock waiting)
             if manager.queue_depth == 2:
                 break
@@ -89,7 +89,7 @@ def test_work_that_finishes_is_returned(tiny_settings: Settings) -> None:
 
     async def scenario() -> tuple[bool, object]:
         request = request_that_leaves_on(asyncio.Event())  # never set: the client stays
-        return await run_unless_disconnected(request, manager.run_async(lambda: 42))
+        return await run_unless_disconnected(request, manager.call_async(lambda: 42))
 
     try:
         assert asyncio.run(scenario()) == (True, 42)

@@ -13,7 +13,7 @@ import pytest
 
 from app.chat.inputs import Upload
 from app.core.config import Settings
-from app.core.tasks import TASKS
+from app.core.tasks import FLORENCE_TASKS as TASKS
 from app.models.manager import ModelManager
 from app.models.registry import build_manager
 from app.services.container import set_services

@@ -19,7 +19,7 @@ from app.cli.main import main
 from app.core.config import get_settings
 from app.core.images import ImageLimits, load_image_path
 from app.core.results import AnyResult
-from app.core.tasks import TASKS
+from app.core.tasks import FLORENCE_TASKS as TASKS
 from app.rendering.drawing import Annotator
 from app.services.analysis import AnalysisService
 

@@ -24,7 +24,7 @@ from app.core.errors import AppError, Busy
 from app.core.results import DetectionResult, TextResult
 from app.core.tasks import get_task
 from app.models.batching import DynamicBatcher, OutOfDeviceMemory
-from app.models.florence import FlorenceBackend, FlorenceRequest, GenerationOptions
+from app.models.florence import FlorenceBackend, GenerationOptions, TaskRequest
 from app.models.florence_inputs import InputBuilder, PreparedInput
 from app.models.manager import ModelManager
 
@@ -80,7 +80,7 @@ def scripted(backend: FlorenceBackend, images: list[Image.Image], monkeypatch: p
 
     tokenizer = backend._processor.tokenizer
     means = [
-        float(backend.preprocess([FlorenceRequest.create(image, get_task("<CAPTION>"))])["pixel_values"].mean())
+        float(backend.preprocess([TaskRequest.create(image, get_task("<CAPTION>"))])["pixel_values"].mean())
         for image in images
     ]
     original = Florence2ForConditionalGeneration.generate
@@ -129,7 +129,7 @@ def make_batcher(spy: Callable[..., list[str]], **kwargs: Any) -> DynamicBatcher
 
 
 def caption(backend: FlorenceBackend, image: Image.Image) -> PreparedInput:
-    return backend.prepare(FlorenceRequest.create(image, get_task("<CAPTION>")))
+    return backend.prepare(TaskRequest.create(image, get_task("<CAPTION>")))
 
 
 GREEDY = GenerationOptions(num_beams=1, max_new_tokens=24)
@@ -138,9 +138,9 @@ GREEDY = GenerationOptions(num_beams=1, max_new_tokens=24)
 # -- inputs ----------------------------------------------------------------------------------------------
 def test_batched_inputs_equal_the_processors(backend: FlorenceBackend, images: list[Image.Image]) -> None:
     requests = [
-        FlorenceRequest.create(images[0], get_task("<CAPTION>")),
-        FlorenceRequest.create(images[1], get_task("<CAPTION_TO_PHRASE_GROUNDING>"), text="a cat on a red car"),
-        FlorenceRequest.create(images[2], get_task("<REGION_TO_DESCRIPTION>"), region=[10, 20, 200, 220]),
+        TaskRequest.create(images[0], get_task("<CAPTION>")),
+        TaskRequest.create(images[1], get_task("<CAPTION_TO_PHRASE_GROUNDING>"), text="a cat on a red car"),
+        TaskRequest.create(images[2], get_task("<REGION_TO_DESCRIPTION>"), region=[10, 20, 200, 220]),
     ]
     processor = backend._processor
     expected = processor(
@@ -160,17 +160,17 @@ def test_one_call_with_mixed_tasks_is_one_batch_and_results_stay_in_order(
     scripted: dict[str, Any], batch_settings: Settings, images: list[Image.Image]
 ) -> None:
     requests = [
-        FlorenceRequest.create(images[0], get_task("<OD>")),
-        FlorenceRequest.create(images[1], get_task("<CAPTION>")),
-        FlorenceRequest.create(images[2], get_task("<REGION_TO_DESCRIPTION>"), region=[5, 5, 60, 60]),
-        FlorenceRequest.create(images[3], get_task("<DENSE_REGION_CAPTION>")),
+        TaskRequest.create(images[0], get_task("<OD>")),
+        TaskRequest.create(images[1], get_task("<CAPTION>")),
+        TaskRequest.create(images[2], get_task("<REGION_TO_DESCRIPTION>"), region=[5, 5, 60, 60]),
+        TaskRequest.create(images[3], get_task("<DENSE_REGION_CAPTION>")),
     ]
     manager = ModelManager(batch_settings.model_copy(update={"max_batch_size": 4, "batch_wait_ms": 60_000}))
     backend: FlorenceBackend = manager.get()
     spy = Spy(backend)
     manager._batchers["florence2"] = make_batcher(spy, max_batch_size=4, batch_wait_s=60)
     try:
-        results = manager.analyze(requests)
+        results = manager.run(requests)
     finally:
         manager.shutdown()
     assert spy.sizes == [4]  # full at once: no waiting for the 60 s window
@@ -196,10 +196,10 @@ def test_concurrent_async_callers_share_a_batch_and_each_gets_its_own(
     spy = Spy(backend)
     manager._batchers["florence2"] = make_batcher(spy, max_batch_size=4, batch_wait_s=60)
     tasks = ["<CAPTION>", "<OD>", "<CAPTION>", "<OD>"]
-    calls = [[FlorenceRequest.create(image, get_task(task))] for image, task in zip(images, tasks, strict=True)]
+    calls = [[TaskRequest.create(image, get_task(task))] for image, task in zip(images, tasks, strict=True)]
 
     async def main() -> list[list[Any]]:
-        return await asyncio.gather(*(manager.analyze_async(call) for call in calls))
+        return await asyncio.gather(*(manager.run_async(call) for call in calls))
 
     try:
         answers = asyncio.run(main())
@@ -327,9 +327,9 @@ def test_cancelling_an_async_caller_drops_its_queued_requests(
     batcher = manager._batchers["florence2"] = make_batcher(spy, max_batch_size=8)
 
     async def main() -> None:
-        blocker = asyncio.create_task(manager.analyze_async([FlorenceRequest.create(images[0], get_task("OD"))]))
+        blocker = asyncio.create_task(manager.run_async([TaskRequest.create(images[0], get_task("OD"))]))
         assert await asyncio.to_thread(spy.entered.wait, WAIT)
-        leaving = asyncio.create_task(manager.analyze_async([FlorenceRequest.create(images[1], get_task("OD"))]))
+        leaving = asyncio.create_task(manager.run_async([TaskRequest.create(images[1], get_task("OD"))]))
         while batcher.waiting == 0:  # until its request is queued behind the held batch
             await asyncio.sleep(0)
         leaving.cancel()
@@ -375,13 +375,13 @@ def test_a_request_that_cannot_fit_alone_fails_clearly_and_serving_goes_on(
     try:
         scripted["oom_above"] = 0
         with pytest.raises(OutOfDeviceMemory) as caught:
-            manager.analyze([FlorenceRequest.create(images[0], get_task("<CAPTION>"))] * 2)
+            manager.run([TaskRequest.create(images[0], get_task("<CAPTION>"))] * 2)
         error: AppError = caught.value
         assert error.code == "out_of_memory" and error.http_status == 503
         assert "Not enough GPU memory for 1 request(s)" in error.message
         assert manager.status()[0]["batching"]["split_retries"] == 1
         scripted["oom_above"] = None
-        (result,) = manager.analyze([FlorenceRequest.create(images[1], get_task("<CAPTION>"))])
+        (result,) = manager.run([TaskRequest.create(images[1], get_task("<CAPTION>"))])
         assert result == TextResult("<CAPTION>", images[1].size, text="dog")
     finally:
         manager.shutdown()

@@ -12,7 +12,7 @@ from app.core.config import Settings
 from app.core.results import DetectionResult, OCRResult, SegmentationResult, TextResult
 from app.core.tasks import get_task
 from app.models.acceleration import quantize_int8
-from app.models.florence import FlorenceBackend, FlorenceRequest
+from app.models.florence import FlorenceBackend, TaskRequest
 
 ENGINE_BEFORE = torch.backends.quantized.engine
 
@@ -62,7 +62,7 @@ def test_int8_gives_the_same_result_types_as_float32(
     int8_backend: FlorenceBackend, tiny_manager: object, photo: Image.Image, task: str, extra: dict, kind: type
 ) -> None:
     fp32: FlorenceBackend = tiny_manager.get()  # type: ignore[attr-defined]
-    request = FlorenceRequest.create(photo, get_task(task), **extra)
+    request = TaskRequest.create(photo, get_task(task), **extra)
     (quantized_result,) = int8_backend.run([request])
     (reference,) = fp32.run([request])
     assert type(quantized_result) is type(reference) is kind
@@ -72,7 +72,7 @@ def test_int8_gives_the_same_result_types_as_float32(
 
 
 def test_int8_batches_of_mixed_tasks_run(int8_backend: FlorenceBackend, photo: Image.Image) -> None:
-    requests = [FlorenceRequest.create(photo, get_task(t), **extra) for t, extra, _ in TASKS]
+    requests = [TaskRequest.create(photo, get_task(t), **extra) for t, extra, _ in TASKS]
     results = int8_backend.run(requests)
     assert [type(r) for r in results] == [kind for _, _, kind in TASKS]
 

@@ -19,19 +19,19 @@ from PIL import Image
 
 from app.core.config import Settings
 from app.core.tasks import PROMPT_TASKS, InputKind, TaskSpec
-from app.models.florence import FlorenceBackend, FlorenceRequest, GenerationOptions
+from app.models.florence import FlorenceBackend, GenerationOptions, TaskRequest
 from app.models.manager import ModelManager
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
-def request_for(spec: TaskSpec, image: Image.Image) -> FlorenceRequest:
+def request_for(spec: TaskSpec, image: Image.Image) -> TaskRequest:
     if spec.input_kind is InputKind.TEXT:
-        return FlorenceRequest.create(image, spec, text="a cat")
+        return TaskRequest.create(image, spec, text="a cat")
     if spec.input_kind is InputKind.REGION:
         width, height = image.size
-        return FlorenceRequest.create(image, spec, region=[width * 0.1, height * 0.2, width * 0.7, height * 0.9])
-    return FlorenceRequest.create(image, spec)
+        return TaskRequest.create(image, spec, region=[width * 0.1, height * 0.2, width * 0.7, height * 0.9])
+    return TaskRequest.create(image, spec)
 
 
 @pytest.fixture(scope="module")
@@ -79,9 +79,7 @@ def spy(backend: FlorenceBackend, monkeypatch: pytest.MonkeyPatch) -> Iterator[G
     recorder.hook.remove()
 
 
-def assert_inputs_equal_the_processors(
-    backend: FlorenceBackend, spy: GenerateSpy, requests: list[FlorenceRequest]
-) -> None:
+def assert_inputs_equal_the_processors(backend: FlorenceBackend, spy: GenerateSpy, requests: list[TaskRequest]) -> None:
     processor = backend._processor
     expected = processor(
         text=[r.prompt() for r in requests], images=[r.image for r in requests], return_tensors="pt", padding=True

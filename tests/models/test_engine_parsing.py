@@ -20,7 +20,7 @@ from transformers import LogitsProcessorList
 
 from app.core.results import AnyResult, DetectionResult, OCRResult, SegmentationResult, TextResult
 from app.core.tasks import get_task
-from app.models.florence import FlorenceBackend, FlorenceRequest, GenerationOptions
+from app.models.florence import FlorenceBackend, GenerationOptions, TaskRequest
 from app.models.manager import ModelManager
 from tests.scripted_support import Scripted
 
@@ -42,7 +42,7 @@ def script_ids(backend: FlorenceBackend, answer: str) -> list[int]:
 
 
 def run_scripted(
-    backend: FlorenceBackend, requests: Sequence[FlorenceRequest], answers: Sequence[str], num_beams: int = 1
+    backend: FlorenceBackend, requests: Sequence[TaskRequest], answers: Sequence[str], num_beams: int = 1
 ) -> list[AnyResult]:
     scripts = [script_ids(backend, answer) for answer in answers]
     # Only the next scripted id gets a finite score (after generate's own forced BOS/EOS processors);
@@ -53,9 +53,9 @@ def run_scripted(
     return backend.run(requests, generation=options, logits_processor=LogitsProcessorList([processor]))
 
 
-def request(size: tuple[int, int], task: str, text: str | None = None, region: Any = None) -> FlorenceRequest:
+def request(size: tuple[int, int], task: str, text: str | None = None, region: Any = None) -> TaskRequest:
     image = Image.new("RGB", size, (90, 120, 150))
-    return FlorenceRequest.create(image, get_task(task), text=text, region=region)
+    return TaskRequest.create(image, get_task(task), text=text, region=region)
 
 
 OD_ANSWER = "car<loc_53><loc_334><loc_933><loc_775>door handle<loc_425><loc_504><loc_474><loc_536>"

@@ -20,7 +20,7 @@ from transformers import LogitsProcessor, LogitsProcessorList
 from app.core.config import Settings
 from app.core.results import DetectionResult, OCRResult, SegmentationResult
 from app.core.tasks import get_task
-from app.models.florence import FlorenceBackend, FlorenceRequest, GenerationOptions
+from app.models.florence import FlorenceBackend, GenerationOptions, TaskRequest
 from app.models.manager import ModelManager
 from tests.scripted_support import UNSURE_P, Scripted
 
@@ -57,9 +57,7 @@ def ids(backend: FlorenceBackend, text: str) -> list[int]:
     return found
 
 
-def run_unsure_tail(
-    backend: FlorenceBackend, request: FlorenceRequest, sure: str, unsure: str, num_beams: int = 1
-) -> Any:
+def run_unsure_tail(backend: FlorenceBackend, request: TaskRequest, sure: str, unsure: str, num_beams: int = 1) -> Any:
     """Generate `<s> sure unsure </s>` where every token of `unsure` is an unsure step."""
     tokenizer = backend._processor.tokenizer
     head, tail = ids(backend, sure), ids(backend, unsure)
@@ -111,7 +109,7 @@ def test_an_unsure_instance_scores_its_tokens_probability_and_the_others_one(
     backend: FlorenceBackend, task: str, text: str | None, sure: str, unsure: str, count: int, num_beams: int
 ) -> None:
     region = [20, 30, 300, 400] if get_task(task).needs_region else None
-    request = FlorenceRequest.create(image(), get_task(task), text=text, region=region)
+    request = TaskRequest.create(image(), get_task(task), text=text, region=region)
     result = run_unsure_tail(backend, request, sure, unsure, num_beams)
     scores = scores_of(result)
     assert scores is not None and len(scores) == count
@@ -123,7 +121,7 @@ def test_an_unsure_instance_scores_its_tokens_probability_and_the_others_one(
 
 
 def test_coco_carries_each_instances_score(backend: FlorenceBackend) -> None:
-    request = FlorenceRequest.create(image(), get_task("OD"))
+    request = TaskRequest.create(image(), get_task("OD"))
     result = run_unsure_tail(backend, request, "car" + BOX_A, "door handle" + BOX_B)
     assert isinstance(result, DetectionResult)
     assert [a["score"] for a in result.to_coco()["annotations"]] == [1.0, round(UNSURE_P, 4)]
@@ -131,8 +129,8 @@ def test_coco_carries_each_instances_score(backend: FlorenceBackend) -> None:
 
 def test_text_tasks_ask_generate_for_no_scores(backend: FlorenceBackend, monkeypatch: pytest.MonkeyPatch) -> None:
     seen = spy_generate(backend, monkeypatch)
-    backend.run([FlorenceRequest.create(image(), get_task("CAPTION"))], max_new_tokens=2)
-    backend.run([FlorenceRequest.create(image(), get_task("OD"))], max_new_tokens=2)
+    backend.run([TaskRequest.create(image(), get_task("CAPTION"))], max_new_tokens=2)
+    backend.run([TaskRequest.create(image(), get_task("OD"))], max_new_tokens=2)
     assert [call.get("output_scores", False) for call in seen] == [False, True]
 
 
@@ -144,9 +142,7 @@ def cached_backend(tiny_settings: Settings) -> Iterator[FlorenceBackend]:
     manager.shutdown()
 
 
-def paced_run(
-    backend: FlorenceBackend, requests: list[FlorenceRequest], answers: list[str], num_beams: int
-) -> list[Any]:
+def paced_run(backend: FlorenceBackend, requests: list[TaskRequest], answers: list[str], num_beams: int) -> list[Any]:
     tokenizer = backend._processor.tokenizer
     scripts = [[tokenizer.bos_token_id, *ids(backend, a), tokenizer.eos_token_id] for a in answers]
     processor = ModelPaced(scripts, num_beams, tokenizer.pad_token_id)
@@ -162,9 +158,9 @@ def test_batching_and_the_feature_cache_give_the_same_scores_as_single_requests(
 
     pictures = [Image.fromarray(x) for x in (data.astronaut(), data.chelsea(), data.coffee())]
     requests = [
-        FlorenceRequest.create(pictures[0], get_task("OD")),
-        FlorenceRequest.create(pictures[1], get_task("OCR_WITH_REGION")),
-        FlorenceRequest.create(pictures[2], get_task("REFERRING_EXPRESSION_SEGMENTATION"), text="a cup"),
+        TaskRequest.create(pictures[0], get_task("OD")),
+        TaskRequest.create(pictures[1], get_task("OCR_WITH_REGION")),
+        TaskRequest.create(pictures[2], get_task("REFERRING_EXPRESSION_SEGMENTATION"), text="a cup"),
     ]
     answers = ["car" + BOX_A + "door handle" + BOX_B, "HELLO" + QUAD, "<poly>" + POLY_A + "</poly>"]
     single = [paced_run(backend, [r], [a], num_beams)[0] for r, a in zip(requests, answers, strict=True)]
@@ -196,7 +192,7 @@ def test_generate_gets_the_pinned_settings_and_num_beams(
     try:
         loaded: FlorenceBackend = manager.get()
         seen = spy_generate(loaded, monkeypatch)
-        manager.analyze([FlorenceRequest.create(image(), get_task("OD"))])
+        manager.run([TaskRequest.create(image(), get_task("OD"))])
     finally:
         manager.shutdown()
     (kwargs,) = seen
@@ -224,7 +220,7 @@ def test_repeated_labels_and_coordinates_survive(backend: FlorenceBackend) -> No
 
     options = GenerationOptions(num_beams=1, max_new_tokens=len(script) + 2)
     (result,) = backend.run(
-        [FlorenceRequest.create(image(), get_task("OD"))],
+        [TaskRequest.create(image(), get_task("OD"))],
         generation=options,
         logits_processor=LogitsProcessorList([Prefer()]),
     )
@@ -233,7 +229,7 @@ def test_repeated_labels_and_coordinates_survive(backend: FlorenceBackend) -> No
 
 
 def test_an_unscripted_answer_starts_with_the_forced_bos(backend: FlorenceBackend) -> None:
-    prepared = [backend.prepare(FlorenceRequest.create(image(), get_task("OD")))]
+    prepared = [backend.prepare(TaskRequest.create(image(), get_task("OD")))]
     (answer,) = backend.generate_texts(prepared, GenerationOptions(num_beams=3, max_new_tokens=6))
     assert answer.token_ids[0] == backend._processor.tokenizer.bos_token_id
     assert answer.token_probs is not None and len(answer.token_probs) == len(answer.token_ids)

@@ -21,8 +21,9 @@ from app.core.config import Settings
 from app.core.errors import AppError, InvalidInput, ModelUnavailable, UnknownTask
 from app.core.images import ImageLimits, LoadedImage, load_image_bytes
 from app.core.results import DetectionResult, OCRResult, SegmentationResult, TextResult
-from app.core.tasks import PROMPT_TASKS, TASKS, OutputKind, TaskSpec, get_task, strip_markup
-from app.models.florence import FlorenceBackend, FlorenceRequest
+from app.core.tasks import FLORENCE_TASKS as TASKS
+from app.core.tasks import PROMPT_TASKS, OutputKind, TaskSpec, get_task, strip_markup
+from app.models.florence import FlorenceBackend, TaskRequest
 from app.models.manager import ModelManager, ModelState
 from app.services.analysis import AnalysisService
 
@@ -73,7 +74,7 @@ class ModelWorkSpy:
         self.generate_batches: list[int] = []
         real_prepare, real_forward = backend.prepare, backend.forward
 
-        def prepare(request: FlorenceRequest) -> Any:
+        def prepare(request: TaskRequest) -> Any:
             self.prepared += 1
             return real_prepare(request)
 
@@ -193,13 +194,13 @@ def test_every_image_kind_is_converted_and_analysed_in_order(
     backend: FlorenceBackend, tiny_manager: ModelManager
 ) -> None:
     images = {kind: make() for kind, make in IMAGE_KINDS.items()}
-    requests = [FlorenceRequest.create(image, get_task("OD")) for image in images.values()]
+    requests = [TaskRequest.create(image, get_task("OD")) for image in images.values()]
     for kind, request in zip(images, requests, strict=True):
         assert request.image.mode == "RGB", kind
         assert request.image.size == images[kind].size, kind
         for xy, rgb in EXPECTED_PIXELS.get(kind, {}).items():
             assert request.image.getpixel(xy) == rgb, kind
-    results = tiny_manager.analyze(requests)
+    results = tiny_manager.run(requests)
     assert [r.image_wh for r in results] == [image.size for image in images.values()]
     assert all(isinstance(r, DetectionResult) for r in results)
     for result in results:
@@ -212,8 +213,8 @@ def test_every_image_kind_is_converted_and_analysed_in_order(
 def test_image_kinds_with_a_region_task(kind: str, tiny_manager: ModelManager) -> None:
     image = IMAGE_KINDS[kind]()
     width, height = image.size
-    request = FlorenceRequest.create(image, get_task("REGION_TO_DESCRIPTION"), region=(0, 0, width, height))
-    (result,) = tiny_manager.analyze([request])
+    request = TaskRequest.create(image, get_task("REGION_TO_DESCRIPTION"), region=(0, 0, width, height))
+    (result,) = tiny_manager.run([request])
     assert isinstance(result, TextResult)
     assert result.region == (0.0, 0.0, float(width), float(height))
 
@@ -245,7 +246,7 @@ def test_a_region_that_misses_one_image_fails_only_that_image(
 
 
 def test_mixed_tasks_in_one_generate_call(backend: FlorenceBackend, photo: Image.Image, spy: ModelWorkSpy) -> None:
-    requests = [FlorenceRequest.create(photo, spec, **extra_input(spec)) for spec in PROMPT_TASKS]
+    requests = [TaskRequest.create(photo, spec, **extra_input(spec)) for spec in PROMPT_TASKS]
     results = backend.run(requests)
     assert spy.generate_batches == [15]
     for spec, result in zip(PROMPT_TASKS, results, strict=True):
@@ -284,7 +285,7 @@ def test_bad_extra_input_is_rejected_before_model_work(
 ) -> None:
     spec = get_task(task)
     with pytest.raises(InvalidInput) as caught:
-        FlorenceRequest.create(photo_upload.image, spec, **extra)
+        TaskRequest.create(photo_upload.image, spec, **extra)
     assert caught.value.code == code
     (outcome,) = service.analyze([photo_upload], spec, **extra)
     assert outcome.result is None and outcome.error is not None and outcome.error.code == code
@@ -294,7 +295,7 @@ def test_bad_extra_input_is_rejected_before_model_work(
 
 
 def test_text_with_ordinary_angle_brackets_is_accepted(photo: Image.Image) -> None:
-    request = FlorenceRequest.create(photo, get_task("OVD"), text="  a < b > c  ")
+    request = TaskRequest.create(photo, get_task("OVD"), text="  a < b > c  ")
     assert request.prompt() == "<OPEN_VOCABULARY_DETECTION>a < b > c"
 
 
@@ -390,7 +391,7 @@ def test_state_machine_failed_with_reason_then_retried_to_ready(
         assert any("warm-up took" in record.getMessage() for record in caplog.records)
         # loaded once: a second get does not load again
         assert manager.get() is backend and states_during_load == [ModelState.LOADING]
-        (result,) = manager.analyze([FlorenceRequest.create(Image.new("RGB", (20, 20)), get_task("OCR"))])
+        (result,) = manager.run([TaskRequest.create(Image.new("RGB", (20, 20)), get_task("OCR"))])
         assert isinstance(result, TextResult)
     finally:
         manager.shutdown()

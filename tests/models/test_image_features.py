@@ -15,7 +15,7 @@ from PIL import Image
 
 from app.core.config import Settings
 from app.core.tasks import get_task
-from app.models.florence import FlorenceBackend, FlorenceRequest, GenerationOptions
+from app.models.florence import FlorenceBackend, GenerationOptions, TaskRequest
 from app.models.image_features import ImageFeatureCache, pixels_digest
 from app.models.manager import ModelManager
 
@@ -91,7 +91,7 @@ def pictures() -> list[Image.Image]:
     return [Image.fromarray(x) for x in (data.astronaut(), data.chelsea(), data.coffee())]
 
 
-def requests_for(images: list[Image.Image]) -> list[FlorenceRequest]:
+def requests_for(images: list[Image.Image]) -> list[TaskRequest]:
     """A mix of tasks and prompt lengths, one per image in turn."""
     tasks = [
         ("<OD>", None, None),
@@ -100,7 +100,7 @@ def requests_for(images: list[Image.Image]) -> list[FlorenceRequest]:
         ("<MORE_DETAILED_CAPTION>", None, None),
     ]
     return [
-        FlorenceRequest.create(images[i % len(images)], get_task(token), text=text, region=region)
+        TaskRequest.create(images[i % len(images)], get_task(token), text=text, region=region)
         for i, (token, text, region) in enumerate(tasks)
     ]
 
@@ -144,14 +144,14 @@ def test_a_further_task_on_the_same_image_skips_the_image_encoder(
     cached, _ = backends
     calls = EncoderCalls(cached)
     try:
-        cached.run([FlorenceRequest.create(pictures[1], get_task("<CAPTION>"))])
+        cached.run([TaskRequest.create(pictures[1], get_task("<CAPTION>"))])
         before = calls.images
         for token in ("<OD>", "<OCR>", "<DENSE_REGION_CAPTION>"):
-            cached.run([FlorenceRequest.create(pictures[1], get_task(token))])
+            cached.run([TaskRequest.create(pictures[1], get_task(token))])
         # The same picture decoded afresh (a new upload) is the same pixels, so it is found too.
-        cached.run([FlorenceRequest.create(pictures[1].copy(), get_task("<CAPTION>"))])
+        cached.run([TaskRequest.create(pictures[1].copy(), get_task("<CAPTION>"))])
         assert calls.images == before
-        cached.run([FlorenceRequest.create(pictures[1].rotate(90, expand=True), get_task("<CAPTION>"))])
+        cached.run([TaskRequest.create(pictures[1].rotate(90, expand=True), get_task("<CAPTION>"))])
         assert calls.images == before + 1
     finally:
         calls.handle.remove()
@@ -173,8 +173,8 @@ def test_out_of_memory_while_encoding_images_splits_the_batch(
 
     handle = backend._model.model.vision_tower.register_forward_pre_hook(refuse_batches)
     try:
-        requests = [FlorenceRequest.create(picture, get_task("<CAPTION>")) for picture in pictures]
-        results = manager.analyze(requests)
+        requests = [TaskRequest.create(picture, get_task("<CAPTION>")) for picture in pictures]
+        results = manager.run(requests)
         splits = manager.status()[0]["batching"]["split_retries"]
     finally:
         handle.remove()

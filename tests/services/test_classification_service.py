@@ -23,10 +23,13 @@ from app.core.classification_results import ClassificationResult, ZeroShotResult
 from app.core.config import Settings
 from app.core.errors import Busy, InvalidInput, ModelUnavailable, UnknownTask
 from app.core.images import LoadedImage
+from app.core.task_inputs import ZeroShotRequest
 from app.models.manager import ModelManager, ModelState
 from app.models.registry import BackendRegistry, build_manager
 from app.rendering.charts import probability_chart_png
-from app.services.classification import ClassificationOutcome, ClassificationService, ZeroShotRequest
+from app.services.analysis import AnalysisService
+from app.services.analysis import ImageOutcome as ClassificationOutcome
+from app.services.classification import ClassificationService
 from tests.tiny_models import RESNET_BIAS_LOGITS, ZERO_SHOT_TEXT_LENGTH, build_tiny_resnet, build_tiny_siglip
 
 LABELS = ["a cat", "a dog", "a red car"]
@@ -45,7 +48,7 @@ def manager(classify_settings: Settings) -> Iterator[ModelManager]:
 
 @pytest.fixture(scope="module")
 def service(manager: ModelManager) -> ClassificationService:
-    return ClassificationService(manager)
+    return ClassificationService(AnalysisService(manager))
 
 
 @pytest.fixture(scope="module")
@@ -118,7 +121,7 @@ def test_a_non_imagenet_checkpoint_keeps_its_own_labels(tmp_path: Path, classify
     directory = build_tiny_resnet(tmp_path / "pets", labels=["cat", "dog", "bird"], bias_logits={1: 2.0})
     manager = build_manager(settings_with(classify_settings, classifier_model_id=str(directory)))
     try:
-        service = ClassificationService(manager)
+        service = ClassificationService(AnalysisService(manager))
         image = [LoadedImage(Image.new("RGB", (40, 30), "green"), "PNG", "green")]
         [outcome] = run(service.classify(image, top_n=3))
         e2 = math.exp(2.0)
@@ -134,7 +137,11 @@ def test_missing_checkpoint_fails_fast_naming_the_setting(classify_settings: Set
     manager = build_manager(settings_with(classify_settings, classifier_model_id="./no/such/classifier"))
     try:
         with pytest.raises(ModelUnavailable) as raised:
-            run(ClassificationService(manager).classify([LoadedImage(Image.new("RGB", (8, 8)), "PNG", "x")]))
+            run(
+                ClassificationService(AnalysisService(manager)).classify(
+                    [LoadedImage(Image.new("RGB", (8, 8)), "PNG", "x")]
+                )
+            )
         assert "CLASSIFIER_MODEL_ID" in raised.value.message
         assert manager.state("classifier") is ModelState.FAILED
         assert manager.state("florence2") is ModelState.NOT_LOADED  # backends load apart
@@ -146,7 +153,7 @@ def test_model_work_shares_the_managers_bounded_queue(classify_settings: Setting
     manager = build_manager(settings_with(classify_settings, max_queue_size=1))
     release = threading.Event()
     try:
-        service = ClassificationService(manager)
+        service = ClassificationService(AnalysisService(manager))
         manager.get("classifier")
         blocker = manager.submit(release.wait)  # occupies the one queue place
         with pytest.raises(Busy):
@@ -279,7 +286,7 @@ def test_siglip_uses_its_sigmoid_and_bias(tmp_path: Path, classify_settings: Set
     directory = build_tiny_siglip(tmp_path / "siglip")
     manager = build_manager(settings_with(classify_settings, zero_shot_model_id=str(directory)))
     try:
-        service = ClassificationService(manager)
+        service = ClassificationService(AnalysisService(manager))
         multi = zero_shot(service, images, LABELS, multi_label=True)
         exclusive = zero_shot(service, images, LABELS)
         backend = manager.get("zero_shot")

@@ -12,7 +12,8 @@ import pytest
 from fastapi.testclient import TestClient
 
 from app.core.config import Settings
-from app.core.tasks import TASKS, get_task
+from app.core.tasks import FLORENCE_TASKS as TASKS
+from app.core.tasks import get_task
 from app.services.ratelimit import model_runs, work_cost
 from tests.api_support import api_settings, auth_header, png_bytes, running_app
 
@@ -26,7 +27,7 @@ def test_the_rule_counts_model_runs_on_images() -> None:
     assert work_cost(3, [od]) == 3
     assert work_cost(1, [grounding]) == 2  # a caption, then the grounding of that caption
     assert work_cost(4, [caption, od, ocr]) == 12  # "Analyze everything" on four images
-    assert work_cost(5) == 5  # classification and zero-shot: one run per image
+    assert work_cost(5, [get_task("CLASSIFY")]) == work_cost(5, [get_task("ZERO_SHOT")]) == 5  # one run per image
     assert {spec.short_name for spec in TASKS if model_runs(spec) != 1} == {"CAPTION_GROUNDING"}
 
 

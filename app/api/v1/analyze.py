@@ -15,7 +15,6 @@ from app.api.intake import read_analyze_input
 from app.api.metrics import TASK_STATE_KEY
 from app.api.v1.schemas import AnalyzeResponse, analyze_request_body
 from app.core.images import LoadedImage
-from app.core.results import AnyResult
 from app.core.tasks import get_task, text_with_classes, validate_task_inputs
 from app.services.analysis import ImageOutcome
 from app.services.per_image import ImageReport, annotate
@@ -45,11 +44,11 @@ async def analyze(request: Request, principal: PrincipalDep, services: ServicesD
     # The shared RATE_LIMIT's cost rule (a unit per model run on one image), counted before any fetching.
     services.limiter.hit(principal.sub, cost=work_cost(len(parsed.sources), [spec]))
 
-    async def work() -> list[ImageReport[AnyResult]]:
+    async def work() -> list[ImageReport]:
         def infer(images: list[LoadedImage]) -> Awaitable[list[ImageOutcome]]:
             return services.analysis.analyze_async(images, spec, text, parsed.region, parsed.min_score)
 
-        reports: list[ImageReport[AnyResult]] = await run_on_sources(api, parsed.sources, infer)
+        reports: list[ImageReport] = await run_on_sources(api, parsed.sources, infer)
         if parsed.annotate:
             await asyncio.to_thread(annotate, reports)
         return reports

@@ -38,13 +38,12 @@ from app.api.v1.schemas_classify import (
     seed_classify_body,
     zero_shot_body,
 )
-from app.core.classification_results import ClassificationResult
+from app.core.classification_results import AnyClassification, ClassificationResult
 from app.core.classify_math import RAW_LABEL_TEMPLATES
 from app.core.config import Settings
 from app.core.errors import AppError
-from app.models.classifier import CLASSIFY_TASK
-from app.models.zero_shot import ZERO_SHOT_TASK
-from app.services.classification import AnyClassification, ZeroShotRequest
+from app.core.task_inputs import ZeroShotRequest
+from app.core.tasks import CLASSIFY, ZERO_SHOT
 from app.services.container import Services
 from app.services.llm_analysis import ALIASES
 from app.services.per_image import ImageReport
@@ -55,7 +54,7 @@ SEED_TOP_K = 5  # what the replaced systems returned (the transformers pipeline 
 _ERRORS = error_responses(400, 401, 403, 413, 415, 422, 429, 500, 503)
 TopK = Annotated[int, Query(ge=1, le=1000, description="Labels per image")]
 _JSON_ONLY = "Send the request as application/json (or multipart/form-data where files are accepted)."
-Report = ImageReport[AnyClassification]
+Report = ImageReport
 SEED_IMAGE_ERROR = "Failed to process image"
 ANALYSIS_NOT_CONFIGURED = {
     "code": "analysis_not_configured",
@@ -106,7 +105,7 @@ async def _classify_seed(
     services.classification.check_classify_input(top_k, "en")
     if not sources:
         return JSONResponse({"responses": []})
-    services.limiter.hit(principal.sub, cost=work_cost(len(sources)))
+    services.limiter.hit(principal.sub, cost=work_cost(len(sources), [CLASSIFY]))
     alias = (model or "").strip().lower()
     explain = alias in ALIASES
 
@@ -118,14 +117,14 @@ async def _classify_seed(
             await _explain(services, alias, reports)
         return reports
 
-    reports = await finish_reports(request, api, CLASSIFY_TASK, work())
+    reports = await finish_reports(request, api, CLASSIFY.short_name, work())
     if reports is None:
         return Response(status_code=CLIENT_CLOSED_REQUEST)
     return JSONResponse({"responses": [_seed_entry(report) for report in reports]})
 
 
 def _seed_entry(report: Report) -> dict[str, Any]:
-    if report.result is None:
+    if not isinstance(report.result, AnyClassification):
         failure = report.failure()
         # The seed's words, then ours: `code` says which of the failures it was.
         return {"name": report.name, "error": SEED_IMAGE_ERROR, "message": failure.message, "code": failure.code}
@@ -183,11 +182,11 @@ async def classify_v1(request: Request, principal: PrincipalDep, services: Servi
     "probability"}], "duration", "repository", "version", "library", "model", ...}]}`."""
     sources, top_n, language = await _read_v1_input(request, api.settings)
     top_n, language = services.classification.check_classify_input(top_n, language)
-    services.limiter.hit(principal.sub, cost=work_cost(len(sources)))
+    services.limiter.hit(principal.sub, cost=work_cost(len(sources), [CLASSIFY]))
     work: Awaitable[list[Report]] = run_on_sources(
         api, sources, lambda images: services.classification.classify(images, top_n, language)
     )
-    reports = await finish_reports(request, api, CLASSIFY_TASK, work)
+    reports = await finish_reports(request, api, CLASSIFY.short_name, work)
     if reports is None:
         return Response(status_code=CLIENT_CLOSED_REQUEST)
     return reports_response(reports, [report.to_dict() for report in reports])
@@ -224,12 +223,12 @@ async def zero_shot(request: Request, principal: PrincipalDep, services: Service
     templates = payload.templates or RAW_LABEL_TEMPLATES
     checked = ZeroShotRequest.create(payload.labels, payload.categories, payload.multi_label, templates)
     sources = _zero_shot_sources(payload, api.settings)
-    services.limiter.hit(principal.sub, cost=work_cost(len(sources)))
+    services.limiter.hit(principal.sub, cost=work_cost(len(sources), [ZERO_SHOT]))
 
     work: Awaitable[list[Report]] = run_on_sources(
         api, sources, lambda images: services.classification.zero_shot(images, checked)
     )
-    reports = await finish_reports(request, api, ZERO_SHOT_TASK, work)
+    reports = await finish_reports(request, api, ZERO_SHOT.short_name, work)
     if reports is None:
         return Response(status_code=CLIENT_CLOSED_REQUEST)
     if payload.image_data is not None:

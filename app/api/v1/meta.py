@@ -11,7 +11,7 @@ from app.api.auth import PrincipalDep
 from app.api.deps import ApiStateDep, ServicesDep
 from app.api.errors import error_responses
 from app.api.v1.schemas import Health, ModelList, Readiness, TaskList
-from app.core.tasks import TASKS
+from app.core.tasks import all_tasks
 from app.models.manager import ModelState
 
 PRIMARY_MODEL = "florence2"
@@ -22,7 +22,7 @@ ops = APIRouter(tags=["operations"])
 
 @api_v1.get("/tasks", response_model=TaskList, summary="The tasks the model can run")
 async def list_tasks(principal: PrincipalDep) -> TaskList:
-    return TaskList(tasks=[{**spec.to_dict(), "aliases": list(spec.aliases)} for spec in TASKS])
+    return TaskList(tasks=[{**spec.to_dict(), "aliases": list(spec.aliases)} for spec in all_tasks()])
 
 
 @api_v1.get("/models", response_model=ModelList, summary="Models with their state, device and dtype")

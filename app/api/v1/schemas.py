@@ -6,7 +6,7 @@ from typing import Annotated, Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from app.core.tasks import TASKS
+from app.core.tasks import all_tasks
 
 MAX_URL_CHARS = 2048
 DATA_URL_PATTERN = r"^data:"
@@ -119,7 +119,7 @@ MULTIPART_SCHEMA: dict[str, Any] = {
     "type": "object",
     "required": ["task", "files"],
     "properties": {
-        "task": {"type": "string", "minLength": 1, "maxLength": 100, "examples": [TASKS[0].token]},
+        "task": {"type": "string", "minLength": 1, "maxLength": 100, "examples": [all_tasks()[0].token]},
         "text": {"type": "string", "maxLength": 1000},
         "region": {"type": "string", "maxLength": 200, "description": "x1,y1,x2,y2 in pixels"},
         "labels": {"type": "string", "maxLength": 2000, "description": "open-vocabulary classes, comma-separated"},

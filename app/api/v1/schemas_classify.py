@@ -12,7 +12,7 @@ from typing import Annotated, Any
 from pydantic import BaseModel, ConfigDict, Field, RootModel, model_validator
 
 from app.api.v1.schemas import MAX_URL_CHARS, ImageInput, ImageURL, inline_refs
-from app.services.classification import MAX_LABEL_CHARS, MAX_LABELS, MAX_TEMPLATES, MAX_TOP_N
+from app.core.task_inputs import MAX_LABEL_CHARS, MAX_LABELS, MAX_TEMPLATES, MAX_TOP_N
 
 LabelText = Annotated[str, Field(min_length=1, max_length=MAX_LABEL_CHARS)]
 
