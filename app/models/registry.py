@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from app.core.config import Settings
 from app.core.errors import UnknownTask
@@ -35,7 +35,7 @@ def unregister_backend(factory: BackendFactory) -> None:
     _EXTRA_BACKENDS.remove(factory)
 
 
-def route_table(backends: Sequence[Any]) -> dict[str, str]:
+def route_table(backends: Sequence[Backend]) -> dict[str, str]:
     """Task token → name of the backend that serves it: the first backend, in priority order, listing it."""
     table: dict[str, str] = {}
     for backend in backends:
