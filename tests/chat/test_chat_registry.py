@@ -13,10 +13,12 @@ from typing import Any
 import pytest
 from PIL import Image, ImageDraw, ImageFont
 
+from app.chat import followups
 from app.chat.catalogue import chat_tasks, get_chat_task, picker_hint, picker_icon
 from app.chat.flow import ChatFlow
 from app.chat.inputs import Upload
 from app.chat.session import ChatSession
+from app.chat.ui import FollowUp
 from app.core.config import Settings
 from app.core.results import RunInfo
 from app.core.tasks import InputKind, OutputKind, TaskSpec, register_task, unregister_task
@@ -140,3 +142,11 @@ def test_ocr_download_names_rapidocr_when_it_reads_the_text(tiny_settings: Setti
     assert combined["model"] == settings.model_id
     assert combined["models"] == {"<CAPTION>": settings.model_id, "<OD>": settings.model_id, "<OCR>": "rapidocr"}
     assert combined["results"]["<OCR>"]["text"] == "OPEN 24 HOURS"
+
+
+def test_follow_up_buttons_name_registered_tasks_only(monkeypatch: pytest.MonkeyPatch) -> None:
+    gone = FollowUp("NOT_REGISTERED", "Gone", "A task no longer in the registry")
+    monkeypatch.setattr(followups, "FOLLOW_UPS", (gone, *followups.FOLLOW_UPS))
+    offered = [f.task_key for f in followups.follow_ups_after("CAPTION")]
+    assert offered == ["OD", "OCR_WITH_REGION", "REGION_TO_DESCRIPTION", "DETAILED_CAPTION",
+                       "REFERRING_EXPRESSION_SEGMENTATION"]  # fmt: skip
