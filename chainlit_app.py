@@ -13,7 +13,7 @@ from typing import Any
 
 import chainlit as cl
 
-from app.chat.catalogue import CHAT_TASKS, DEFAULT_TASK, get_chat_task
+from app.chat.catalogue import DEFAULT_TASK, chat_tasks, get_chat_task, picker_hint, picker_icon
 from app.chat.flow import ChatFlow
 from app.chat.guard import socket_client_address
 from app.chat.inputs import Upload
@@ -35,17 +35,17 @@ REGION_PICKER_ELEMENT = "RegionPicker"
 
 
 def task_modes() -> list[cl.Mode]:
-    """The composer's Task picker: every chat task, human names and one-line descriptions."""
+    """The composer's Task picker: Auto and every registered task (read now: a task registered since shows)."""
     default = get_chat_task(DEFAULT_TASK)
     options = [
         cl.ModeOption(
             id=task.key,
             name=task.name,
-            description=task.description + task.hint,
-            icon=task.icon,
-            default=task == default,
+            description=task.description + picker_hint(task),
+            icon=picker_icon(task),
+            default=task is default,
         )
-        for task in CHAT_TASKS
+        for task in chat_tasks()
     ]
     return [cl.Mode(id=TASK_MODE_ID, name="Task", options=options)]
 

@@ -1,97 +1,74 @@
-"""The chat's task list in one place: the Florence-2 catalogue (`app.core.tasks.TASKS`) plus the classifiers.
+"""The chat's tasks: Auto plus every task of the registry (`app.core.tasks`), read at call time.
 
 The composer's Task picker, the session's chosen task and the dispatch in `app.chat.flow` all read
-`CHAT_TASKS`, so a task added to the catalogue appears in the chat with no other change.
+`chat_tasks()`, so a task registered at any time (`register_task`) appears in the chat with no other change.
+Auto is the one chat-only task: it reads the message and picks a registered one (`app.chat.intent`).
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from enum import StrEnum
-
 from app.core.errors import UnknownTask
-from app.core.tasks import FLORENCE_TASKS as TASKS
-from app.core.tasks import InputKind, OutputKind, TaskSpec, get_task
+from app.core.tasks import REGISTRY, InputKind, OutputKind, TaskRegistry, TaskSpec, all_tasks
 
-
-class ChatTaskKind(StrEnum):
-    AUTO = "auto"  # reads the message and picks one of the others (`app.chat.intent`)
-    FLORENCE = "florence"  # one of the Florence-2 prompts; `spec` says which
-    CLASSIFY = "classify"  # ImageNet classifier
-    ZERO_SHOT = "zero_shot"  # CLIP/SigLIP against labels the user types
-
-
-@dataclass(frozen=True)
-class ChatTask:
-    key: str  # the picker's option id: a Florence short name (`OD`), `CLASSIFY` or `ZERO_SHOT`
-    name: str
-    description: str
-    icon: str  # a lucide icon name, as Chainlit's picker expects
-    kind: ChatTaskKind
-    spec: TaskSpec | None = None  # set exactly for Florence tasks
-    aliases: tuple[str, ...] = ()
-
-    @property
-    def needs_text(self) -> bool:
-        return self.kind is ChatTaskKind.ZERO_SHOT or (self.spec is not None and self.spec.needs_text)
-
-    @property
-    def hint(self) -> str:
-        """What else the task takes from the user, appended to the description in the picker."""
-        if self.spec is not None and self.spec.needs_region:
-            return " Needs a box."
-        return " Uses your message." if self.needs_text else ""
-
-
-_ICONS = {OutputKind.TEXT: "text", OutputKind.BOXES: "scan", OutputKind.POLYGONS: "shapes", OutputKind.OCR: "scan-text"}
-
-
-def _florence(spec: TaskSpec) -> ChatTask:
-    icon = _ICONS.get(spec.output_kind, "scan")
-    if spec.input_kind is InputKind.REGION:
-        icon = "square-dashed-mouse-pointer"
-    return ChatTask(spec.short_name, spec.name, spec.description, icon, ChatTaskKind.FLORENCE, spec=spec)
-
-
-CLASSIFY = ChatTask(
-    "CLASSIFY",
-    "Classify",
-    "The most likely ImageNet classes, with a chart.",
-    "chart-bar",
-    ChatTaskKind.CLASSIFY,
-    aliases=("CLASSIFICATION", "IMAGENET"),
-)
-ZERO_SHOT = ChatTask(
-    "ZERO_SHOT",
-    "Zero-shot",
-    "Scores for labels you type, comma-separated (category: label groups them), with a chart.",
-    "tags",
-    ChatTaskKind.ZERO_SHOT,
-    aliases=("ZEROSHOT", "ZERO_SHOT_CLASSIFICATION", "CLIP"),
-)
-AUTO = ChatTask(
+AUTO = TaskSpec(
+    "<AUTO>",
     "AUTO",
     "Auto",
     'Picks the task from your message: "find the cars", "read the text", "what is in box 2", '
     '"is it a cat or a dog?". An empty message gives a caption.',
-    "wand-sparkles",
-    ChatTaskKind.AUTO,
-    aliases=("AUTOMATIC",),
+    InputKind.NONE,  # what it takes is the chosen task's business
+    OutputKind.MIXED,
+    aliases=("automatic",),
+    backend="",  # never run: it stands for the task the message asks for
+    icon="wand-sparkles",
 )
-CHAT_TASKS: tuple[ChatTask, ...] = (AUTO, *(_florence(spec) for spec in TASKS), CLASSIFY, ZERO_SHOT)
 DEFAULT_TASK = "AUTO"
+_CHAT_ONLY = TaskRegistry((AUTO,))
 
-_FLORENCE_BY_SPEC = {task.spec: task for task in CHAT_TASKS if task.spec is not None}
-_OTHERS = {key: task for task in (AUTO, CLASSIFY, ZERO_SHOT) for key in (task.key, *task.aliases)}
+_ICONS = {
+    OutputKind.TEXT: "text",
+    OutputKind.BOXES: "scan",
+    OutputKind.POLYGONS: "shapes",
+    OutputKind.OCR: "scan-text",
+    OutputKind.CLASSES: "chart-bar",
+    OutputKind.LABEL_SCORES: "tags",
+}
 
 
-def get_chat_task(name: str) -> ChatTask:
-    """A task by picker id, Florence token/short name/alias (`<OD>`, `od`, `caption`) or classifier name."""
-    key = name.strip().upper().replace("-", "_").replace(" ", "_")
-    if key in _OTHERS:
-        return _OTHERS[key]
-    try:
-        return _FLORENCE_BY_SPEC[get_task(name)]
-    except UnknownTask:
-        valid = ", ".join(task.key for task in CHAT_TASKS)
-        raise UnknownTask(f"Unknown task {name[:80]!r}. Valid tasks: {valid}.") from None
+def chat_tasks() -> tuple[TaskSpec, ...]:
+    """The picker's options in order: Auto, then every registered task in registration order."""
+    return (AUTO, *all_tasks())
+
+
+def is_auto(spec: TaskSpec) -> bool:
+    return spec is AUTO
+
+
+def get_chat_task(name: str) -> TaskSpec:
+    """A task by picker id, token, short name or alias (`AUTO`, `<OD>`, `od`, `caption`, `imagenet`, `clip`)."""
+    spec = _CHAT_ONLY.find(name) or REGISTRY.find(name)
+    if spec is None:
+        valid = ", ".join(task.key for task in chat_tasks())
+        raise UnknownTask(f"Unknown task {name[:80]!r}. Valid tasks: {valid}.")
+    return spec
+
+
+def picker_icon(spec: TaskSpec) -> str:
+    """The lucide icon Chainlit's picker shows: the entry's own, else one for what the task takes or returns."""
+    if spec.icon:
+        return spec.icon
+    if spec.input_kind is InputKind.REGION:
+        return "square-dashed-mouse-pointer"
+    return _ICONS.get(spec.output_kind, "scan")
+
+
+def picker_hint(spec: TaskSpec) -> str:
+    """What else the task takes from the user, appended to the description in the picker."""
+    if spec.needs_region:
+        return " Needs a box."
+    return " Uses your message." if spec.needs_text or spec.needs_labels else ""
+
+
+def takes_message(spec: TaskSpec) -> bool:
+    """Whether the message's words are the task's input (text, labels, or a typed region) rather than ignored."""
+    return spec.input_kind is not InputKind.NONE

@@ -14,21 +14,29 @@ import time
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 
 from app.chat import replies
-from app.chat.catalogue import ChatTask, ChatTaskKind, get_chat_task
-from app.chat.classify_flow import ClassificationChat
+from app.chat.answers import everything_replies, task_replies
+from app.chat.catalogue import get_chat_task, is_auto, takes_message
 from app.chat.followups import with_follow_ups
-from app.chat.inputs import Upload, load_uploads, numbered_boxes, region_from_payload, regions_from_text
+from app.chat.inputs import (
+    Upload,
+    labels_from_text,
+    load_uploads,
+    numbered_boxes,
+    region_from_payload,
+    regions_from_text,
+)
 from app.chat.intent import Intent, understand
-from app.chat.pictures import annotated_picture, picker_data_url, thumbnail
+from app.chat.pictures import picker_data_url
 from app.chat.samples import starter_upload
 from app.chat.session import BoxedResult, ChatSession, SessionImage
-from app.chat.ui import ChatUI, ImageReply, RegionPicker
+from app.chat.ui import ChatUI, RegionPicker
 from app.chat.work import decode_images, ensure_backend, finish_step
 from app.core.errors import AppError, InvalidInput
 from app.core.geometry import XYXY
 from app.core.images import LoadedImage
-from app.core.results import AnyResult, DetectionResult, SegmentationResult, TextResult
-from app.core.tasks import TaskSpec, classes_from_chat, get_task
+from app.core.results import DetectionResult, SegmentationResult
+from app.core.task_inputs import TaskInput, ZeroShotRequest
+from app.core.tasks import InputKind, TaskSpec, classes_from_chat, get_task
 from app.services.analysis import ImageOutcome
 from app.services.container import Services
 from app.services.ratelimit import work_cost
@@ -38,13 +46,13 @@ log = logging.getLogger(__name__)
 EVERYTHING_TASKS = ("<CAPTION>", "<OD>", "<OCR>")
 MAX_PICKERS = 4  # typed coordinates still reach every image of a larger upload
 MAX_PICKER_BOXES = 12  # numbered boxes offered as starting points in a picker; `box N` reaches the rest
+CHAT_TOP_N = 5  # classes shown for a task that ranks a fixed set (ImageNet)
 
 
 class ChatFlow:
     def __init__(self, services: Services) -> None:
         self.services = services
         self.settings = services.settings
-        self.classification = ClassificationChat(services)
 
     # -- entry points: one request per session, every failure becomes a chat message ------------------
     async def on_message(
@@ -100,7 +108,8 @@ class ChatFlow:
         if not spec.needs_region:
             raise InvalidInput(f"{spec.name} does not take a region.", code="unexpected_region")
         index, xyxy = region_from_payload(payload, len(session.images))
-        await self._analyze(session, ui, spec, [index], regions={index: xyxy}, title=replies.escape_md(spec.name))
+        title = replies.escape_md(spec.name)
+        await self._analyze(session, ui, spec, [index], TaskInput(), regions={index: xyxy}, title=title)
 
     async def _follow_up(self, session: ChatSession, ui: ChatUI, task_key: str) -> None:
         """A follow-up button: run the task on the current images; ask for words first when it needs them."""
@@ -108,9 +117,9 @@ class ChatFlow:
             await ui.notify(replies.no_images_markdown())
             return
         task = get_chat_task(task_key)
-        if task.kind is ChatTaskKind.AUTO:  # the payload comes from the browser; buttons name real tasks
+        if is_auto(task):  # the payload comes from the browser; buttons name real tasks
             raise InvalidInput("That button names no task; choose one in the Task picker.", code="invalid_follow_up")
-        if task.needs_text:
+        if task.needs_text or task.needs_labels:
             session.awaiting = task
             await ui.notify(replies.ask_follow_up_text_markdown(task.name))
             return
@@ -134,7 +143,7 @@ class ChatFlow:
                 started = time.perf_counter()
                 per_task[token] = await self.services.analysis.analyze_async(images, spec)
                 finish_step(step, spec.name, len(images), time.perf_counter() - started)
-        built = await asyncio.to_thread(self._everything_replies, images, per_task)
+        built = await asyncio.to_thread(everything_replies, images, per_task)
         named = [(im.name, o.result) for im, o in zip(images, per_task["<OD>"], strict=True)]
         if (combined := replies.combined_coco_download("OD", named)) is not None:
             built[-1] = dataclasses.replace(built[-1], downloads=[*built[-1].downloads, combined])
@@ -151,46 +160,46 @@ class ChatFlow:
         if awaiting is not None and text:  # the words a follow-up button asked for
             intent = Intent(awaiting.key, text)
             task = awaiting
-        elif task.kind is ChatTaskKind.AUTO:
+        elif is_auto(task):
             intent = understand(text)
             task = get_chat_task(intent.task_key)
             if not intent.recognised and text:
                 await ui.notify(replies.not_understood_markdown(text, task.name))
         else:  # the picker's task: the message is its input, if it takes one
-            takes_text = task.needs_text or (task.spec is not None and task.spec.needs_region)
-            intent = Intent(task.key, text if takes_text else "")
+            intent = Intent(task.key, text if takes_message(task) else "")
         await self._run_task(session, ui, task, intent.text, fresh, intent)
 
     async def _run_task(
         self,
         session: ChatSession,
         ui: ChatUI,
-        task: ChatTask,
+        spec: TaskSpec,
         text: str,
         fresh: Sequence[LoadedImage] | None,
         intent: Intent,
     ) -> None:
-        title = intent.described(task.name)
-        if task.spec is None:  # a classifier, not a Florence-2 prompt
-            await self.classification.run(session, ui, task, text, fresh, title)
-            return
-        spec = task.spec
+        """The message's words become what the task's registry entry says it takes."""
+        title = intent.described(spec.name)
         indices = list(range(len(session.images)))
-        if spec.needs_text:
-            if not text:
-                await ui.notify(replies.ask_text_markdown(spec))
-                return
-            await self._analyze(
-                session, ui, spec, indices, text=classes_from_chat(spec, text), fresh=fresh, title=title
-            )
-        elif spec.needs_region:
+        if spec.input_kind is InputKind.NONE:  # CHAT_TOP_N matters only to tasks that rank classes
+            await self._analyze(session, ui, spec, indices, TaskInput(top_n=CHAT_TOP_N), fresh=fresh, title=title)
+        elif not text and spec.input_kind is not InputKind.REGION:
+            await ui.notify(replies.ask_labels_markdown(spec) if spec.needs_labels else replies.ask_text_markdown(spec))
+        elif spec.input_kind is InputKind.TEXT:
+            task_input = TaskInput(text=classes_from_chat(spec, text))
+            await self._analyze(session, ui, spec, indices, task_input, fresh=fresh, title=title)
+        elif spec.input_kind is InputKind.LABELS:
+            labels, categories = labels_from_text(text)
+            # One label gets an independent score (a softmax over one label would always say 100%).
+            request = ZeroShotRequest.create(labels, categories, multi_label=len(set(labels)) == 1)
+            await self._analyze(session, ui, spec, indices, TaskInput(labels=request), fresh=fresh, title=title)
+        else:
             found = regions_from_text(text, len(indices), session.detections) if text else None
             if found is None:
                 await self._ask_region(session, ui, spec, fresh)
                 return
-            await self._analyze(session, ui, spec, indices, regions=dict(enumerate(found)), fresh=fresh, title=title)
-        else:
-            await self._analyze(session, ui, spec, indices, fresh=fresh, title=title)
+            regions = dict(enumerate(found))
+            await self._analyze(session, ui, spec, indices, TaskInput(), regions, fresh=fresh, title=title)
 
     async def _ask_region(
         self, session: ChatSession, ui: ChatUI, spec: TaskSpec, fresh: Sequence[LoadedImage] | None
@@ -213,94 +222,49 @@ class ChatFlow:
         ui: ChatUI,
         spec: TaskSpec,
         indices: Sequence[int],
-        text: str | None = None,
+        task_input: TaskInput,
         regions: Mapping[int, XYXY | AppError] | None = None,
         fresh: Sequence[LoadedImage] | None = None,
         title: str = "",
     ) -> None:
-        """Rate-limit, load the model if needed, run one task on the chosen images, show one reply each.
-
-        `title` (markdown) says how the message was understood; every reply's heading carries it."""
+        """Check the input, rate-limit, load the model if needed, run one task on the chosen images, show one
+        reply each. `regions` gives each image its own region (`box N`); `title` (markdown) says how the
+        message was understood and every reply's heading carries it."""
+        groups = [
+            (group, region if isinstance(region, AppError) else self._checked(spec, task_input, region))
+            for group, region in _group_by_region(indices, regions)
+        ]  # a bad input is refused here: before the rate limit and any model work
         self.services.limiter.hit(session.identity, cost=work_cost(len(indices), [spec]))
         await self._ensure_backend_for(ui, spec)
         pixels = await decode_images(session, indices, fresh, self.settings)
         outcomes: dict[int, ImageOutcome] = {}
         async with ui.step(spec.name) as step:
             started = time.perf_counter()
-            for group, region in _group_by_region(indices, regions):
-                if isinstance(region, AppError):
-                    outcomes.update({i: ImageOutcome(pixels[i].name, error=region) for i in group})
+            for group, checked in groups:
+                if isinstance(checked, AppError):
+                    outcomes.update({i: ImageOutcome(pixels[i].name, error=checked) for i in group})
                     continue
                 images = [pixels[i] for i in group]
-                results = await self.services.analysis.analyze_async(images, spec, text=text, region=region)
+                results = await self.services.analysis.analyze_async(images, spec, options=checked)
                 outcomes.update(zip(group, results, strict=True))
             seconds = time.perf_counter() - started
             log.info("chat %s on %d image(s) in %.2fs", spec.short_name, len(indices), seconds)
             finish_step(step, spec.name, len(indices), seconds, failed=all(o.result is None for o in outcomes.values()))
         ordered = [(pixels[i], outcomes[i]) for i in indices]
-        built = await asyncio.to_thread(self._task_replies, spec, ordered, title or replies.escape_md(spec.name))
+        built = await asyncio.to_thread(task_replies, spec, ordered, title or replies.escape_md(spec.name), task_input)
         combined = replies.combined_coco_download(spec.short_name, [(im.name, o.result) for im, o in ordered])
         if combined is not None:  # on the last reply, next to the buttons: it covers the whole message
             built[-1] = dataclasses.replace(built[-1], downloads=[*built[-1].downloads, combined])
         session.remember_detections(_detections([o for _, o in ordered], indices))
         await ui.show_replies(with_follow_ups(built, spec.short_name))
 
+    def _checked(self, spec: TaskSpec, task_input: TaskInput, region: XYXY | None) -> TaskInput:
+        with_region = dataclasses.replace(task_input, region=region) if region is not None else task_input
+        return self.services.analysis.check_input(spec, with_region)[1]
+
     async def _ensure_backend_for(self, ui: ChatUI, spec: TaskSpec) -> None:
         # OCR_BACKEND=rapidocr serves OCR without Florence-2: load what the task's backend is, not always Florence.
         await ensure_backend(ui, self.services.manager, self.services.manager.backend_name(spec))
-
-    # -- replies (CPU work, run in a thread) ------------------------------------------------------------
-    def _task_replies(
-        self, spec: TaskSpec, ordered: Sequence[tuple[LoadedImage, ImageOutcome]], title_md: str
-    ) -> list[ImageReply]:
-        built = []
-        for loaded, outcome in ordered:
-            title = replies.heading_md(loaded.name, title_md)
-            if outcome.result is None:
-                error = outcome.error or InvalidInput("No result.")
-                built.append(ImageReply(loaded.name, f"{title}\n\n{replies.error_markdown(error)}"))
-                continue
-            result = outcome.result
-            if not isinstance(result, AnyResult):  # classifications have their own replies (classify_flow)
-                continue
-            text_only = isinstance(result, TextResult) and result.region is None  # nothing drawn: a thumbnail
-            built.append(
-                ImageReply(
-                    loaded.name,
-                    f"{title}\n\n{replies.summary_markdown(spec, result)}",
-                    thumbnail(loaded.image) if text_only else annotated_picture(loaded.image, result),
-                    replies.result_downloads(loaded.name, spec, result, self.settings.model_id),
-                    picture_kind="thumbnail" if text_only else "annotated",
-                    picture_size="small" if text_only else "large",
-                )
-            )
-        return built
-
-    def _everything_replies(
-        self, images: Sequence[LoadedImage], per_task: Mapping[str, Sequence[ImageOutcome]]
-    ) -> list[ImageReply]:
-        built = []
-        for index, loaded in enumerate(images):
-            results: dict[str, AnyResult] = {}
-            problems: list[str] = []
-            for token, outcomes in per_task.items():
-                outcome = outcomes[index]
-                if isinstance(outcome.result, AnyResult):
-                    results[token] = outcome.result
-                elif outcome.error is not None:
-                    problems.append(f"{get_task(token).name}: {replies.error_markdown(outcome.error)}")
-            body = "\n\n".join([replies.everything_markdown(results), *problems])
-            title = replies.heading(loaded.name, "Caption, objects and text")
-            detections = results.get("<OD>")
-            built.append(
-                ImageReply(
-                    loaded.name,
-                    f"{title}\n\n{body}",
-                    annotated_picture(loaded.image, detections) if detections is not None else None,
-                    replies.everything_downloads(loaded.name, results, self.settings.model_id),
-                )
-            )
-        return built
 
 
 def _group_by_region(

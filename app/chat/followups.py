@@ -6,6 +6,7 @@ from collections.abc import Sequence
 from dataclasses import replace
 
 from app.chat.ui import FollowUp, ImageReply
+from app.core.tasks import REGISTRY
 
 FOLLOW_UPS: tuple[FollowUp, ...] = (
     FollowUp("OD", "Objects", "Object detection: numbered boxes for the objects"),
@@ -20,9 +21,11 @@ MAX_FOLLOW_UPS = 5
 
 def follow_ups_after(task_key: str) -> tuple[FollowUp, ...]:
     """The follow-ups for a reply to `task_key`: every common next task except the one just run (asking
-    about another box stays: it is the usual next step after asking about one)."""
+    about another box stays: it is the usual next step after asking about one). A button whose task is no
+    longer registered is left out."""
     again = {"REGION_TO_DESCRIPTION"}
-    return tuple(f for f in FOLLOW_UPS if f.task_key != task_key or f.task_key in again)[:MAX_FOLLOW_UPS]
+    offered = (f for f in FOLLOW_UPS if REGISTRY.find(f.task_key) is not None)
+    return tuple(f for f in offered if f.task_key != task_key or f.task_key in again)[:MAX_FOLLOW_UPS]
 
 
 def with_follow_ups(replies: Sequence[ImageReply], task_key: str) -> list[ImageReply]:

@@ -13,6 +13,7 @@ from dataclasses import dataclass
 
 from app.chat.inputs import find_box_reference, find_coordinates
 from app.core.errors import InvalidInput
+from app.core.tasks import REGISTRY
 
 AUTO_KEY = "AUTO"
 
@@ -30,13 +31,13 @@ class Intent:
         name = _escape(task_name)
         if not self.text:
             return name
-        if self.task_key in _REGION_TASKS:
+        spec = REGISTRY.find(self.task_key)
+        if spec is not None and spec.needs_region:
             number = find_box_reference(self.text)
             return f"{name} of box {number}" if number is not None else name
         return f"{name} of *{_escape(self.text)}*"
 
 
-_REGION_TASKS = ("REGION_TO_DESCRIPTION", "REGION_TO_CATEGORY", "REGION_TO_OCR", "REGION_TO_SEGMENTATION")
 _MD_RE = re.compile(r"([\\`*_{}\[\]<>()#+\-.!|~])")
 
 

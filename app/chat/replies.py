@@ -171,9 +171,14 @@ def json_bytes(body: Any) -> bytes:
     return json.dumps(body, ensure_ascii=False, indent=2).encode("utf-8")
 
 
-def result_downloads(image_name: str, spec: TaskSpec, result: AnyResult, model_id: str) -> list[Download]:
+def model_of(result: AnyTaskResult) -> dict[str, str]:
+    """`{"model": id}` of the model that answered (its run info, stamped by the model manager), or nothing."""
+    return {"model": result.run.model} if result.run is not None else {}
+
+
+def result_downloads(image_name: str, spec: TaskSpec, result: AnyResult) -> list[Download]:
     """The full result as JSON, then COCO JSON when the result has boxes or polygons (always in that order)."""
-    body = {"image": image_name, "model": model_id, **result.to_dict()}
+    body = {"image": image_name, **model_of(result), **result.to_dict()}
     downloads = [Download(download_name(image_name, spec.short_name), json_bytes(body))]
     if isinstance(result, DetectionResult | SegmentationResult) and len(result):
         coco = result.to_coco(file_name=image_name)
@@ -195,8 +200,16 @@ def combined_coco_download(task_key: str, named_results: Sequence[tuple[str, Any
     return Download(f"{len(boxed)} images · {words}.coco.json", json_bytes(dataset))
 
 
-def everything_downloads(image_name: str, results: Mapping[str, AnyResult], model_id: str) -> list[Download]:
-    body = {"image": image_name, "model": model_id, "results": {task: r.to_dict() for task, r in results.items()}}
+def everything_downloads(image_name: str, results: Mapping[str, AnyResult]) -> list[Download]:
+    """All results in one JSON. `model` is the first result's; `models` names each task's when they differ
+    (OCR_BACKEND=rapidocr reads the text while Florence-2 captions)."""
+    models = {task: r.run.model for task, r in results.items() if r.run is not None}
+    body: dict[str, Any] = {"image": image_name}
+    if models:
+        body["model"] = next(iter(models.values()))
+    if len(set(models.values())) > 1:
+        body["models"] = models
+    body["results"] = {task: r.to_dict() for task, r in results.items()}
     downloads = [Download(download_name(image_name, "EVERYTHING"), json_bytes(body))]
     detections = results.get("<OD>")
     if isinstance(detections, DetectionResult) and len(detections):
@@ -245,6 +258,13 @@ def welcome_markdown(status: Sequence[Mapping[str, Any]], settings: Settings) ->
 
 def ask_text_markdown(spec: TaskSpec) -> str:
     return f"**{spec.name}** needs words: {spec.description} Type them and send (the image stays)."
+
+
+def ask_labels_markdown(spec: TaskSpec) -> str:
+    return (
+        f"**{spec.name}** needs labels: type them comma-separated, e.g. `a cat, a dog, a car`, and send "
+        "(the image stays). Group labels with `category: label`, e.g. `pet: a cat, pet: a dog, vehicle: a car`."
+    )
 
 
 def ask_region_markdown(spec: TaskSpec, has_detections: bool) -> str:

@@ -6,10 +6,11 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 
-from app.chat.catalogue import DEFAULT_TASK, ChatTask, get_chat_task
+from app.chat.catalogue import DEFAULT_TASK, get_chat_task
 from app.chat.inputs import Upload
 from app.core.errors import Busy
 from app.core.results import DetectionResult, SegmentationResult
+from app.core.tasks import TaskSpec
 
 BoxedResult = DetectionResult | SegmentationResult
 
@@ -32,12 +33,12 @@ class ChatSession:
     """One browser session. Lives in Chainlit's user session; never shared between sessions."""
 
     identity: str  # rate-limit key: the login name, or the session id when the chat is open
-    task: ChatTask = field(default_factory=lambda: get_chat_task(DEFAULT_TASK))
+    task: TaskSpec = field(default_factory=lambda: get_chat_task(DEFAULT_TASK))
     images: list[SessionImage] = field(default_factory=list)
     # The numbered boxes of the latest reply that had any (detection or segmentation), per image, for "box 2".
     detections: dict[int, BoxedResult] = field(default_factory=dict)
     # A follow-up button that needs words ("Segment…") waits here for the next message.
-    awaiting: ChatTask | None = None
+    awaiting: TaskSpec | None = None
     upload_batch: int = 0  # increases with every new set of images; stale region pickers are refused
     _busy: bool = False
 
@@ -45,7 +46,7 @@ class ChatSession:
     def busy(self) -> bool:
         return self._busy
 
-    def choose_task(self, task: ChatTask) -> None:
+    def choose_task(self, task: TaskSpec) -> None:
         self.task = task
 
     def replace_images(self, images: list[SessionImage]) -> None:

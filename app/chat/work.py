@@ -1,5 +1,5 @@
 """Steps every chat task shares: load a backend behind a progress message, decode the session's images,
-and title the finished step. Used by `app.chat.flow` (Florence-2) and `app.chat.classify_flow`."""
+and title the finished step. Used by `app.chat.flow` for every task."""
 
 from __future__ import annotations
 

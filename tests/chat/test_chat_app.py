@@ -13,7 +13,7 @@ import pytest
 
 from app.chat.inputs import Upload
 from app.core.config import Settings
-from app.core.tasks import FLORENCE_TASKS as TASKS
+from app.core.tasks import FLORENCE_TASKS
 from app.models.manager import ModelManager
 from app.models.registry import build_manager
 from app.services.container import set_services
@@ -103,7 +103,7 @@ def test_chat_start_offers_the_task_picker_and_a_welcome(chat: None) -> None:
     assert [(o.id, o.name, o.description.split(" Uses")[0].split(" Needs")[0]) for o in mode.options] == [
         ("AUTO", "Auto", 'Picks the task from your message: "find the cars", "read the text", "what is in box 2", '
          '"is it a cat or a dog?". An empty message gives a caption.'),
-        *((spec.short_name, spec.name, spec.description) for spec in TASKS),
+        *((spec.short_name, spec.name, spec.description) for spec in FLORENCE_TASKS),
         ("CLASSIFY", "Classify", "The most likely ImageNet classes, with a chart."),
         ("ZERO_SHOT", "Zero-shot", "Scores for labels you type, comma-separated (category: label groups them), "
          "with a chart."),

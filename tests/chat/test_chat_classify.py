@@ -1,4 +1,4 @@
-"""The Classify and Zero-shot chat tasks (`app.chat.classify_flow`) on tiny ResNet / CLIP checkpoints.
+"""The Classify and Zero-shot chat tasks (`app.chat.flow`) on tiny ResNet / CLIP checkpoints.
 
 Classify's expected numbers come from the tiny ResNet's known logits; zero-shot's from the service
 called directly on the same image (the chat must show exactly what the engine computes).
@@ -18,7 +18,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from app.chat.catalogue import CHAT_TASKS, get_chat_task
+from app.chat.catalogue import chat_tasks, get_chat_task
 from app.chat.flow import ChatFlow
 from app.chat.inputs import Upload, labels_from_text
 from app.chat.session import ChatSession
@@ -26,9 +26,9 @@ from app.chat.ui import ImageReply
 from app.core.config import Settings
 from app.core.errors import InvalidInput, UnknownTask
 from app.core.images import LoadedImage
+from app.core.task_inputs import TaskInput, ZeroShotRequest
 from app.models.manager import ModelManager
 from app.models.registry import build_manager
-from app.services.classification import ZeroShotRequest
 from app.services.container import Services
 from tests.chat_support import (
     BUSY_NOTICE,
@@ -87,11 +87,12 @@ def assert_bars_match(widths: list[int], probabilities: list[float]) -> None:
 
 # -- the task list -----------------------------------------------------------------------------------------
 def test_chat_tasks_are_the_florence_catalogue_plus_the_classifiers() -> None:
-    assert [t.key for t in CHAT_TASKS][-2:] == ["CLASSIFY", "ZERO_SHOT"]
-    assert len({t.key for t in CHAT_TASKS}) == len(CHAT_TASKS)
+    assert [t.key for t in chat_tasks()][-2:] == ["CLASSIFY", "ZERO_SHOT"]
+    assert len({t.key for t in chat_tasks()}) == len(chat_tasks())
     assert get_chat_task("classify") is get_chat_task("CLASSIFY") is get_chat_task("imagenet")
     assert get_chat_task("zero-shot") is get_chat_task("ZERO_SHOT")
-    assert get_chat_task("<OD>").spec is get_chat_task("od").spec
+    assert get_chat_task("<OD>") is get_chat_task("od") is get_chat_task("detection")
+    assert get_chat_task("clip") is get_chat_task("ZEROSHOT") is get_chat_task("ZERO_SHOT")
     with pytest.raises(UnknownTask, match=r"Valid tasks: AUTO, CAPTION, .*, CLASSIFY, ZERO_SHOT\."):
         get_chat_task("nope")
 
@@ -167,7 +168,7 @@ def test_zero_shot_asks_for_labels_then_scores_them(services: Services, photo: I
     (reply,) = ui.replies
     loaded = LoadedImage(photo.convert("RGB"), "PNG", "cat.png")
     request = ZeroShotRequest.create(["a cat", "a dog", "a red car"])
-    (direct,) = asyncio.run(services.classification.zero_shot([loaded], request))
+    (direct,) = asyncio.run(services.analysis.analyze_async([loaded], "ZERO_SHOT", options=TaskInput(labels=request)))
     assert direct.result is not None
     expected = direct.result.by_label
     body = download_json(reply, "cat · zero-shot.json")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 
 import pytest
 
@@ -19,7 +20,7 @@ from app.chat.replies import (
 )
 from app.core.config import Settings
 from app.core.errors import AppError, Busy, InvalidImage, InvalidInput, ModelUnavailable, RateLimited
-from app.core.results import DetectionResult, OCRResult, SegmentationResult, TextResult
+from app.core.results import DetectionResult, OCRResult, RunInfo, SegmentationResult, TextResult
 from app.core.tasks import get_task
 
 SETTINGS = Settings(_env_file=None, model_id="org/model", device="auto", dtype="auto")  # type: ignore[call-arg]
@@ -74,24 +75,34 @@ def test_segmentation_summary_numbers_instances() -> None:
     )
 
 
+def answered_by(model: str, result: TextResult | DetectionResult) -> TextResult | DetectionResult:
+    """The result as the model manager hands it over: stamped with the model that answered."""
+    return replace(result, run=RunInfo(0.5, model, "library-1.0"))
+
+
 def test_downloads_have_the_full_result_and_coco_for_boxes() -> None:
-    result = detections()
-    json_file, coco_file = result_downloads("my photo.JPG", get_task("OD"), result, "org/model")
+    result = answered_by("org/model", detections())
+    json_file, coco_file = result_downloads("my photo.JPG", get_task("OD"), result)
     assert json_file.name == "my_photo · objects.json" and coco_file.name == "my_photo · objects.coco.json"
     assert json.loads(json_file.content) == {"image": "my photo.JPG", "model": "org/model", **result.to_dict()}
     assert json.loads(coco_file.content) == result.to_coco(file_name="my photo.JPG")
     text = TextResult("<CAPTION>", (10, 10), text="a cat")
-    assert [d.name for d in result_downloads("a.png", get_task("CAPTION"), text, "m")] == ["a · caption.json"]
+    assert [d.name for d in result_downloads("a.png", get_task("CAPTION"), text)] == ["a · caption.json"]
     empty = DetectionResult.from_boxes("<OD>", (10, 10), [], [])
-    assert [d.name for d in result_downloads("a.png", get_task("OD"), empty, "m")] == ["a · objects.json"]
+    assert [d.name for d in result_downloads("a.png", get_task("OD"), empty)] == ["a · objects.json"]
 
 
 def test_everything_download_holds_all_three_results() -> None:
-    results = {"<CAPTION>": TextResult("<CAPTION>", (100, 50), text="a cat"), "<OD>": detections()}
-    all_file, coco_file = everything_downloads("x.png", results, "m")
+    caption = answered_by("m", TextResult("<CAPTION>", (100, 50), text="a cat"))
+    results = {"<CAPTION>": caption, "<OD>": answered_by("m", detections())}
+    all_file, coco_file = everything_downloads("x.png", results)
     body = json.loads(all_file.content)
     assert body == {"image": "x.png", "model": "m", "results": {k: v.to_dict() for k, v in results.items()}}
     assert coco_file.name == "x · objects.coco.json"
+    # OCR_BACKEND=rapidocr: the text comes from another model, and the download says which answered what.
+    results["<OCR>"] = answered_by("rapidocr", TextResult("<OCR>", (100, 50), text="HELLO"))
+    body = json.loads(everything_downloads("x.png", results)[0].content)
+    assert body["model"] == "m" and body["models"] == {"<CAPTION>": "m", "<OD>": "m", "<OCR>": "rapidocr"}
 
 
 def test_welcome_names_the_model_in_words_and_its_state() -> None:

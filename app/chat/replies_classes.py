@@ -1,6 +1,6 @@
-"""Chat replies for ImageNet classification and zero-shot: a probability table, a bar chart, the JSON.
+"""Chat replies for ranked classes and label scores (ImageNet, zero-shot): a table, a bar chart, the JSON.
 
-CPU work (the chart is drawn with matplotlib): call `classification_replies` in a thread.
+`app.chat.answers` picks these for classification results. CPU work (matplotlib): call in a thread.
 """
 
 from __future__ import annotations
@@ -8,14 +8,11 @@ from __future__ import annotations
 import re
 from collections.abc import Mapping, Sequence
 
-from app.chat.catalogue import ChatTask
 from app.chat.pictures import Picture
-from app.chat.replies import Download, download_name, error_markdown, escape_md, heading, heading_md, json_bytes
+from app.chat.replies import Download, download_name, escape_md, json_bytes
 from app.chat.ui import ImageReply
-from app.core.classification_results import ClassificationResult, ZeroShotResult
-from app.core.errors import InvalidInput
+from app.core.classification_results import AnyClassification, ClassificationResult, ZeroShotResult
 from app.rendering.charts import probability_chart_png
-from app.services.analysis import ImageOutcome as ClassificationOutcome
 
 _SYNSET_RE = re.compile(r"n\d{8}")
 
@@ -60,32 +57,19 @@ def zero_shot_markdown(result: ZeroShotResult, label_categories: Mapping[str, st
     return "\n\n".join(parts)
 
 
-def classification_replies(
-    task: ChatTask,
-    names: Sequence[str],
-    outcomes: Sequence[ClassificationOutcome],
+def classes_reply(
+    name: str,
+    task_name: str,
+    task_key: str,
+    title: str,
+    result: AnyClassification,
     label_categories: Mapping[str, str] | None = None,
-    title_md: str | None = None,
-) -> list[ImageReply]:
-    """One reply per image: heading, table, the chart as its picture, the full result as JSON."""
-    built = []
-    for name, outcome in zip(names, outcomes, strict=True):
-        title = heading_md(name, title_md) if title_md else heading(name, task.name)
-        result = outcome.result
-        if result is None:
-            error = outcome.error or InvalidInput("No result.")
-            built.append(ImageReply(name, f"{title}\n\n{error_markdown(error)}"))
-            continue
-        if isinstance(result, ClassificationResult):
-            table = classification_markdown(result)
-        elif isinstance(result, ZeroShotResult):
-            table = zero_shot_markdown(result, label_categories)
-        else:
-            continue
-        chart = probability_chart_png(result.scores(), title=f"{task.name}: {name}")
-        body = {"image": name, **result.to_dict()}
-        download = Download(download_name(name, task.key), json_bytes(body))
-        built.append(
-            ImageReply(name, f"{title}\n\n{table}", Picture(chart, "image/png"), [download], picture_kind="chart")
-        )
-    return built
+) -> ImageReply:
+    """One image's answer: heading, table, the chart as its picture, the full result (with its model) as JSON."""
+    if isinstance(result, ClassificationResult):
+        table = classification_markdown(result)
+    else:
+        table = zero_shot_markdown(result, label_categories)
+    chart = probability_chart_png(result.scores(), title=f"{task_name}: {name}")
+    download = Download(download_name(name, task_key), json_bytes({"image": name, **result.to_dict()}))
+    return ImageReply(name, f"{title}\n\n{table}", Picture(chart, "image/png"), [download], picture_kind="chart")
