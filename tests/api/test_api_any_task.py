@@ -21,7 +21,7 @@ from app.core.results import TextResult
 from app.core.tasks import InputKind, OutputKind, TaskSpec, all_tasks, register_task, unregister_task
 from app.models.base import TaskRequest
 from app.models.registry import register_backend, unregister_backend
-from tests.api_support import api_settings, auth_header, png_bytes, running_app
+from tests.api_support import api_settings, auth_header, authed_post, png_bytes, running_app
 
 ANALYZE = "/api/v1/analyze"
 PNG = png_bytes((64, 48), "red")
@@ -30,84 +30,78 @@ DATA_URL = f"data:image/png;base64,{B64}"
 LABELS = ["a cat", "a dog", "a red car"]
 
 
-@pytest.fixture(scope="module")
-def client(classify_settings: Settings) -> Iterator[TestClient]:
-    settings = api_settings(classify_settings, max_images_per_request=4, max_queue_size=8, preload=False)
-    with running_app(settings) as (_, test_client):
-        yield test_client
-
-
-def post(client: TestClient, path: str, **kwargs: Any) -> tuple[int, dict[str, Any]]:
-    response = client.post(path, headers=auth_header(), **kwargs)
-    return response.status_code, response.json()
-
-
 def without_timing(entry: dict[str, Any]) -> dict[str, Any]:
     return {key: value for key, value in entry.items() if key != "duration"}
 
 
 # -- classification through /api/v1/analyze ---------------------------------------------------------------
-def test_classify_answers_like_the_classify_route(client: TestClient) -> None:
-    status, body = post(
-        client, ANALYZE, json={"task": "CLASSIFY", "images": [{"base64": B64}], "top_n": 2, "language": "de"}
+def test_classify_answers_like_the_classify_route(classify_client: TestClient) -> None:
+    status, body = authed_post(
+        classify_client, ANALYZE, json={"task": "CLASSIFY", "images": [{"base64": B64}], "top_n": 2, "language": "de"}
     )
     assert status == 200
     [entry] = body["results"]
     assert entry["kind"] == "classification" and entry["language"] == "de"
     assert [p["class"] for p in entry["predictions"]] == ["n02123045", "n02123159"]
-    _, reference = post(
-        client, "/api/v1/classify", json={"images": [{"base64": B64}], "numberofpredictions": 2, "language": "de"}
+    _, reference = authed_post(
+        classify_client,
+        "/api/v1/classify",
+        json={"images": [{"base64": B64}], "numberofpredictions": 2, "language": "de"},
     )
     assert without_timing(entry) == without_timing(reference["results"][0])
     assert isinstance(AnalyzeResponse.model_validate(body).results[0], ClassificationEntry)
 
 
-def test_classify_multipart_reads_top_n_and_language(client: TestClient) -> None:
+def test_classify_multipart_reads_top_n_and_language(classify_client: TestClient) -> None:
     form = {"task": "classification", "top_n": "1", "language": "en"}
-    status, body = post(client, ANALYZE, data=form, files={"files": ("cat.png", PNG, "image/png")})
+    status, body = authed_post(classify_client, ANALYZE, data=form, files={"files": ("cat.png", PNG, "image/png")})
     assert status == 200
     [entry] = body["results"]
     assert entry["name"] == "cat.png"
     assert [p["name"] for p in entry["predictions"]] == ["tabby cat"]
 
 
-def test_classify_defaults_to_three_english_predictions(client: TestClient) -> None:
-    status, body = post(client, ANALYZE, json={"task": "<CLASSIFY>", "images": [DATA_URL]})
+def test_classify_defaults_to_three_english_predictions(classify_client: TestClient) -> None:
+    status, body = authed_post(classify_client, ANALYZE, json={"task": "<CLASSIFY>", "images": [DATA_URL]})
     assert status == 200
     assert [p["name"] for p in body["results"][0]["predictions"]] == ["tabby cat", "tiger cat", "tench"]
 
 
 # -- zero-shot through /api/v1/analyze --------------------------------------------------------------------
-def test_zero_shot_labels_are_the_labels_to_score(client: TestClient) -> None:
-    status, body = post(client, ANALYZE, json={"task": "ZERO_SHOT", "labels": LABELS, "images": [{"base64": B64}]})
+def test_zero_shot_labels_are_the_labels_to_score(classify_client: TestClient) -> None:
+    status, body = authed_post(
+        classify_client, ANALYZE, json={"task": "ZERO_SHOT", "labels": LABELS, "images": [{"base64": B64}]}
+    )
     assert status == 200
     [entry] = body["results"]
     assert entry["kind"] == "zero_shot" and list(entry["result"]) == LABELS
-    _, reference = post(client, "/api/zero-shot", json={"images": [B64], "labels": LABELS})
+    _, reference = authed_post(classify_client, "/api/zero-shot", json={"images": [B64], "labels": LABELS})
     # The same defaults as /api/zero-shot: the labels as given, one softmax.
     assert without_timing(entry) == without_timing(reference["results"][0])
     assert isinstance(AnalyzeResponse.model_validate(body).results[0], ZeroShotEntry)
 
 
-def test_zero_shot_categories_multi_label_and_templates(client: TestClient) -> None:
+def test_zero_shot_categories_multi_label_and_templates(classify_client: TestClient) -> None:
     options = {
         "labels": LABELS,
         "categories": {"a cat": "animal", "a dog": "animal"},
         "multi_label": True,
         "templates": ["a photo of {}", "an image of {}"],
     }
-    status, body = post(client, ANALYZE, json={"task": "zeroshot", "images": [{"base64": B64}], **options})
+    status, body = authed_post(
+        classify_client, ANALYZE, json={"task": "zeroshot", "images": [{"base64": B64}], **options}
+    )
     assert status == 200
     [entry] = body["results"]
     assert entry["multi_label"] is True and entry["templates"] == options["templates"]
     assert set(entry["categories"]) == {"animal", "a red car"}
-    _, reference = post(client, "/api/zero-shot", json={"images": [B64], **options})
+    _, reference = authed_post(classify_client, "/api/zero-shot", json={"images": [B64], **options})
     assert without_timing(entry) == without_timing(reference["results"][0])
 
 
-def test_zero_shot_multipart_labels_are_comma_separated(client: TestClient) -> None:
+def test_zero_shot_multipart_labels_are_comma_separated(classify_client: TestClient) -> None:
     form = {"task": "ZERO_SHOT", "labels": ", ".join(LABELS)}
-    status, body = post(client, ANALYZE, data=form, files={"files": ("cat.png", PNG, "image/png")})
+    status, body = authed_post(classify_client, ANALYZE, data=form, files={"files": ("cat.png", PNG, "image/png")})
     assert status == 200
     assert list(body["results"][0]["result"]) == LABELS
 
@@ -127,14 +121,16 @@ def test_zero_shot_multipart_labels_are_comma_separated(client: TestClient) -> N
         ({"task": "CAPTION", "labels": ["cat"]}, "unexpected_labels"),
     ],
 )
-def test_a_field_the_task_does_not_read_is_refused(client: TestClient, fields: dict[str, Any], code: str) -> None:
-    status, body = post(client, ANALYZE, json={**fields, "images": [{"base64": B64}]})
+def test_a_field_the_task_does_not_read_is_refused(
+    classify_client: TestClient, fields: dict[str, Any], code: str
+) -> None:
+    status, body = authed_post(classify_client, ANALYZE, json={**fields, "images": [{"base64": B64}]})
     assert (status, body["error"]["code"]) == (400, code)
 
 
 # -- GET /api/v1/tasks ------------------------------------------------------------------------------------
-def test_every_registered_task_is_listed_with_the_backend_that_serves_it(client: TestClient) -> None:
-    response = client.get("/api/v1/tasks", headers=auth_header())
+def test_every_registered_task_is_listed_with_the_backend_that_serves_it(classify_client: TestClient) -> None:
+    response = classify_client.get("/api/v1/tasks", headers=auth_header())
     assert response.status_code == 200
     tasks = {entry["short_name"]: entry for entry in response.json()["tasks"]}
     assert list(tasks) == [spec.short_name for spec in all_tasks()]
@@ -209,11 +205,11 @@ def test_a_task_registered_at_run_time_is_listed_and_runs(echo_client: TestClien
     listed = echo_client.get("/api/v1/tasks", headers=auth_header()).json()["tasks"]
     assert {"short_name": "FAKE_ECHO", "input": "text", "backend": "echo"}.items() <= listed[-1].items()
 
-    status, body = post(echo_client, ANALYZE, json={"task": "fake_echo", "text": "hello", "images": [DATA_URL]})
+    status, body = authed_post(echo_client, ANALYZE, json={"task": "fake_echo", "text": "hello", "images": [DATA_URL]})
     assert status == 200
     [entry] = body["results"]
     assert (entry["kind"], entry["task"], entry["text"]) == ("text", "<FAKE_ECHO>", "hello at 64x48")
     assert isinstance(AnalyzeResponse.model_validate(body).results[0], TextEntry)
 
-    status, body = post(echo_client, ANALYZE, json={"task": "FAKE_ECHO", "images": [DATA_URL]})
+    status, body = authed_post(echo_client, ANALYZE, json={"task": "FAKE_ECHO", "images": [DATA_URL]})
     assert (status, body["error"]["code"]) == (400, "missing_text")
