@@ -143,20 +143,8 @@ def check_image_count(count: int, settings: Settings) -> None:
 async def _read_json(request: Request, settings: Settings) -> AnalyzeInput:
     payload = parse_body(AnalyzeRequest, await request.body())
     check_image_count(len(payload.images), settings)
-    region = payload.region
-    fields = TaskFields(
-        payload.text,
-        (region[0], region[1], region[2], region[3]) if region is not None else None,
-        payload.labels,
-        payload.categories,
-        payload.multi_label,
-        payload.templates,
-        payload.top_n,
-        payload.language,
-        payload.min_score,
-    )
     sources = [source_from_json(item, index, settings) for index, item in enumerate(payload.images)]
-    return AnalyzeInput(payload.task, fields, payload.annotate, sources)
+    return AnalyzeInput(payload.task, TaskFields.from_request(payload), payload.annotate, sources)
 
 
 async def _read_multipart(request: Request, settings: Settings) -> AnalyzeInput:

@@ -11,6 +11,7 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
+from app.api.v1.schemas import AnalyzeRequest
 from app.core.classify_math import RAW_LABEL_TEMPLATES
 from app.core.errors import InvalidInput
 from app.core.geometry import XYXY
@@ -34,6 +35,22 @@ class TaskFields:
     top_n: int | None = None
     language: str | None = None
     min_score: float | None = None
+
+    @classmethod
+    def from_request(cls, payload: AnalyzeRequest) -> TaskFields:
+        """The task fields of an analyze body (`/api/v1/analyze`, analyze jobs)."""
+        region = payload.region
+        return cls(
+            text=payload.text,
+            region=(region[0], region[1], region[2], region[3]) if region is not None else None,
+            labels=payload.labels,
+            categories=payload.categories,
+            multi_label=payload.multi_label,
+            templates=payload.templates,
+            top_n=payload.top_n,
+            language=payload.language,
+            min_score=payload.min_score,
+        )
 
     def task_input(self, spec: TaskSpec) -> TaskInput:
         """The input `spec` takes (checked by `TaskRun.prepare`), or `InvalidInput` for a field it does not read."""
