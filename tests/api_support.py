@@ -58,6 +58,12 @@ def auth_header(token: str | None = None) -> dict[str, str]:
     return {"Authorization": f"Bearer {token or make_token()}"}
 
 
+def authed_post(client: TestClient, path: str, **kwargs: Any) -> tuple[int, dict[str, Any]]:
+    """POST with a valid token; the status and the JSON answer."""
+    response = client.post(path, headers=auth_header(), **kwargs)
+    return response.status_code, response.json()
+
+
 def png_bytes(size: tuple[int, int] = (64, 48), color: str = "red", mode: str = "RGB") -> bytes:
     buffer = io.BytesIO()
     Image.new(mode, size, color).save(buffer, format="PNG")

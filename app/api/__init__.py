@@ -7,6 +7,7 @@ from fastapi import APIRouter
 
 from app.api.fallback import build_fallback
 from app.api.install import install_api
+from app.api.seed.classify import router as seed_classify_router
 from app.api.seed.vitrivr import listings as seed_listings_router
 from app.api.seed.vitrivr import router as seed_jobs_router
 from app.api.v1.analyze import router as analyze_router
@@ -22,9 +23,19 @@ api_router.include_router(jobs_router)
 api_router.include_router(seed_jobs_router)
 api_router.include_router(seed_listings_router)
 api_router.include_router(classify_router)
+api_router.include_router(seed_classify_router)
 # last: JSON 404/405 for anything else under /api
 api_router.include_router(
-    build_fallback(analyze_router, api_v1, ops, jobs_router, seed_jobs_router, seed_listings_router, classify_router)
+    build_fallback(
+        analyze_router,
+        api_v1,
+        ops,
+        jobs_router,
+        seed_jobs_router,
+        seed_listings_router,
+        classify_router,
+        seed_classify_router,
+    )
 )
 
 __all__ = ["api_router", "install_api"]

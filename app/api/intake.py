@@ -23,6 +23,7 @@ from PIL import Image
 from pydantic import BaseModel, ValidationError
 from starlette.datastructures import FormData, UploadFile
 
+from app.api.task_fields import TaskFields
 from app.api.v1.schemas import AnalyzeForm, AnalyzeRequest, ImageBase64, ImageInput, ImageURL
 from app.core.config import Settings
 from app.core.errors import AppError, InvalidImage, InvalidInput, PayloadTooLarge, UnsupportedMediaType
@@ -35,6 +36,7 @@ ModelT = TypeVar("ModelT", bound=BaseModel)
 T = TypeVar("T")
 _MAX_NAME_CHARS = 100
 MAX_JSON_DEPTH = 32  # real bodies nest 3-4 levels
+JSON_ONLY = "Send the request as application/json (or multipart/form-data where files are accepted)."
 _DECODE_CONCURRENCY = 2  # decoding is CPU work; a batch of 16 should not start 16 threads at once
 
 
@@ -51,12 +53,9 @@ class ImageSource:
 @dataclass(frozen=True)
 class AnalyzeInput:
     task: str
-    text: str | None
-    region: tuple[float, float, float, float] | None
+    fields: TaskFields  # what the task reads besides the images; its input kind decides what they mean
     annotate: bool
     sources: list[ImageSource]
-    labels: list[str] | None = None
-    min_score: float | None = None
 
 
 async def read_analyze_input(request: Request, settings: Settings) -> AnalyzeInput:
@@ -144,10 +143,8 @@ def check_image_count(count: int, settings: Settings) -> None:
 async def _read_json(request: Request, settings: Settings) -> AnalyzeInput:
     payload = parse_body(AnalyzeRequest, await request.body())
     check_image_count(len(payload.images), settings)
-    region = payload.region
-    xyxy = (region[0], region[1], region[2], region[3]) if region is not None else None
     sources = [source_from_json(item, index, settings) for index, item in enumerate(payload.images)]
-    return AnalyzeInput(payload.task, payload.text, xyxy, payload.annotate, sources, payload.labels, payload.min_score)
+    return AnalyzeInput(payload.task, TaskFields.from_request(payload), payload.annotate, sources)
 
 
 async def _read_multipart(request: Request, settings: Settings) -> AnalyzeInput:
@@ -155,9 +152,16 @@ async def _read_multipart(request: Request, settings: Settings) -> AnalyzeInput:
     async with request.form(max_fields=20) as form:
         params = parse_body(AnalyzeForm, form_fields(form, "files"))
         sources = await read_uploads(form, settings, "files")
-    region = parse_region(params.region) if params.region else None
-    labels = [part for part in params.labels.split(",") if part.strip()] if params.labels is not None else None
-    return AnalyzeInput(params.task, params.text, region, params.annotate, sources, labels, params.min_score)
+    fields = TaskFields(
+        params.text,
+        parse_region(params.region) if params.region else None,
+        [part for part in params.labels.split(",") if part.strip()] if params.labels is not None else None,
+        multi_label=params.multi_label,
+        top_n=params.top_n,
+        language=params.language,
+        min_score=params.min_score,
+    )
+    return AnalyzeInput(params.task, fields, params.annotate, sources)
 
 
 def source_from_json(item: ImageInput | str, index: int, settings: Settings, bare_urls: bool = False) -> ImageSource:

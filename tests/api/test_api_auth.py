@@ -64,6 +64,7 @@ def test_a_valid_token_gets_the_task_catalogue(client: TestClient) -> None:
         "input": "none",
         "output": "text",
         "aliases": ["caption"],
+        "backend": "florence2",
     }
 
 

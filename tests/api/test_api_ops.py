@@ -5,13 +5,20 @@ from __future__ import annotations
 import asyncio
 import base64
 import threading
+from collections.abc import Sequence
+from typing import Any
 
 from fastapi import Request
+from fastapi.testclient import TestClient
 
 from app.api.disconnect import run_unless_disconnected
 from app.core.config import Settings
+from app.core.results import TextResult
+from app.models.base import TaskRequest
 from app.models.manager import ModelManager, ModelState
+from app.serving.server import create_app
 from tests.api_support import api_settings, auth_header, png_bytes, running_app
+from tests.chat_support import make_services
 
 BODY = {"task": "caption", "images": [{"base64": base64.b64encode(png_bytes()).decode()}]}
 
@@ -37,6 +44,36 @@ def test_without_preload_readyz_reports_and_never_loads(tiny_settings: Settings)
         # The first analysis loads the model lazily; readiness follows.
         assert client.post("/api/v1/analyze", headers=auth_header(), json=BODY).status_code == 200
         assert client.get("/readyz").status_code == 200
+
+
+class StubCaptioner:
+    """A backend other than Florence-2 that serves captions, so it is the manager's primary one."""
+
+    name = "stub-captioner"
+    tasks = frozenset({"<CAPTION>"})
+    model_id = "stub"
+    library = "none"
+
+    def load(self) -> None:
+        return None
+
+    def run(self, requests: Sequence[TaskRequest]) -> list[TextResult]:
+        return [TextResult(request.spec.token, request.image_wh, text="a stub caption") for request in requests]
+
+    def info(self) -> dict[str, Any]:
+        return {"model": self.model_id}
+
+
+def test_readyz_reports_on_the_primary_backend_whatever_its_name(tiny_settings: Settings) -> None:
+    settings = api_settings(tiny_settings, preload=False)
+    manager = ModelManager(settings, backends=[StubCaptioner()])
+    with TestClient(create_app(settings, make_services(settings, manager))) as client:
+        before = client.get("/readyz")
+        assert (before.status_code, before.json()["error"]["code"]) == (503, "model_not_loaded")
+        assert client.post("/api/v1/analyze", headers=auth_header(), json=BODY).status_code == 200
+        ready = client.get("/readyz")
+    assert ready.status_code == 200
+    assert [(m["name"], m["state"]) for m in ready.json()["models"]] == [("stub-captioner", "ready")]
 
 
 def test_a_model_that_cannot_load_is_reported_not_crashed(tiny_settings: Settings) -> None:

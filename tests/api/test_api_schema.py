@@ -8,10 +8,12 @@ decode to an image", so schema-valid requests are legitimately refused with 400/
 
 from __future__ import annotations
 
+import base64
 from collections.abc import Iterator
 
 import pytest
 import schemathesis
+from fastapi.testclient import TestClient
 from hypothesis import HealthCheck, given
 from hypothesis import settings as hypothesis_settings
 from schemathesis import GenerationMode
@@ -20,7 +22,7 @@ from schemathesis.specs.openapi import checks as openapi_checks
 
 from app.core.config import Settings
 from app.serving.server import create_app
-from tests.api_support import api_settings, auth_header
+from tests.api_support import api_settings, auth_header, png_bytes, running_app
 
 EXAMPLES_PER_OPERATION = 10
 
@@ -89,3 +91,46 @@ def test_api_conforms_to_its_schema(api_schema: BaseSchema, mode: GenerationMode
         "GET /metrics",
     }
     fuzz(operations, mode, EXAMPLES_PER_OPERATION)
+
+
+@pytest.fixture(scope="module")
+def answering(classify_settings: Settings) -> Iterator[tuple[BaseSchema, TestClient]]:
+    """A server with every built-in model (tiny checkpoints), and its OpenAPI document."""
+    settings = api_settings(classify_settings, rate_limit="", preload=False, max_images_per_request=4)
+    with running_app(settings) as (app, client):
+        yield schemathesis.openapi.from_dict(app.openapi()), client
+
+
+@pytest.mark.parametrize(
+    ("task", "fields", "kind"),
+    [
+        ("CAPTION", {"annotate": True}, "text"),
+        ("OD", {"annotate": True, "min_score": 0.0}, "detections"),
+        ("CAPTION_GROUNDING", {}, "detections"),
+        ("REFERRING_EXPRESSION_SEGMENTATION", {"text": "the red square"}, "segmentation"),
+        ("REGION_TO_SEGMENTATION", {"region": [1, 1, 40, 30]}, "segmentation"),
+        ("OCR_WITH_REGION", {}, "ocr"),
+        ("CLASSIFY", {"top_n": 2, "language": "de"}, "classification"),
+        ("ZERO_SHOT", {"labels": ["a cat", "a dog"], "categories": {"a cat": "pet"}, "multi_label": True}, "zero_shot"),
+    ],
+)
+def test_real_answers_are_the_documented_entries(
+    answering: tuple[BaseSchema, TestClient], task: str, fields: dict[str, object], kind: str
+) -> None:
+    """Each kind of result, and a failed image beside it, as `/api/v1/analyze` documents its answer."""
+    schema, client = answering
+    images = [{"base64": base64.b64encode(png_bytes((64, 48))).decode()}, {"base64": "@@"}]
+    response = client.post("/api/v1/analyze", headers=auth_header(), json={"task": task, "images": images, **fields})
+    assert response.status_code == 200, response.text[:300]
+    result, failed = response.json()["results"]
+    assert (result["kind"], failed["error"]["code"]) == (kind, "invalid_base64")
+    schema["/api/v1/analyze"]["POST"].validate_response(response)
+
+
+def test_real_classify_answers_are_the_documented_entries(answering: tuple[BaseSchema, TestClient]) -> None:
+    schema, client = answering
+    files = [("files", ("a.png", png_bytes((20, 20)), "image/png")), ("files", ("b.png", b"not an image", "image/png"))]
+    response = client.post("/api/v1/classify", headers=auth_header(), files=files)
+    assert response.status_code == 200
+    assert [entry.get("kind") for entry in response.json()["results"]] == ["classification", None]
+    schema["/api/v1/classify"]["POST"].validate_response(response)

@@ -1,9 +1,8 @@
-"""POST /api/v1/analyze: one task on one or many images (JSON or multipart), results in input order."""
+"""POST /api/v1/analyze: any registered task on one or many images (JSON or multipart), results in input order."""
 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Awaitable
 
 from fastapi import APIRouter, Request, Response
 
@@ -14,11 +13,8 @@ from app.api.errors import error_responses
 from app.api.intake import read_analyze_input
 from app.api.metrics import TASK_STATE_KEY
 from app.api.v1.schemas import AnalyzeResponse, analyze_request_body
-from app.core.images import LoadedImage
-from app.core.tasks import get_task, text_with_classes, validate_task_inputs
-from app.services.analysis import ImageOutcome
-from app.services.per_image import ImageReport, annotate
-from app.services.ratelimit import work_cost
+from app.core.tasks import get_task
+from app.services.per_image import ImageReport, TaskRun, annotate
 
 router = APIRouter(prefix="/api/v1", tags=["analyze"])
 
@@ -33,6 +29,11 @@ router = APIRouter(prefix="/api/v1", tags=["analyze"])
 async def analyze(request: Request, principal: PrincipalDep, services: ServicesDep, api: ApiStateDep) -> Response:
     """Images come as multipart `files`, or in JSON as `{"url"}`, `{"base64"}` or data URLs.
 
+    Any task of GET /api/v1/tasks runs here; what it takes besides the images follows its `input`:
+    `text`, `region`, `labels` (the labels to score for zero-shot, the classes to find for
+    open-vocabulary detection, with `categories`, `multi_label`, `templates` for zero-shot), and
+    `top_n`, `language` for classification.
+
     The response has one entry per image, in input order. An image that fails carries
     `{"error": {"code", "message"}}` in its place while the others succeed; when every image fails
     the status is that of the first error and the body also has a top-level `error`.
@@ -40,15 +41,13 @@ async def analyze(request: Request, principal: PrincipalDep, services: ServicesD
     parsed = await read_analyze_input(request, api.settings)
     spec = get_task(parsed.task)
     setattr(request.state, TASK_STATE_KEY, spec.token)
-    text = validate_task_inputs(spec, text_with_classes(spec, parsed.text, parsed.labels), parsed.region)
-    # The shared RATE_LIMIT's cost rule (a unit per model run on one image), counted before any fetching.
-    services.limiter.hit(principal.sub, cost=work_cost(len(parsed.sources), [spec]))
+    # Validated and charged (a unit per model run on one image) before any image is fetched.
+    task_run = TaskRun.prepare(
+        services.analysis, services.limiter, principal.sub, spec, parsed.fields.task_input(spec), len(parsed.sources)
+    )
 
     async def work() -> list[ImageReport]:
-        def infer(images: list[LoadedImage]) -> Awaitable[list[ImageOutcome]]:
-            return services.analysis.analyze_async(images, spec, text, parsed.region, parsed.min_score)
-
-        reports: list[ImageReport] = await run_on_sources(api, parsed.sources, infer)
+        reports = await run_on_sources(api, services.analysis, task_run, parsed.sources)
         if parsed.annotate:
             await asyncio.to_thread(annotate, reports)
         return reports

@@ -31,8 +31,9 @@ from app.api.intake import (
     require_json,
     source_from_json,
 )
+from app.api.seed.classify_schemas import ZeroShotRequestBody
 from app.api.v1.schemas import AnalyzeRequest, ImageInput, inline_refs
-from app.api.v1.schemas_classify import ClassifyRequest, ZeroShotRequestBody
+from app.api.v1.schemas_classify import ClassifyRequest
 from app.core.classify_math import RAW_LABEL_TEMPLATES
 from app.core.config import Settings
 from app.core.errors import AppError, InvalidInput, ModelUnavailable

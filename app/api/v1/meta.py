@@ -10,19 +10,27 @@ from app import __version__
 from app.api.auth import PrincipalDep
 from app.api.deps import ApiStateDep, ServicesDep
 from app.api.errors import error_responses
-from app.api.v1.schemas import Health, ModelList, Readiness, TaskList
-from app.core.tasks import all_tasks
-from app.models.manager import ModelState
-
-PRIMARY_MODEL = "florence2"
+from app.api.v1.schemas import Health, ModelList, Readiness, TaskEntry, TaskList
+from app.core.errors import UnknownTask
+from app.core.tasks import TaskSpec, all_tasks
+from app.models.manager import ModelManager, ModelState
 
 api_v1 = APIRouter(prefix="/api/v1", tags=["catalogue"], responses=error_responses(401, 429, 503))
 ops = APIRouter(tags=["operations"])
 
 
-@api_v1.get("/tasks", response_model=TaskList, summary="The tasks the model can run")
-async def list_tasks(principal: PrincipalDep) -> TaskList:
-    return TaskList(tasks=[{**spec.to_dict(), "aliases": list(spec.aliases)} for spec in all_tasks()])
+@api_v1.get("/tasks", response_model=TaskList, summary="The tasks this server can run, and the backend of each")
+async def list_tasks(principal: PrincipalDep, services: ServicesDep) -> TaskList:
+    # Read at request time: a task registered after start-up is listed too.
+    return TaskList(tasks=[_task_entry(spec, services.manager) for spec in all_tasks()])
+
+
+def _task_entry(spec: TaskSpec, manager: ModelManager) -> TaskEntry:
+    try:
+        backend: str | None = manager.backend_name(spec)  # the routed one (OCR_BACKEND=rapidocr: OCR → rapidocr)
+    except UnknownTask:
+        backend = None
+    return TaskEntry(**spec.to_dict(), aliases=list(spec.aliases), backend=backend)
 
 
 @api_v1.get("/models", response_model=ModelList, summary="Models with their state, device and dtype")
@@ -47,7 +55,7 @@ async def healthz() -> Health:
 async def readyz(services: ServicesDep) -> Response:
     # The model loads at start-up (PRELOAD=true) or on the first analysis; a probe must stay cheap.
     manager = services.manager
-    slot = manager.slot(PRIMARY_MODEL)
+    slot = manager.slot(manager.primary)
     models = manager.status()
     if slot.state is ModelState.READY:
         return JSONResponse(Readiness(status="ready", models=models).model_dump())
