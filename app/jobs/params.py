@@ -158,7 +158,8 @@ def load_params(kind: str, stored: dict[str, Any]) -> AnalyzeParams | ClassifyPa
     try:
         return _ADAPTER.validate_python(data)
     except ValidationError as exc:  # field names only: the values are the client's
-        fields = ", ".join(sorted({".".join(str(p) for p in err["loc"][:1]) for err in exc.errors()}))
+        # A discriminated union's error location starts with the kind: the field comes after it.
+        fields = ", ".join(sorted({str(err["loc"][1]) for err in exc.errors() if len(err["loc"]) > 1}))
         raise InvalidInput(f"The job's parameters cannot be read ({fields}).", code="invalid_job_params") from None
 
 
