@@ -12,24 +12,44 @@ from app.core.tasks import InputKind, OutputKind, TaskSpec, register_task, unreg
 from app.jobs.params import AnalyzeParams, ClassifyParams, ZeroShotParams, job_kinds, load_params, normalize_kind
 
 # As the previous version wrote them (app/jobs/kinds.py built plain dicts; the seed routes added `seed`).
-OLD_ANALYZE = {"task": "<OD>", "text": None, "region": None, "annotate": True, "min_score": 0.25,
-               "input_errors": {"1": {"code": "corrupt_image", "message": "broken", "status": 400}}}  # fmt: skip
+OLD_ANALYZE = {
+    "task": "<OD>",
+    "text": None,
+    "region": None,
+    "annotate": True,
+    "min_score": 0.25,
+    "input_errors": {"1": {"code": "corrupt_image", "message": "broken", "status": 400}},
+}
 OLD_CLASSIFY = {"top_n": 4, "language": "de"}
 OLD_ZERO_SHOT = {
     "labels": ["a cat", "a dog"],
     "categories": None,
     "multi_label": False,
     "templates": ["{}"],
-    "seed": {"task": "zero-shot-image-classification", "batched": True, "classes": ["a cat", "a dog"],
-             "requested_model": "clip", "served_model": "openai/clip-vit-base-patch32"},
-}  # fmt: skip
+    "seed": {
+        "task": "zero-shot-image-classification",
+        "batched": True,
+        "classes": ["a cat", "a dog"],
+        "requested_model": "clip",
+        "served_model": "openai/clip-vit-base-patch32",
+    },
+}
 
 
 @pytest.fixture
 def fake_job_kind() -> Iterator[TaskSpec]:
     spec = register_task(
-        TaskSpec("<FAKE_JOB>", "FAKE_JOB", "Fake", "A task with its own job kind.", InputKind.NONE, OutputKind.TEXT,
-                 ("fake_job_alias",), backend="fake", job_kind="fake-job")  # fmt: skip
+        TaskSpec(
+            "<FAKE_JOB>",
+            "FAKE_JOB",
+            "Fake",
+            "A task with its own job kind.",
+            InputKind.NONE,
+            OutputKind.TEXT,
+            ("fake_job_alias",),
+            backend="fake",
+            job_kind="fake-job",
+        )
     )
     try:
         yield spec
@@ -48,8 +68,14 @@ def test_kinds_are_read_from_the_registry_when_asked(fake_job_kind: TaskSpec) ->
 
 
 def test_legacy_kind_aliases_still_name_their_kind() -> None:
-    for alias, kind in [("zero_shot", "zero-shot"), ("zeroshot", "zero-shot"), ("Zero-Shot", "zero-shot"),
-                        ("classification", "classify"), ("classify-image", "classify"), ("analyze", "analyze")]:  # fmt: skip
+    for alias, kind in [
+        ("zero_shot", "zero-shot"),
+        ("zeroshot", "zero-shot"),
+        ("Zero-Shot", "zero-shot"),
+        ("classification", "classify"),
+        ("classify-image", "classify"),
+        ("analyze", "analyze"),
+    ]:
         assert normalize_kind(alias) == kind
     for bad in ("paint", "", None, 3, "OD", "caption"):  # a task without a job kind is not a kind
         with pytest.raises(InvalidInput) as raised:
@@ -72,8 +98,9 @@ def test_records_of_the_previous_version_load_into_their_kinds_model() -> None:
     assert labels is not None and labels.labels == ("a cat", "a dog") and labels.templates == ("{}",)
 
 
-@pytest.mark.parametrize(("kind", "old"), [("analyze", OLD_ANALYZE), ("classify", OLD_CLASSIFY),
-                                           ("zero-shot", OLD_ZERO_SHOT)])  # fmt: skip
+@pytest.mark.parametrize(
+    ("kind", "old"), [("analyze", OLD_ANALYZE), ("classify", OLD_CLASSIFY), ("zero-shot", OLD_ZERO_SHOT)]
+)
 def test_stored_params_keep_the_previous_field_names(kind: str, old: dict[str, Any]) -> None:
     stored = load_params(kind, old).stored()
     assert "kind" not in stored

@@ -267,21 +267,40 @@ def test_an_unreachable_queue_is_a_503_not_a_crash(tiny_settings: Settings, tmp_
 
 
 def test_analyze_runs_classification_tasks_like_their_legacy_kinds(client: TestClient) -> None:
-    legacy = wait_done(client, submit(client, {"kind": "classify", "images": [DATA_URL], "numberofpredictions": 2,
-                                               "language": "de"})["id"])  # fmt: skip
-    analyzed = wait_done(client, submit(client, {"kind": "analyze", "task": "CLASSIFY", "images": [DATA_URL],
-                                                 "top_n": 2, "language": "de"})["id"])  # fmt: skip
+    legacy = wait_done(
+        client,
+        submit(client, {"kind": "classify", "images": [DATA_URL], "numberofpredictions": 2, "language": "de"})["id"],
+    )
+    analyzed = wait_done(
+        client,
+        submit(client, {"kind": "analyze", "task": "CLASSIFY", "images": [DATA_URL], "top_n": 2, "language": "de"})[
+            "id"
+        ],
+    )
     assert analyzed["kind"] == "analyze" and analyzed["result"]["task"] == "<CLASSIFY>"
     [mine], [theirs] = analyzed["result"]["results"], legacy["result"]["results"]
     assert {**mine, "duration": 0} == {**theirs, "duration": 0} and len(mine["predictions"]) == 2
     assert "task" not in legacy["result"]  # the legacy kinds keep their stored shape
 
     labels, categories = ["a cat", "a dog", "a car"], {"a cat": "animal", "a dog": "animal"}
-    legacy = wait_done(client, submit(client, {"kind": "zero_shot", "image_data": DATA_URL, "labels": labels,
-                                               "categories": categories})["id"])  # fmt: skip
-    analyzed = wait_done(client, submit(client, {"kind": "analyze", "task": "zero-shot", "images": [DATA_URL],
-                                                 "labels": labels, "categories": categories,
-                                                 "templates": ["{}"]})["id"])  # fmt: skip
+    legacy = wait_done(
+        client,
+        submit(client, {"kind": "zero_shot", "image_data": DATA_URL, "labels": labels, "categories": categories})["id"],
+    )
+    analyzed = wait_done(
+        client,
+        submit(
+            client,
+            {
+                "kind": "analyze",
+                "task": "zero-shot",
+                "images": [DATA_URL],
+                "labels": labels,
+                "categories": categories,
+                "templates": ["{}"],
+            },
+        )["id"],
+    )
     assert legacy["kind"] == "zero-shot" and analyzed["result"]["task"] == "<ZERO_SHOT>"
     assert analyzed["result"]["results"][0]["result"] == legacy["result"]["results"][0]["result"]
     assert set(analyzed["result"]["results"][0]["categories"]) == {"animal", "a car"}  # an ungrouped label stands alone
@@ -314,8 +333,13 @@ def test_a_record_written_by_the_previous_version_still_runs(served: tuple[FastA
 
     app, client = served
     queue = app.state.jobs.queue
-    old_params = {"task": "<OD>", "text": None, "region": None, "annotate": False,
-                  "input_errors": {"1": {"code": "corrupt_image", "message": "Broken.", "status": 400}}}  # fmt: skip
+    old_params = {
+        "task": "<OD>",
+        "text": None,
+        "region": None,
+        "annotate": False,
+        "input_errors": {"1": {"code": "corrupt_image", "message": "Broken.", "status": 400}},
+    }
     inputs = [JobInput("old.png", PNG), JobInput("broken.png", b"")]
     record, _ = queue.submit("alice", "analyze", old_params, inputs, None, None, "old-analyze")
     done = wait_done(client, record.id)

@@ -181,11 +181,24 @@ def test_seed_view_prefers_the_result_over_what_was_configured_at_submission() -
     from app.core.tasks import get_task
     from app.jobs.records import JobRecord, JobStatus
 
-    seed = {"task": "optical-character-recognition", "batched": False, "classes": None,
-            "requested_model": "tesseract", "served_model": "configured/florence"}  # fmt: skip
-    record = JobRecord("j1", "alice", "analyze", {"task": "<OCR>", "seed": seed}, ["a.png"], 0.0, 1,
-                       status=JobStatus.COMPLETE,
-                       result={"task": "<OCR>", "results": [{"name": "a.png", "text": "hi"}], "model": "rapidocr"})  # fmt: skip
+    seed = {
+        "task": "optical-character-recognition",
+        "batched": False,
+        "classes": None,
+        "requested_model": "tesseract",
+        "served_model": "configured/florence",
+    }
+    record = JobRecord(
+        "j1",
+        "alice",
+        "analyze",
+        {"task": "<OCR>", "seed": seed},
+        ["a.png"],
+        0.0,
+        1,
+        status=JobStatus.COMPLETE,
+        result={"task": "<OCR>", "results": [{"name": "a.png", "text": "hi"}], "model": "rapidocr"},
+    )
     spec = get_task("OCR")
     assert seed_view(record, "optical-character-recognition", spec)["model"] == "rapidocr"
     assert seed_view(record, "optical-character-recognition", spec)["result"] == {"text": "hi"}
@@ -198,10 +211,25 @@ def test_seed_tasks_are_the_registry_entries_with_a_seed_name(client: TestClient
     from app.core.tasks import InputKind, OutputKind, TaskSpec, register_task, unregister_task
 
     listed = client.get("/api/tasks", headers=auth_header()).json()
-    assert set(listed) == {"image-captioning", "object-detection", "optical-character-recognition",
-                           "image-classification", "zero-shot-image-classification"}  # fmt: skip
-    spec = register_task(TaskSpec("<FAKE_SEED>", "FAKE_SEED", "Fake", "Fake.", InputKind.NONE, OutputKind.TEXT,
-                                  backend="fake", seed_name="fake-seed"))  # fmt: skip
+    assert set(listed) == {
+        "image-captioning",
+        "object-detection",
+        "optical-character-recognition",
+        "image-classification",
+        "zero-shot-image-classification",
+    }
+    spec = register_task(
+        TaskSpec(
+            "<FAKE_SEED>",
+            "FAKE_SEED",
+            "Fake",
+            "Fake.",
+            InputKind.NONE,
+            OutputKind.TEXT,
+            backend="fake",
+            seed_name="fake-seed",
+        )
+    )
     try:
         assert "fake-seed" in client.get("/api/tasks", headers=auth_header()).json()
         assert client.get("/api/tasks/fake-seed/models", headers=auth_header()).status_code == 200
