@@ -74,7 +74,7 @@ class AnalyzeParams(_Params):
         zero_shot = None
         if self.labels is not None:
             zero_shot = ZeroShotRequest.create(self.labels, self.categories, bool(self.multi_label), self.templates)
-        elif self.categories is not None or self.multi_label is not None or self.templates is not None:
+        elif self._label_options() and not self.spec().needs_labels:
             raise InvalidInput(f"{self.spec().name} takes no categories, multi_label or templates.",
                                code="unexpected_labels")  # fmt: skip
         return TaskInput(
@@ -85,6 +85,9 @@ class AnalyzeParams(_Params):
             language=self.language if self.language is not None else TaskInput.language,
             min_score=self.min_score,
         )
+
+    def _label_options(self) -> bool:
+        return self.categories is not None or self.multi_label is not None or self.templates is not None
 
 
 class ClassifyParams(_Params):

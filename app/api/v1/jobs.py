@@ -178,8 +178,9 @@ def accepted(record: JobRecord, created: bool, location: str) -> JSONResponse:
     openapi_extra=json_body(AnalyzeJob, ClassifyJob, ZeroShotJob),
 )
 async def create_job(request: Request, submitter: SubmitterDep) -> JSONResponse:
-    """The JSON body of the matching synchronous request plus `"kind"` (`analyze`, `classify` or
-    `zero-shot`) and optionally `"callback_url"`, which receives the finished job as a POST."""
+    """The JSON body of the matching synchronous request plus `"kind"`: `analyze` (any task of
+    GET /api/v1/tasks), `classify` or `zero-shot`; optionally `"callback_url"`, which receives the
+    finished job as a POST."""
     body = await read_json_object(request)
     key = check_idempotency_key(submitter.idempotency_key)
     fingerprint = body_fingerprint(body)
