@@ -21,21 +21,12 @@ from typing import Any
 from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse
 
+from app.api import job_intake as intake
 from app.api.auth import PrincipalDep
 from app.api.deps import ServicesDep
 from app.api.errors import error_responses
 from app.api.intake import parse_body
-from app.api.job_intake import (
-    JobsDep,
-    Submitter,
-    SubmitterDep,
-    body_fingerprint,
-    check_idempotency_key,
-    json_body,
-    read_json_object,
-    sources_from_json,
-    submit_job,
-)
+from app.api.job_intake import JobsDep, Submitter, SubmitterDep
 from app.api.seed.vitrivr_schemas import (
     SeedBatch,
     SeedJob,
@@ -183,19 +174,19 @@ def served_model(services: Services, spec: TaskSpec) -> str:
 # -- routes ---------------------------------------------------------------------------------------------------
 async def _submit(request: Request, name: str, model: str, batched: bool, submitter: Submitter) -> JSONResponse:
     spec = seed_task(name)
-    body = await read_json_object(request)
-    key = check_idempotency_key(submitter.idempotency_key)
-    fingerprint = body_fingerprint(name, model, batched, body)
+    body = await intake.read_json_object(request)
+    key = intake.check_idempotency_key(submitter.idempotency_key)
+    fingerprint = intake.body_fingerprint(name, model, batched, body)
     parsed = parse_body(SeedBatch, body) if batched else parse_body(SeedJob, body)
     images = parsed.image if isinstance(parsed, SeedBatch) else [parsed.image]
-    sources = sources_from_json(images, submitter.api.settings)
+    sources = intake.sources_from_json(images, submitter.api.settings)
     params = seed_params(name, spec, parsed.classes, parsed.config, submitter.services.analysis)
     # The configured model names a job until it has run; then the model that answered does.
     seed = SeedInfo(task=name, batched=batched, classes=parsed.classes, requested_model=model,
                     served_model=served_model(submitter.services, spec) or None)  # fmt: skip
     params = params.model_copy(update={"seed": seed})
     kind = params.kind if params.kind != ANALYZE else spec.job_kind or ANALYZE
-    record, created = await submit_job(submitter, key, kind, params, sources, fingerprint)
+    record, created = await intake.submit_job(submitter, key, kind, params, sources, fingerprint)
     headers = {"Location": f"/api/tasks/{name}/{'batched/' if batched else ''}jobs/{record.id}"}
     if not created:
         headers["Idempotent-Replayed"] = "true"
@@ -235,10 +226,10 @@ def _add_task_routes(name: str, spec: TaskSpec) -> None:
     # The batched path first: `{model:path}` would otherwise swallow `batched/<model>`.
     router.add_api_route(f"/{name}/batched/{{model:path}}/jobs", create_batched, methods=["POST"], tags=tags,
                          response_model=SeedJobStatus, responses=_CREATE_ERRORS, summary="New batched job",
-                         operation_id=f"new_batched_job_{name}", openapi_extra=json_body(SeedBatch))  # fmt: skip
+                         operation_id=f"new_batched_job_{name}", openapi_extra=intake.json_body(SeedBatch))  # fmt: skip
     router.add_api_route(f"/{name}/{{model:path}}/jobs", create_single, methods=["POST"], tags=tags,
                          response_model=SeedJobStatus, responses=_CREATE_ERRORS, summary="New job",
-                         operation_id=f"new_job_{name}", openapi_extra=json_body(SeedJob))  # fmt: skip
+                         operation_id=f"new_job_{name}", openapi_extra=intake.json_body(SeedJob))  # fmt: skip
     router.add_api_route(f"/{name}/batched/jobs/{{job}}", read_batched, methods=["GET"], tags=tags,
                          response_model=batched_model, responses=_READ_ERRORS, summary="Batched job results",
                          operation_id=f"get_batched_job_{name}")  # fmt: skip
