@@ -14,15 +14,21 @@ import sys
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, TextIO
+from typing import TYPE_CHECKING, Any, TextIO
 
+from app.cli.task_args import checked_task
+from app.core.classification_results import AnyTaskResult
 from app.core.config import Settings
 from app.core.errors import AppError
-from app.core.geometry import XYXY, parse_region
+from app.core.geometry import XYXY
 from app.core.images import ImageLimits, LoadedImage, load_image_path
 from app.core.results import AnyResult, DetectionResult, SegmentationResult
-from app.core.tasks import TaskSpec, get_task, validate_task_inputs
+from app.core.task_inputs import TaskInput
+from app.core.tasks import TaskSpec
 from app.rendering.drawing import Annotator, label_text
+
+if TYPE_CHECKING:
+    from app.services.analysis import AnalysisService
 
 EXIT_OK, EXIT_PARTIAL = 0, 1
 
@@ -38,7 +44,7 @@ class Outcome:
     """One input file, in command-line order: its result or the error that stopped it."""
 
     path: Path
-    result: AnyResult | None = None
+    result: AnyTaskResult | None = None  # any result type: the CLI reads its `summary()` and `to_dict()`
     error: AppError | None = None
     image_wh: tuple[int, int] | None = None
 
@@ -50,12 +56,19 @@ class Outcome:
 
 
 def run_analyze(args: argparse.Namespace, settings: Settings, stdout: TextIO | None = None) -> int:
-    out = stdout or sys.stdout
+    from app.services.analysis import AnalysisService
+
     _report_errors_once(settings)
-    spec = get_task(args.task)
-    region: XYXY | None = parse_region(args.region) if args.region is not None else None
-    # Fail on missing/forbidden text or region before reading images or loading the model.
-    text = validate_task_inputs(spec, args.text, region)
+    service = AnalysisService.from_settings(settings)  # models load on first use, not here
+    try:
+        return _run(args, settings, service, stdout or sys.stdout)
+    finally:
+        service.manager.shutdown()
+
+
+def _run(args: argparse.Namespace, settings: Settings, service: AnalysisService, out: TextIO) -> int:
+    # Fail on a missing or unexpected input (text, region, labels) before reading images or loading the model.
+    spec, task_input = checked_task(args, service)
     paths = [Path(p) for p in args.images]
     annotate_dir = Path(args.annotate_dir) if args.annotate_dir else None
     if annotate_dir is not None:
@@ -64,7 +77,7 @@ def run_analyze(args: argparse.Namespace, settings: Settings, stdout: TextIO | N
     loaded, outcomes = _load_images(paths, ImageLimits(settings.max_image_bytes, settings.max_image_pixels))
     if loaded:
         images_only = [image for _, image in loaded]
-        analysed = _analyze(settings, images_only, spec, text, region, getattr(args, "min_score", None))
+        analysed = _analyze(service, images_only, spec, task_input)
         for (index, image), (result, error) in zip(loaded, analysed, strict=True):
             outcomes[index] = Outcome(paths[index], result=result, error=error, image_wh=image.image_wh)
 
@@ -78,7 +91,7 @@ def run_analyze(args: argparse.Namespace, settings: Settings, stdout: TextIO | N
         images = dict(loaded)
         stems = _unique_stems(paths)
         for index, outcome in enumerate(final):
-            if outcome.result is not None:
+            if isinstance(outcome.result, AnyResult):  # a result that can be drawn on its image
                 written[index] = _write_annotations(annotate_dir, stems[index], spec, images[index], outcome.result)
     if args.json_out is not None:
         document = {"task": spec.token, "results": [o.to_dict() for o in final]}
@@ -122,22 +135,11 @@ def _load_images(
 
 
 def _analyze(
-    settings: Settings,
-    images: Sequence[LoadedImage],
-    spec: TaskSpec,
-    text: str | None,
-    region: XYXY | None,
-    min_score: float | None = None,
-) -> list[tuple[AnyResult | None, AppError | None]]:
+    service: AnalysisService, images: Sequence[LoadedImage], spec: TaskSpec, task_input: TaskInput
+) -> list[tuple[AnyTaskResult | None, AppError | None]]:
     """One batch for every readable image; a per-image error (region outside it) stays per image."""
-    from app.services.analysis import AnalysisService
-
-    service = AnalysisService.from_settings(settings)
-    try:
-        outcomes = service.analyze(images, spec, text=text, region=region, min_score=min_score)
-    finally:
-        service.manager.shutdown()
-    return [(o.result if isinstance(o.result, AnyResult) else None, o.error) for o in outcomes]
+    outcomes = service.analyze(images, spec, options=task_input)
+    return [(o.result, o.error) for o in outcomes]
 
 
 def _nothing_analysed(failed: Sequence[Outcome]) -> AppError:
@@ -211,7 +213,7 @@ def _print_summary(
         out.write(f"{failed} of {len(outcomes)} images failed.\n")
 
 
-def _instance_lines(result: AnyResult) -> list[str]:
+def _instance_lines(result: AnyTaskResult) -> list[str]:
     """`#2 car 0.91 (12, 30, 200, 180)` per instance: the numbers and scores drawn on the annotated image."""
     if isinstance(result, DetectionResult):
         boxes: list[XYXY | None] = list(result.xyxy)

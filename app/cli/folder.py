@@ -22,9 +22,9 @@ from tqdm.contrib.logging import logging_redirect_tqdm
 
 from app.core.config import Settings
 from app.core.errors import AppError, InvalidInput, ModelUnavailable
-from app.core.geometry import XYXY
 from app.core.images import ALLOWED_EXTENSIONS, ImageLimits, load_image_path
 from app.core.results import AnyResult, DetectionResult, SegmentationResult
+from app.core.task_inputs import TaskInput
 from app.core.tasks import OutputKind, TaskSpec
 from app.services.analysis import AnalysisService
 
@@ -37,11 +37,9 @@ EXIT_OK, EXIT_PARTIAL, EXIT_NOTHING = 0, 1, 2
 class FolderJob:
     root: Path
     spec: TaskSpec
-    text: str | None
-    region: XYXY | None
+    task_input: TaskInput  # checked for `spec` (app/cli/task_args.py)
     jsonl: Path
     annotate_dir: Path | None = None
-    min_score: float | None = None
 
     @property
     def coco_path(self) -> Path | None:
@@ -144,7 +142,7 @@ def _analyse_one(job: FolderJob, service: AnalysisService, path: Path, limits: I
     relative = path.relative_to(job.root).as_posix()
     try:
         loaded = load_image_path(path, limits)
-        outcome = service.analyze([loaded], job.spec, job.text, job.region, job.min_score)[0]
+        outcome = service.analyze([loaded], job.spec, options=job.task_input)[0]
         if outcome.result is None:
             raise outcome.error or AppError("No result.")
     except ModelUnavailable:

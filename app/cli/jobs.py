@@ -8,7 +8,6 @@ from pathlib import Path
 
 from app.core.config import Settings
 from app.core.errors import InvalidInput
-from app.core.geometry import parse_region
 
 
 def worker_command(args: argparse.Namespace, settings: Settings) -> int:
@@ -27,7 +26,8 @@ def worker_command(args: argparse.Namespace, settings: Settings) -> int:
 def folder_command(args: argparse.Namespace, settings: Settings) -> int:
     """`analyze DIR --jsonl out.jsonl`: prints a one-line summary on stdout; exit 0, 1 (some failed) or 2."""
     from app.cli.folder import FolderJob, run_folder
-    from app.core.tasks import get_task, validate_task_inputs
+    from app.cli.task_args import checked_task
+    from app.services.analysis import AnalysisService
 
     if len(args.images) != 1:
         raise InvalidInput("Give one folder (or only image files) to analyze.", code="invalid_arguments")
@@ -37,19 +37,19 @@ def folder_command(args: argparse.Namespace, settings: Settings) -> int:
         raise InvalidInput("A folder needs --jsonl FILE for its results (one line per image).", code="missing_jsonl")
     if getattr(args, "json_out", None):
         raise InvalidInput("For a folder, results go to --jsonl (not --json).", code="invalid_arguments")
-    spec = get_task(args.task)
-    region = parse_region(args.region) if args.region is not None else None
-    text = validate_task_inputs(spec, args.text, region)
-    job = FolderJob(
-        root=Path(args.images[0]),
-        spec=spec,
-        text=text,
-        region=region,
-        jsonl=Path(args.jsonl),
-        annotate_dir=Path(args.annotate_dir) if args.annotate_dir else None,
-        min_score=getattr(args, "min_score", None),
-    )
-    report = run_folder(job, settings)
+    service = AnalysisService.from_settings(settings)  # models load on first use, not here
+    try:
+        spec, task_input = checked_task(args, service)
+        job = FolderJob(
+            root=Path(args.images[0]),
+            spec=spec,
+            task_input=task_input,
+            jsonl=Path(args.jsonl),
+            annotate_dir=Path(args.annotate_dir) if args.annotate_dir else None,
+        )
+        report = run_folder(job, settings, service)
+    finally:
+        service.manager.shutdown()
     line = f"{report.done} analysed, {report.failed} failed, {report.skipped} already in {job.jsonl}"
     if job.coco_path is not None:
         line += f"; COCO: {job.coco_path}"

@@ -96,14 +96,22 @@ def _score(value: str) -> float:
 
 
 def build_parser() -> argparse.ArgumentParser:
+    """Built per call: the tasks `--task` lists are the registry's at that moment."""
+    from app.cli.task_args import task_help
+
     parser = _OneLineParser(prog="python -m app", description="Florence-2 vision analysis")
     commands = parser.add_subparsers(dest="command", required=True)
 
     analyze = commands.add_parser("analyze", help="run one task on images and print/write the results")
     analyze.add_argument("images", nargs="+", help="image files, or one folder (with --jsonl)")
-    analyze.add_argument("--task", required=True, help="task token (<OD>) or short name (OD, caption, ...)")
+    analyze.add_argument("--task", required=True, help=task_help())
     analyze.add_argument("--text", help="text input for text tasks")
     analyze.add_argument("--region", help="region x1,y1,x2,y2 in pixels for region tasks")
+    analyze.add_argument(
+        "--labels", help="zero-shot: the labels to score, comma-separated (a,b,c); open-vocabulary detection: classes"
+    )
+    analyze.add_argument("--top-n", type=int, help="classification: predictions per image, best first (default 3)")
+    analyze.add_argument("--language", help="classification: the language of the class names (en, de)")
     analyze.add_argument(
         "--min-score",
         type=_score,

@@ -91,13 +91,14 @@ class TaskSpec:
 
 _I, _O = InputKind, OutputKind
 PROMPT_TASKS: tuple[TaskSpec, ...] = (  # the 15 prompts Florence-2 was trained on
-    TaskSpec("<CAPTION>", "CAPTION", "Caption", "One sentence about the image.", _I.NONE, _O.TEXT, ("caption",)),
+    TaskSpec("<CAPTION>", "CAPTION", "Caption", "One sentence about the image.", _I.NONE, _O.TEXT, ("caption",),
+             seed_name="image-captioning"),
     TaskSpec("<DETAILED_CAPTION>", "DETAILED_CAPTION", "Detailed caption",
              "A few sentences describing the image.", _I.NONE, _O.TEXT, ("detailed",)),
     TaskSpec("<MORE_DETAILED_CAPTION>", "MORE_DETAILED_CAPTION", "More detailed caption",
              "A paragraph describing the image.", _I.NONE, _O.TEXT, ("paragraph",)),
     TaskSpec("<OD>", "OD", "Object detection", "Boxes and category names for the objects.", _I.NONE, _O.BOXES,
-             ("detect", "detection", "object_detection")),
+             ("detect", "detection", "object_detection"), seed_name="object-detection"),
     TaskSpec("<DENSE_REGION_CAPTION>", "DENSE_REGION_CAPTION", "Dense region caption",
              "Boxes with a short description each.", _I.NONE, _O.BOXES, ("dense",)),
     TaskSpec("<REGION_PROPOSAL>", "REGION_PROPOSAL", "Region proposal",
@@ -117,7 +118,8 @@ PROMPT_TASKS: tuple[TaskSpec, ...] = (  # the 15 prompts Florence-2 was trained 
              "A description of what is inside a box.", _I.REGION, _O.TEXT, ("region_description",)),
     TaskSpec("<REGION_TO_OCR>", "REGION_TO_OCR", "Region to OCR", "The text inside a box.", _I.REGION, _O.TEXT,
              ("region_ocr",)),
-    TaskSpec("<OCR>", "OCR", "OCR", "All the text in the image.", _I.NONE, _O.TEXT, ("ocr", "text")),
+    TaskSpec("<OCR>", "OCR", "OCR", "All the text in the image.", _I.NONE, _O.TEXT, ("ocr", "text"),
+             seed_name="optical-character-recognition"),
     TaskSpec("<OCR_WITH_REGION>", "OCR_WITH_REGION", "OCR with regions",
              "Text lines with their quadrilaterals.", _I.NONE, _O.OCR, ("ocr_with_region", "ocr_regions")),
 )  # fmt: skip

@@ -17,10 +17,9 @@ import logging
 import signal
 import threading
 import time
-from collections.abc import Callable
 from dataclasses import dataclass
 from importlib.metadata import PackageNotFoundError, version
-from typing import Any
+from typing import Any, Protocol
 
 import httpx
 
@@ -29,7 +28,9 @@ from app.core.classification_results import ClassificationResult
 from app.core.config import Settings
 from app.core.errors import AppError, InvalidImage, PayloadTooLarge
 from app.core.images import ImageLimits, LoadedImage, load_image_bytes
-from app.core.task_inputs import MAX_TOP_N
+from app.core.task_inputs import MAX_TOP_N, TaskInput
+from app.core.tasks import CLASSIFY
+from app.services.analysis import AnalysisService
 from app.services.container import Services
 
 log = logging.getLogger(__name__)
@@ -37,10 +38,17 @@ TASK_TYPE = "classifyimage"
 DEFAULT_PREDICTIONS = 5
 COMPLETE_ATTEMPTS = 3
 
-# (image, number of predictions, language) →
-#     ([{"class", "name", "probability"}, ...] best first, {"library", "model"} that produced them)
+# ([{"class", "name", "probability"}, ...] best first, {"library", "model"} that produced them)
 ClassifierAnswer = tuple[list[dict[str, Any]], dict[str, str]]
-Classifier = Callable[[LoadedImage, int, str], ClassifierAnswer]
+
+
+class Classifier(Protocol):
+    def __call__(self, image: LoadedImage, count: int, language: str) -> ClassifierAnswer: ...
+
+    @property
+    def model(self) -> str:
+        """The model configured to answer: named in a task that failed before any model ran."""
+        ...
 
 
 class TaskBridgeError(Exception):
@@ -134,7 +142,6 @@ class TaskBridgeWorker:
         self.client = client
         self.classify = classify
         self.limits = ImageLimits(settings.max_image_bytes, settings.max_image_pixels)
-        self.model_name = settings.classifier_model_id
         self.exact_floats = settings.taskbridge_exact_floats
         self.poll_interval_s = poll_interval_s
         self.stop_event = threading.Event()
@@ -148,7 +155,7 @@ class TaskBridgeWorker:
             "repository": REPOSITORY,
             "version": __version__,
             "library": (run or {}).get("library") or _library(),
-            "model": (run or {}).get("model") or self.model_name,
+            "model": (run or {}).get("model") or self.classify.model,
         }
 
     def process(self, task: dict[str, Any]) -> dict[str, Any]:
@@ -215,22 +222,38 @@ def _library() -> str:
         return "transformers"
 
 
-def service_classifier(services: Services, exact_floats: bool = False) -> Classifier:
-    """The classification service (ImageNet, names in the task's language) as a TaskBridge classifier;
+@dataclass(frozen=True)
+class ServiceClassifier:
+    """The CLASSIFY task (ImageNet, names in the task's language) through the analysis service;
     `exact_floats`: the model's probabilities unrounded, as the reference worker sends them."""
 
-    def classify(image: LoadedImage, count: int, language: str) -> ClassifierAnswer:
-        outcome = services.classification.classify_sync([image], count, language)[0]
-        if outcome.result is None or not isinstance(outcome.result, ClassificationResult):
+    analysis: AnalysisService
+    exact_floats: bool = False
+
+    @property
+    def model(self) -> str:
+        manager = self.analysis.manager
+        try:
+            return str(manager.slot(manager.backend_name(CLASSIFY)).backend.model_id)
+        except AppError:  # no classifier configured: every task says so in its `error`
+            return ""
+
+    def __call__(self, image: LoadedImage, count: int, language: str) -> ClassifierAnswer:
+        spec, checked = self.analysis.check_input(CLASSIFY, TaskInput(top_n=count, language=language))
+        outcome = self.analysis.analyze([image], spec, options=checked)[0]
+        if not isinstance(outcome.result, ClassificationResult):
             raise outcome.error or AppError("The classifier gave no result.", code="inference_failed")
         result = outcome.result
         predictions = [p.to_dict() for p in result.predictions]
-        if exact_floats:
+        if self.exact_floats:
             for entry, prediction in zip(predictions, result.predictions, strict=True):
                 entry["probability"] = float(prediction.probability)
+        # Which model answered is the result's own run info.
         return predictions, {"library": result.run.library, "model": result.run.model}
 
-    return classify
+
+def service_classifier(services: Services, exact_floats: bool = False) -> ServiceClassifier:
+    return ServiceClassifier(services.analysis, exact_floats)
 
 
 def run_taskbridge(settings: Settings, url: str, worker: str | None, poll_interval_s: float = 3.0) -> int:
@@ -244,7 +267,7 @@ def run_taskbridge(settings: Settings, url: str, worker: str | None, poll_interv
             client, service_classifier(services, settings.taskbridge_exact_floats), settings, poll_interval_s
         )
         log.info("TaskBridge worker %s: loading the classifier", client.worker)
-        services.manager.get("classifier")
+        services.manager.get(services.manager.backend_name(CLASSIFY))
         return worker_loop.run()
     finally:
         services.close()

@@ -1,142 +1,71 @@
-"""What each kind of job does: validated parameters in, the services' answer out as JSON.
+"""What a job does: its typed parameters checked at submission, then run through the one per-image pipeline.
 
-Kinds: `analyze` (a Florence-2 task), `classify` (ImageNet top-N) and `zero-shot` (labels you give).
-Parameters are validated when the job is submitted (a bad request never reaches the queue) and the
-result has the same per-image shape as the matching synchronous API route.
+Parameters are checked when the job is submitted (a bad request never reaches the queue) exactly as the
+synchronous routes check theirs (`AnalysisService.check_input`), and the result has the same per-image
+shape as the matching synchronous route: `{"task", "results"}` for `analyze`, `{"results"}` for the
+legacy kinds.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from typing import Any
 
 from app.core.errors import AppError, InvalidInput
-from app.core.geometry import XYXY
 from app.core.images import LoadedImage
-from app.core.task_inputs import ZeroShotRequest
-from app.core.tasks import TaskSpec, get_task, validate_task_inputs
-from app.services.analysis import ImageOutcome as ClassificationOutcome
-from app.services.classification import ClassificationService
-from app.services.container import Services
-from app.services.per_image import ImageReport, annotate, merge_outcomes
-
-ANALYZE, CLASSIFY, ZERO_SHOT = "analyze", "classify", "zero-shot"
-KINDS = (ANALYZE, CLASSIFY, ZERO_SHOT)
-_ALIASES = {"zero_shot": ZERO_SHOT, "zeroshot": ZERO_SHOT, "classification": CLASSIFY, "classify-image": CLASSIFY}
+from app.core.tasks import OutputKind
+from app.jobs.params import AnalyzeParams, ClassifyParams, ZeroShotParams
+from app.services.analysis import AnalysisService
+from app.services.per_image import TaskRun, annotate
 
 ImageOrError = LoadedImage | AppError
+AnyParams = AnalyzeParams | ClassifyParams | ZeroShotParams
 
 
-def normalize_kind(value: object) -> str:
-    name = str(value).strip().lower() if isinstance(value, str) else ""
-    name = _ALIASES.get(name, name)
-    if name not in KINDS:
-        raise InvalidInput(f"'kind' must be one of {', '.join(KINDS)}.", code="unknown_job_kind")
-    return name
-
-
-def analyze_params(
-    task: str, text: str | None, region: XYXY | None, annotate: bool = False, min_score: float | None = None
-) -> dict[str, Any]:
-    """Checked like the analyze route: the task exists and gets the text or region it needs."""
-    spec = get_task(task)
-    checked_text = validate_task_inputs(spec, text, region)
-    params: dict[str, Any] = {
-        "task": spec.token,
-        "text": checked_text,
-        "region": list(region) if region else None,
-        "annotate": annotate,
-    }
-    if min_score is not None:
-        params["min_score"] = min_score
-    return params
-
-
-def classify_params(service: ClassificationService, top_n: int, language: str) -> dict[str, Any]:
-    """Checked by the classification service itself (range of `top_n`, known label language)."""
-    checked_top_n, checked_language = service.check_classify_input(top_n, language)
-    return {"top_n": checked_top_n, "language": checked_language}
-
-
-def zero_shot_params(
-    labels: Sequence[str],
-    categories: Mapping[str, str] | None = None,
-    multi_label: bool = False,
-    templates: Sequence[str] | None = None,
-) -> dict[str, Any]:
-    request = ZeroShotRequest.create(labels, categories, multi_label, templates)
-    return {
-        "labels": list(request.labels),
-        "categories": dict(request.categories) if request.categories is not None else None,
-        "multi_label": request.multi_label,
-        "templates": list(request.templates),
-    }
-
-
-def job_tasks(kind: str, params: Mapping[str, Any]) -> tuple[TaskSpec, ...]:
-    """The tasks a job runs on each image (for its rate-limit cost)."""
-    if kind == ANALYZE:
-        return (get_task(str(params["task"])),)
-    return (get_task("CLASSIFY" if kind == CLASSIFY else "ZERO_SHOT"),)
-
-
-def scores_by_label(entry: dict[str, Any]) -> dict[str, float]:
-    """label → probability from one image's zero-shot answer (`{"result": {label: p}}`)."""
-    result = entry.get("result")
-    return {str(k): float(v) for k, v in result.items()} if isinstance(result, dict) else {}
+def check_params(analysis: AnalysisService, params: AnyParams) -> AnyParams:
+    """`params` checked for its task and cleaned (labels deduplicated, default templates filled in)."""
+    spec = params.spec()
+    unexpected = isinstance(params, AnalyzeParams) and (params.top_n is not None or params.language is not None)
+    if unexpected and spec.output_kind is not OutputKind.CLASSES:
+        raise InvalidInput(f"{spec.name} takes no top_n or language.", code="unexpected_options")
+    spec, checked = analysis.check_input(spec, params.task_input())
+    if isinstance(params, ClassifyParams):
+        return params.model_copy(update={"top_n": checked.top_n, "language": checked.language})
+    labels = checked.labels
+    update: dict[str, Any] = {}
+    if labels is not None:
+        update = {
+            "labels": list(labels.labels),
+            "categories": dict(labels.categories) if labels.categories is not None else None,
+            "multi_label": labels.multi_label,
+            "templates": list(labels.templates),
+        }
+    if isinstance(params, AnalyzeParams):
+        update.update(task=spec.token, text=checked.text)
+        if spec.output_kind is OutputKind.CLASSES:
+            update.update(top_n=checked.top_n, language=checked.language)
+    return params.model_copy(update=update)
 
 
 def run_kind(
-    services: Services, kind: str, params: dict[str, Any], names: Sequence[str], images: Sequence[ImageOrError]
+    analysis: AnalysisService, params: AnyParams, names: Sequence[str], images: Sequence[ImageOrError]
 ) -> tuple[dict[str, Any], AppError | None]:
     """The job's result, and the job's error when no image at all could be processed."""
-    if kind == ANALYZE:
-        entries = _run_analyze(services, params, names, images)
-    elif kind in (CLASSIFY, ZERO_SHOT):
-        entries = _run_classification(services, kind, params, names, images)
-    else:
-        raise InvalidInput(f"Unknown job kind {kind!r}.", code="unknown_job_kind")
-    errors = [e["error"] for e in entries if "error" in e]
+    spec, checked = analysis.check_input(params.spec(), params.task_input())
+    reports = TaskRun(spec, checked).run_sync(analysis, names, images)
+    if isinstance(params, AnalyzeParams) and params.annotate:
+        annotate(reports)
+    entries = [report.to_dict() for report in reports]
     body: dict[str, Any] = {"results": entries}
-    if kind == ANALYZE:
-        body = {"task": params["task"], **body}
+    if isinstance(params, AnalyzeParams):
+        body = {"task": spec.token, **body}
+    if params.seed is not None:
+        # The seed-compatible answers name the model that ran (`model`), read from the results themselves.
+        body["model"] = next((r.result.run.model for r in reports if r.result is not None and r.result.run), None)
+    errors = [e["error"] for e in entries if "error" in e]
     if entries and len(errors) == len(entries):
         first = errors[0]
         failure = AppError(first["message"], code=first["code"])
         failure.http_status = int(first.get("status", 500))
         return body, failure
     return body, None
-
-
-def _decoded(images: Sequence[ImageOrError]) -> list[LoadedImage]:
-    return [image for image in images if isinstance(image, LoadedImage)]
-
-
-def _run_analyze(
-    services: Services, params: dict[str, Any], names: Sequence[str], images: Sequence[ImageOrError]
-) -> list[dict[str, Any]]:
-    loaded = _decoded(images)
-    region = tuple(params["region"]) if params.get("region") else None
-    min_score = params.get("min_score")
-    outcomes = (
-        services.analysis.analyze(loaded, params["task"], params.get("text"), region, min_score) if loaded else []
-    )
-    reports: list[ImageReport] = merge_outcomes(names, images, outcomes)
-    if params.get("annotate"):
-        annotate(reports)
-    return [report.to_dict() for report in reports]
-
-
-def _run_classification(
-    services: Services, kind: str, params: dict[str, Any], names: Sequence[str], images: Sequence[ImageOrError]
-) -> list[dict[str, Any]]:
-    loaded = _decoded(images)
-    outcomes: list[ClassificationOutcome] = []
-    if loaded and kind == CLASSIFY:
-        outcomes = services.classification.classify_sync(loaded, params["top_n"], params["language"])
-    elif loaded:
-        request = ZeroShotRequest.create(
-            params["labels"], params.get("categories"), params["multi_label"], params.get("templates")
-        )
-        outcomes = services.classification.zero_shot_sync(loaded, request)
-    return [report.to_dict() for report in merge_outcomes(names, images, outcomes)]

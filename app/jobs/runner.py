@@ -16,6 +16,7 @@ from app.core.errors import AppError, Busy, InferenceError
 from app.core.images import ImageLimits, load_image_bytes
 from app.jobs.callbacks import CallbackPoster
 from app.jobs.kinds import ImageOrError, run_kind
+from app.jobs.params import describe, load_params
 from app.jobs.queue import STORE_ERRORS, JobQueue
 from app.jobs.records import JobRecord, JobStatus
 from app.services.container import Services
@@ -96,8 +97,9 @@ class JobRunner:
     def _work(self, record: JobRecord, attempt: int) -> JobRecord | None:
         store = self.queue.store
         try:
+            params = load_params(record.kind, record.params)
             images = self._images(record)
-            result, failure = run_kind(self.services, record.kind, record.params, record.image_names, images)
+            result, failure = run_kind(self.services.analysis, params, record.image_names, images)
         except Busy:
             # The model's own queue is full (the server's requests come first): try again shortly.
             if store.release(record.id, self.name, attempt):
@@ -128,7 +130,7 @@ class JobRunner:
     def _images(self, record: JobRecord) -> list[ImageOrError]:
         """Decode the stored bytes; an image that failed at submit time keeps its error."""
         stored = self.queue.store.inputs(record.id)
-        input_errors: dict[str, Any] = record.params.get("input_errors") or {}
+        input_errors = load_params(record.kind, record.params).input_errors or {}
         if len(stored) != len(record.image_names):
             raise InferenceError("The job's images are missing from the store.", code="job_inputs_missing")
         images: list[ImageOrError] = []
@@ -171,6 +173,7 @@ class JobRunner:
 
 
 def _describe(record: JobRecord) -> str:
-    if record.kind == "analyze":
-        return f"analyze {record.params.get('task')}"
-    return record.kind
+    try:
+        return describe(record.kind, load_params(record.kind, record.params))
+    except AppError:  # unreadable params fail the job in `_work`, with the reason
+        return record.kind

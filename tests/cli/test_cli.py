@@ -11,6 +11,7 @@ import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 from PIL import Image
@@ -19,7 +20,8 @@ from app.cli.main import main
 from app.core.config import get_settings
 from app.core.images import ImageLimits, load_image_path
 from app.core.results import AnyResult
-from app.core.tasks import FLORENCE_TASKS as TASKS
+from app.core.task_inputs import TaskInput, ZeroShotRequest
+from app.core.tasks import all_tasks
 from app.rendering.drawing import Annotator
 from app.services.analysis import AnalysisService
 
@@ -166,6 +168,95 @@ def test_partial_failure_is_said_in_the_summary(
     assert lines[-1] == "1 of 2 images failed."
 
 
+# -- classification tasks: every registered task runs from the command line ---------------------------------
+@pytest.fixture
+def classify_env(cli_env: Path, monkeypatch: pytest.MonkeyPatch, tiny_resnet_dir: Path, tiny_clip_dir: Path) -> Path:
+    monkeypatch.setenv("CLASSIFIER_MODEL_ID", str(tiny_resnet_dir))
+    monkeypatch.setenv("ZERO_SHOT_MODEL_ID", str(tiny_clip_dir))
+    get_settings.cache_clear()
+    return cli_env
+
+
+def service_results(paths: list[Path], task: str, options: TaskInput) -> list[Any]:
+    """What the service gives for these images with the same settings, without the CLI."""
+    service = AnalysisService.from_settings(get_settings())
+    try:
+        limits = ImageLimits(10**8, 10**8)
+        spec, checked = service.check_input(task, options)
+        outcomes = service.analyze([load_image_path(p, limits) for p in paths], spec, options=checked)
+    finally:
+        service.manager.shutdown()
+    assert all(o.result is not None for o in outcomes)
+    return [o.result for o in outcomes]
+
+
+def without_timing(entry: dict[str, Any]) -> dict[str, Any]:
+    return {key: value for key, value in entry.items() if key != "duration"}
+
+
+def test_classify_from_the_cli_with_top_n_and_language(
+    classify_env: Path, capsys: pytest.CaptureFixture[str], photo_png: Path
+) -> None:
+    code, out, err = run_cli(capsys, str(photo_png), "--task", "CLASSIFY", "--top-n", "2", "--language", "de",
+                             "--json", "-")  # fmt: skip
+    assert code == 0, err
+    document = json.loads(out)
+    (expected,) = service_results([photo_png], "CLASSIFY", TaskInput(top_n=2, language="de"))
+    [entry] = document["results"]
+    assert document["task"] == "<CLASSIFY>" and len(entry["predictions"]) == 2 and entry["language"] == "de"
+    assert without_timing(entry) == without_timing({"image": str(photo_png), **expected.to_dict()})
+
+    code, out, err = run_cli(capsys, str(photo_png), "--task", "classification", "--top-n", "2", "--language", "de")
+    assert code == 0, err
+    assert out.splitlines() == ["Classify (<CLASSIFY>) on 1 image(s)", f"{photo_png} 451x300: {expected.summary()}"]
+
+
+def test_zero_shot_from_the_cli_with_labels(
+    classify_env: Path, capsys: pytest.CaptureFixture[str], photo_png: Path
+) -> None:
+    code, out, err = run_cli(capsys, str(photo_png), "--task", "ZERO_SHOT", "--labels", "a cat, a dog,a car",
+                             "--json", "-")  # fmt: skip
+    assert code == 0, err
+    [entry] = json.loads(out)["results"]
+    request = ZeroShotRequest.create(["a cat", "a dog", "a car"])
+    (expected,) = service_results([photo_png], "ZERO_SHOT", TaskInput(labels=request))
+    assert list(entry["result"]) == ["a cat", "a dog", "a car"]
+    assert without_timing(entry) == without_timing({"image": str(photo_png), **expected.to_dict()})
+    code, out, _ = run_cli(capsys, str(photo_png), "--task", "zero-shot", "--labels", "a cat,a dog,a car")
+    assert code == 0 and out.splitlines()[1] == f"{photo_png} 451x300: {expected.summary()}"
+
+
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        (["--task", "ZERO_SHOT"], "Zero-shot needs labels to score."),
+        (["--task", "CLASSIFY", "--top-n", "0"], "The number of predictions must be 1 to 1000."),
+        (["--task", "CLASSIFY", "--language", "xx"], "Unknown language"),
+        (["--task", "OD", "--top-n", "3"], "Object detection takes no --top-n or --language."),
+        (["--task", "CLASSIFY", "--labels", "a,b"], "Classify takes no labels."),
+    ],
+)
+def test_classification_arguments_are_checked_before_any_image(
+    classify_env: Path, capsys: pytest.CaptureFixture[str], argv: list[str], message: str
+) -> None:
+    code, out, err = run_cli(capsys, str(classify_env / "missing.png"), *argv)
+    assert (code, out) == (2, "")
+    assert assert_one_error_line(err).startswith(f"error: {message}")
+
+
+def test_a_folder_of_images_is_classified_line_by_line(
+    classify_env: Path, capsys: pytest.CaptureFixture[str], photo_png: Path
+) -> None:
+    folder = classify_env / "photos"
+    folder.mkdir()
+    (folder / "cat.png").write_bytes(photo_png.read_bytes())
+    jsonl = classify_env / "out.jsonl"
+    code, out, err = run_cli(capsys, str(folder), "--task", "CLASSIFY", "--top-n", "1", "--jsonl", str(jsonl))
+    assert code == 0 and out.startswith("1 analysed, 0 failed"), err
+    [line] = [json.loads(text) for text in jsonl.read_text().splitlines()]
+    assert line["image"] == "cat.png" and line["kind"] == "classification" and len(line["predictions"]) == 1
+
+
 # -- errors: exit code 2, nothing on stdout, exactly one line on stderr ---------------------------------------
 @pytest.mark.parametrize(
     ("argv", "message"),
@@ -195,7 +286,7 @@ def test_unknown_task_lists_every_valid_task(
 ) -> None:
     _, _, err = run_cli(capsys, str(photo_png), "--task", "<NOPE>")
     line = assert_one_error_line(err)
-    assert all(spec.short_name in line for spec in TASKS)
+    assert all(spec.short_name in line for spec in all_tasks())
 
 
 @pytest.mark.parametrize(
@@ -308,3 +399,21 @@ def test_default_model_without_network_fails_within_15_seconds(tmp_path: Path, p
     line = assert_one_error_line(proc.stderr)
     assert DEFAULT_MODEL in line and "cannot be reached" in line and "MODEL_ID" in line
     assert seconds < 15
+
+
+def test_task_help_lists_the_tasks_registered_when_the_command_runs() -> None:
+    from app.cli.main import build_parser
+    from app.core.tasks import InputKind, OutputKind, TaskSpec, register_task, unregister_task
+
+    def analyze_help() -> str:
+        commands = next(a for a in build_parser()._actions if a.dest == "command")
+        return " ".join(commands.choices["analyze"].format_help().split())
+
+    assert all(spec.short_name in analyze_help() for spec in all_tasks())
+    spec = TaskSpec("<HELP_FAKE>", "HELP_FAKE", "Fake", "Fake.", InputKind.NONE, OutputKind.TEXT, backend="fake")
+    register_task(spec)
+    try:
+        assert "HELP_FAKE" in analyze_help()
+    finally:
+        unregister_task(spec.token)
+    assert "HELP_FAKE" not in analyze_help()

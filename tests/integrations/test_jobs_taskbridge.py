@@ -15,6 +15,8 @@ from app.core.classification_results import ClassificationResult
 from app.core.config import Settings
 from app.core.imagenet import imagenet_labels
 from app.core.images import ImageLimits, load_image_bytes
+from app.core.task_inputs import TaskInput
+from app.core.tasks import CLASSIFY
 from app.integrations.taskbridge import TaskBridgeClient, TaskBridgeWorker, service_classifier, task_options
 from app.services.container import Services
 from tests.api_support import LoopbackServer, QuietHandler, png_bytes
@@ -72,6 +74,15 @@ def services(classify_settings: Settings) -> Iterator[Services]:
     built.close()
 
 
+def classified(services: Services, top_n: int, language: str) -> ClassificationResult:
+    """What the analysis service answers for PNG, without the worker."""
+    image = load_image_bytes(PNG, ImageLimits(10**8, 10**8))
+    options = TaskInput(top_n=top_n, language=language)
+    result = services.analysis.analyze([image], CLASSIFY, options=options)[0].result
+    assert isinstance(result, ClassificationResult)
+    return result
+
+
 def test_worker_takes_classifies_and_completes_tasks(services: Services, classify_settings: Settings) -> None:
     bridge = FakeTaskBridge()
     bridge.add("t-good", {"numberofpredictions": 3, "targetlanguage": "de"}, PNG)
@@ -80,7 +91,9 @@ def test_worker_takes_classifies_and_completes_tasks(services: Services, classif
     bridge.add("t-language", {"numberofpredictions": 2, "language": "xx"}, PNG)
     bridge.add("t-no-file", {"numberofpredictions": 2}, None)
     client = TaskBridgeClient(bridge.url(), "GPU-1", max_file_bytes=classify_settings.max_image_bytes)
-    worker = TaskBridgeWorker(client, service_classifier(services), classify_settings, poll_interval_s=0.05)
+    # Which model answered is read from the result, never from the settings the worker is given.
+    elsewhere = classify_settings.model_copy(update={"classifier_model_id": "settings/not-the-model-that-ran"})
+    worker = TaskBridgeWorker(client, service_classifier(services), elsewhere, poll_interval_s=0.05)
     thread = threading.Thread(target=worker.run, daemon=True)
     try:
         thread.start()
@@ -94,20 +107,20 @@ def test_worker_takes_classifies_and_completes_tasks(services: Services, classif
     assert bridge.takers[0] == {"type": "classifyimage", "worker": "GPU-1"}
     assert "t-other-type" not in bridge.results
     good = bridge.results["t-good"]["result"]
-    image = load_image_bytes(PNG, ImageLimits(10**8, 10**8))
-    expected = services.classification.classify_sync([image], 3, "de")[0].result
-    assert expected is not None
+    expected = classified(services, 3, "de")
     assert good["predictions"] == [p.to_dict() for p in expected.predictions]
     assert [set(p) for p in good["predictions"]] == [{"class", "name", "probability"}] * 3
     assert re.fullmatch(r"n\d{8}", good["predictions"][0]["class"])  # WordNet synset ids
     assert good["repository"] == REPOSITORY and good["version"] == __version__
-    assert good["model"] == classify_settings.classifier_model_id and good["library"].startswith("transformers-")
+    assert good["model"] == expected.run.model == classify_settings.classifier_model_id
+    assert good["library"] == expected.run.library and good["library"].startswith("transformers-")
     assert isinstance(good["duration"], float) and good["duration"] >= 0
 
     for failed in ("t-broken", "t-language", "t-no-file"):
         result = bridge.results[failed]["result"]
         assert "predictions" not in result and result["error"], failed
         assert {"duration", "repository", "version", "library", "model"} <= set(result)
+        assert result["model"] == expected.run.model  # the configured classifier, though it did not run
     assert "xx" in bridge.results["t-language"]["result"]["error"]
     assert worker.done == 4
 
@@ -131,8 +144,7 @@ def test_keras_names_and_exact_floats_match_the_reference_worker(classify_settin
     worker = TaskBridgeWorker(client, service_classifier(built, True), settings, poll_interval_s=0.05)
     try:
         assert worker.run_once() and worker.run_once()
-        image = load_image_bytes(PNG, ImageLimits(10**8, 10**8))
-        reference = built.classification.classify_sync([image], 3, "en")[0].result
+        reference = classified(built, 3, "en")
     finally:
         bridge.close()
         built.close()

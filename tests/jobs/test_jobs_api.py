@@ -264,3 +264,99 @@ def test_an_unreachable_queue_is_a_503_not_a_crash(tiny_settings: Settings, tmp_
         assert response.headers["retry-after"] == "5"
         assert client.get(f"{JOBS}/abc", headers=auth_header()).status_code == 503
         assert client.get("/healthz").status_code == 200  # the rest of the server is up
+
+
+def test_analyze_runs_classification_tasks_like_their_legacy_kinds(client: TestClient) -> None:
+    legacy = wait_done(
+        client,
+        submit(client, {"kind": "classify", "images": [DATA_URL], "numberofpredictions": 2, "language": "de"})["id"],
+    )
+    analyzed = wait_done(
+        client,
+        submit(client, {"kind": "analyze", "task": "CLASSIFY", "images": [DATA_URL], "top_n": 2, "language": "de"})[
+            "id"
+        ],
+    )
+    assert analyzed["kind"] == "analyze" and analyzed["result"]["task"] == "<CLASSIFY>"
+    [mine], [theirs] = analyzed["result"]["results"], legacy["result"]["results"]
+    assert {**mine, "duration": 0} == {**theirs, "duration": 0} and len(mine["predictions"]) == 2
+    assert "task" not in legacy["result"]  # the legacy kinds keep their stored shape
+
+    labels, categories = ["a cat", "a dog", "a car"], {"a cat": "animal", "a dog": "animal"}
+    legacy = wait_done(
+        client,
+        submit(client, {"kind": "zero_shot", "image_data": DATA_URL, "labels": labels, "categories": categories})["id"],
+    )
+    analyzed = wait_done(
+        client,
+        submit(
+            client,
+            {
+                "kind": "analyze",
+                "task": "zero-shot",
+                "images": [DATA_URL],
+                "labels": labels,
+                "categories": categories,
+            },
+        )["id"],
+    )
+    sync = client.post(
+        "/api/v1/analyze",
+        headers=auth_header(),
+        json={"task": "ZERO_SHOT", "images": [DATA_URL], "labels": labels, "categories": categories},
+    ).json()
+    assert legacy["kind"] == "zero-shot" and analyzed["result"]["task"] == "<ZERO_SHOT>"
+    # Labels are scored as given by all three unless templates are asked for.
+    assert analyzed["result"]["results"][0]["result"] == legacy["result"]["results"][0]["result"]
+    assert analyzed["result"]["results"][0]["result"] == sync["results"][0]["result"]
+    assert set(analyzed["result"]["results"][0]["categories"]) == {"animal", "a car"}  # an ungrouped label stands alone
+
+
+@pytest.mark.parametrize(
+    ("body", "code"),
+    [
+        ({"task": "OD", "top_n": 3}, "unexpected_options"),
+        ({"task": "ZERO_SHOT"}, "missing_labels"),
+        ({"task": "ZERO_SHOT", "labels": ["a"], "templates": ["no placeholder"]}, "invalid_template"),
+        ({"task": "CLASSIFY", "language": "xx"}, "unknown_language"),
+        ({"task": "CAPTION", "labels": ["a cat"]}, "unexpected_labels"),
+        ({"task": "OD", "multi_label": True}, "unexpected_labels"),
+    ],
+)
+def test_analyze_params_are_checked_for_their_task_before_queueing(
+    served: tuple[FastAPI, TestClient], body: dict[str, Any], code: str
+) -> None:
+    app, client = served
+    before = len(app.state.jobs.queue.list("alice", 500))
+    response = client.post(JOBS, headers=auth_header(), json={"kind": "analyze", "images": [DATA_URL], **body})
+    assert (response.status_code, response.json()["error"]["code"]) == (400, code)
+    assert len(app.state.jobs.queue.list("alice", 500)) == before
+
+
+def test_a_record_written_by_the_previous_version_still_runs(served: tuple[FastAPI, TestClient]) -> None:
+    """Params as the previous version stored them (plain dicts, `input_errors` by index) run unchanged."""
+    from app.jobs.records import JobInput
+
+    app, client = served
+    queue = app.state.jobs.queue
+    old_params = {
+        "task": "<OD>",
+        "text": None,
+        "region": None,
+        "annotate": False,
+        "input_errors": {"1": {"code": "corrupt_image", "message": "Broken.", "status": 400}},
+    }
+    inputs = [JobInput("old.png", PNG), JobInput("broken.png", b"")]
+    record, _ = queue.submit("alice", "analyze", old_params, inputs, None, None, "old-analyze")
+    done = wait_done(client, record.id)
+    first, second = done["result"]["results"]
+    assert done["status"] == "complete" and done["result"]["task"] == "<OD>" and first["kind"] == "detections"
+    assert second["name"] == "broken.png" and second["error"]["code"] == "corrupt_image"
+
+    record, _ = queue.submit("alice", "classify", {"top_n": 2, "language": "en"}, inputs[:1], None, None, "old-c")
+    predictions = wait_done(client, record.id)["result"]["results"][0]["predictions"]
+    assert len(predictions) == 2 and predictions[0]["probability"] >= predictions[1]["probability"]
+
+    record, _ = queue.submit("alice", "classify", {"top_n": "many"}, inputs[:1], None, None, "unreadable")
+    failed = wait_done(client, record.id)
+    assert failed["status"] == "failed" and failed["error"]["code"] == "invalid_job_params"

@@ -166,6 +166,78 @@ def test_a_job_reads_back_under_its_own_task_only(client: TestClient) -> None:
     assert elsewhere.status_code == 404
 
 
+def test_model_names_the_model_that_answered_read_from_the_result(client: TestClient) -> None:
+    job = create(client, "/api/tasks/image-classification/resnet/jobs", {"image": DATA_URL})
+    done = poll(client, f"/api/tasks/image-classification/jobs/{job}")
+    answered = client.get(f"/api/v1/jobs/{job}", headers=auth_header()).json()["result"]
+    # The classification result carries its run info; the seed answer's `model` is that model.
+    assert done["status"] == "complete" and done["model"] == answered["results"][0]["model"] == answered["model"]
+    caption = create(client, "/api/tasks/image-captioning/blip/jobs", {"image": DATA_URL})
+    assert poll(client, f"/api/tasks/image-captioning/jobs/{caption}")["model"] != done["model"]
+
+
+def test_seed_view_prefers_the_result_over_what_was_configured_at_submission() -> None:
+    from app.api.seed.vitrivr import seed_view
+    from app.core.tasks import get_task
+    from app.jobs.records import JobRecord, JobStatus
+
+    seed = {
+        "task": "optical-character-recognition",
+        "batched": False,
+        "classes": None,
+        "requested_model": "tesseract",
+        "served_model": "configured/florence",
+    }
+    record = JobRecord(
+        "j1",
+        "alice",
+        "analyze",
+        {"task": "<OCR>", "seed": seed},
+        ["a.png"],
+        0.0,
+        1,
+        status=JobStatus.COMPLETE,
+        result={"task": "<OCR>", "results": [{"name": "a.png", "text": "hi"}], "model": "rapidocr"},
+    )
+    spec = get_task("OCR")
+    assert seed_view(record, "optical-character-recognition", spec)["model"] == "rapidocr"
+    assert seed_view(record, "optical-character-recognition", spec)["result"] == {"text": "hi"}
+    # A job of the previous version (no model in its result), or one still queued: the configured model.
+    record.result = {"task": "<OCR>", "results": [{"name": "a.png", "text": "hi"}]}
+    assert seed_view(record, "optical-character-recognition", spec)["model"] == "configured/florence"
+
+
+def test_seed_tasks_are_the_registry_entries_with_a_seed_name(client: TestClient) -> None:
+    from app.core.tasks import InputKind, OutputKind, TaskSpec, register_task, unregister_task
+
+    listed = client.get("/api/tasks", headers=auth_header()).json()
+    assert set(listed) == {
+        "image-captioning",
+        "object-detection",
+        "optical-character-recognition",
+        "image-classification",
+        "zero-shot-image-classification",
+    }
+    spec = register_task(
+        TaskSpec(
+            "<FAKE_SEED>",
+            "FAKE_SEED",
+            "Fake",
+            "Fake.",
+            InputKind.NONE,
+            OutputKind.TEXT,
+            backend="fake",
+            seed_name="fake-seed",
+        )
+    )
+    try:
+        assert "fake-seed" in client.get("/api/tasks", headers=auth_header()).json()
+        assert client.get("/api/tasks/fake-seed/models", headers=auth_header()).status_code == 200
+    finally:
+        unregister_task(spec.token)
+    assert "fake-seed" not in client.get("/api/tasks", headers=auth_header()).json()
+
+
 # -- the compat OpenAPI description, fuzzed ------------------------------------------------------------------
 EXAMPLES = 15
 

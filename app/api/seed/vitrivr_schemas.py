@@ -8,12 +8,11 @@ and `{"id", "status"}`, statuses are `starting|running|complete|failed`, a batch
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, create_model, model_validator
 
-from app.jobs.kinds import ANALYZE, CLASSIFY, ZERO_SHOT
+from app.core.tasks import OutputKind, TaskSpec, all_tasks
 from app.jobs.records import JobStatus
 
 MAX_CLASSES = 100
@@ -85,31 +84,34 @@ class OcrOutput(BaseModel):
     text: str
 
 
-@dataclass(frozen=True)
-class SeedTask:
-    kind: str
-    output: type[BaseModel]
-    config_keys: tuple[str, ...]
-    takes_classes: bool = False
+def seed_tasks() -> dict[str, TaskSpec]:
+    """Seed task name → the registry entry it runs: every task with a `seed_name`, read from the registry now."""
+    return {spec.seed_name: spec for spec in all_tasks() if spec.seed_name}
 
 
-SEED_TASKS: dict[str, SeedTask] = {
-    "zero-shot-image-classification": SeedTask(ZERO_SHOT, ZeroShotOutput, ("multi_label", "templates"), True),
-    "image-classification": SeedTask(CLASSIFY, ClassificationOutput, ("top_n", "top_k", "language")),
-    "image-captioning": SeedTask(ANALYZE, CaptionOutput, ("detail",)),
-    "object-detection": SeedTask(ANALYZE, DetectionOutput, ()),
-    "optical-character-recognition": SeedTask(ANALYZE, OcrOutput, ("regions",)),
+# The seed's output shape follows what a task returns; a caption is text under another key.
+_OUTPUTS: dict[OutputKind, type[BaseModel]] = {
+    OutputKind.LABEL_SCORES: ZeroShotOutput,
+    OutputKind.CLASSES: ClassificationOutput,
+    OutputKind.BOXES: DetectionOutput,
+    OutputKind.TEXT: OcrOutput,
 }
+_OUTPUTS_BY_NAME: dict[str, type[BaseModel]] = {"image-captioning": CaptionOutput}
+
+
+def output_model(name: str, spec: TaskSpec) -> type[BaseModel] | None:
+    """The seed output shape of `spec` under its seed name, or None: the per-image result as this API gives it."""
+    return _OUTPUTS_BY_NAME.get(name) or _OUTPUTS.get(spec.output_kind)
 
 
 def _pascal(name: str) -> str:
     return "".join(part.capitalize() for part in name.split("-"))
 
 
-def job_response_model(name: str, batched: bool) -> type[BaseModel]:
+def job_response_model(name: str, spec: TaskSpec, batched: bool) -> type[BaseModel]:
     """What GET answers for `name`: `result` is the task's output (a list of them when batched)."""
-    output = SEED_TASKS[name].output
-    result_type: Any = list[output] if batched else output  # type: ignore[valid-type]
+    output: Any = output_model(name, spec) or dict[str, Any]
+    result_type: Any = list[output] if batched else output
     model_name = f"{'Batched' if batched else ''}JobResponse{_pascal(name)}"
     return create_model(
         model_name,

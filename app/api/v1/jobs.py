@@ -1,66 +1,71 @@
-"""Jobs API: submit any analyze / classify / zero-shot request to the queue and read it back later.
+"""Jobs API: submit any task to the queue and read its result back later.
 
 POST /api/v1/jobs (the request body plus `"kind"`) → 202 `{"id", "status"}`; GET /api/v1/jobs/{id};
-GET /api/v1/jobs (the caller's own); DELETE /api/v1/jobs/{id} cancels. Image URLs are fetched and
-every image is checked at submission: the queue stores the bytes, so a job never depends on a URL
-that may have changed or gone by the time a worker reaches it.
+GET /api/v1/jobs (the caller's own); DELETE /api/v1/jobs/{id} cancels. Kind `analyze` runs any
+registered task; `classify` and `zero-shot` take the bodies of their synchronous routes. Parameters
+are typed (`app/jobs/params.py`) and checked here, so a bad request never reaches the queue; the
+shared submission steps are in `app/api/job_intake.py`.
 """
 
 from __future__ import annotations
 
 import asyncio
-import hashlib
-import json
-from collections.abc import Sequence
-from dataclasses import dataclass
-from typing import Annotated, Any, Literal
+from typing import Any, Literal
 
-from fastapi import APIRouter, Depends, Header, Query, Request
+from fastapi import APIRouter, Query, Request
 from fastapi.responses import JSONResponse
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, ConfigDict, Field
 
-from app.api.auth import Principal, PrincipalDep
-from app.api.deps import ApiState, ApiStateDep, ServicesDep
+from app.api.auth import PrincipalDep
 from app.api.errors import error_responses
-from app.api.intake import (
-    ImageSource,
-    check_image_count,
-    checked_bytes,
-    parse_body,
-    parse_json_object,
-    require_json,
-    source_from_json,
+from app.api.intake import parse_body
+from app.api.job_intake import (
+    JobsDep,
+    SubmitterDep,
+    body_fingerprint,
+    check_idempotency_key,
+    json_body,
+    read_json_object,
+    sources_from_json,
+    submit_job,
 )
 from app.api.seed.classify_schemas import ZeroShotRequestBody
-from app.api.v1.schemas import AnalyzeRequest, ImageInput, inline_refs
+from app.api.v1.schemas import AnalyzeRequest, ImageInput
 from app.api.v1.schemas_classify import ClassifyRequest
 from app.core.classify_math import RAW_LABEL_TEMPLATES
-from app.core.config import Settings
-from app.core.errors import AppError, InvalidInput, ModelUnavailable
-from app.core.images import ImageLimits
-from app.core.tasks import get_task, text_with_classes
-from app.jobs.callbacks import CallbackPoster
-from app.jobs.kinds import (
-    ANALYZE,
-    CLASSIFY,
-    analyze_params,
-    classify_params,
-    job_tasks,
+from app.core.tasks import TaskSpec, get_task, text_with_classes
+from app.jobs.kinds import AnyParams, check_params
+from app.jobs.params import (
+    CLASSIFY_KIND,
+    ZERO_SHOT_KIND,
+    AnalyzeParams,
+    ClassifyParams,
+    ZeroShotParams,
+    job_kinds,
     normalize_kind,
-    zero_shot_params,
 )
-from app.jobs.records import IdempotencyConflict, JobInput, JobRecord
-from app.jobs.worker import JobSystem
-from app.services.container import Services
-from app.services.ratelimit import work_cost
+from app.jobs.records import JobRecord
 
 router = APIRouter(prefix="/api/v1", tags=["jobs"])
-MAX_IDEMPOTENCY_KEY_CHARS = 255
 
 
 class JobCreated(BaseModel):
     id: str
     status: str
+
+
+class JobImageResult(BaseModel):
+    """One image of a finished job: the synchronous route's entry for it."""
+
+    model_config = ConfigDict(extra="allow")
+    name: str
+    kind: str | None = Field(None, description="The result type (`detection`, `classification`, ...); absent on error")
+    error: dict[str, Any] | None = Field(None, description="`{code, message}` when this image failed")
+
+
+class JobResult(BaseModel):
+    task: str | None = Field(None, description="The task token (kind `analyze`)")
+    results: list[JobImageResult] = Field(description="Per-image results in input order")
 
 
 class JobView(BaseModel):
@@ -73,7 +78,7 @@ class JobView(BaseModel):
     expires_at: str | None = Field(description="When the job and its result are deleted (JOB_TTL after finishing)")
     attempts: int
     images: int
-    result: Any = Field(None, description="Per-image results in input order, like the synchronous route")
+    result: JobResult | None = Field(None, description="Per-image results in input order, like the synchronous route")
     error: dict[str, Any] | None
     callback: dict[str, Any] | None = None
 
@@ -100,151 +105,45 @@ class ZeroShotJob(ZeroShotRequestBody, _JobOptions):
     kind: Literal["zero-shot"]
 
 
-def json_body(*models: type[BaseModel]) -> dict[str, Any]:
-    """`openapi_extra` for a route that reads its JSON body by hand: the schema of `models` (any of)."""
-    schemas = []
-    for model in models:
-        schema = model.model_json_schema()
-        schemas.append(inline_refs(schema, schema.get("$defs", {})))
-    body = schemas[0] if len(schemas) == 1 else {"oneOf": schemas}
-    return {"requestBody": {"required": True, "content": {"application/json": {"schema": body}}}}
-
-
-async def get_jobs(request: Request) -> JobSystem:  # async: see app/api/deps.py
-    system: JobSystem | None = getattr(request.app.state, "jobs", None)
-    if system is None:
-        raise ModelUnavailable("The job queue is not running (the server is starting).", code="jobs_unavailable")
-    return system
-
-
-JobsDep = Annotated[JobSystem, Depends(get_jobs)]
-
-
-@dataclass(frozen=True)
-class Submitter:
-    """Who submits a job and what the submission needs: the dependencies of every job-creating route."""
-
-    principal: Principal
-    services: Services
-    api: ApiState
-    jobs: JobSystem
-    idempotency_key: str | None
-
-
-async def get_submitter(
-    principal: PrincipalDep,
-    services: ServicesDep,
-    api: ApiStateDep,
-    jobs: JobsDep,
-    idempotency_key: str | None = Header(None, alias="Idempotency-Key"),
-) -> Submitter:
-    return Submitter(principal, services, api, jobs, idempotency_key)
-
-
-SubmitterDep = Annotated[Submitter, Depends(get_submitter)]
-
-
-# -- intake shared with the seed-compatible routes --------------------------------------------------------
-async def read_json_object(request: Request) -> dict[str, Any]:
-    require_json(request, "Send jobs as application/json.")
-    return parse_json_object(await request.body())
-
-
-def body_fingerprint(*parts: Any) -> str:
-    """Identifies a request for `Idempotency-Key`: the same key with another body is a conflict."""
-    canonical = json.dumps(parts, sort_keys=True, separators=(",", ":"), ensure_ascii=False, default=str)
-    return hashlib.sha256(canonical.encode()).hexdigest()
-
-
-def sources_from_json(items: Sequence[ImageInput | str], settings: Settings) -> list[ImageSource]:
-    """JSON image inputs as the synchronous routes read them, plus bare http(s) URLs (seed clients send them)."""
-    check_image_count(len(items), settings)
-    return [source_from_json(item, index, settings, bare_urls=True) for index, item in enumerate(items)]
-
-
-def parse_analyze(body: dict[str, Any], settings: Settings) -> tuple[dict[str, Any], list[ImageSource]]:
-    request = parse_body(AnalyzeRequest, body)
-    region = request.region
-    xyxy = (region[0], region[1], region[2], region[3]) if region is not None else None
-    text = text_with_classes(get_task(request.task), request.text, request.labels)
-    params = analyze_params(request.task, text, xyxy, request.annotate, request.min_score)
-    return params, sources_from_json(request.images, settings)
-
-
-def parse_classification(
-    kind: str, body: dict[str, Any], services: Services, settings: Settings
-) -> tuple[dict[str, Any], list[ImageSource]]:
-    """The bodies of `POST /api/v1/classify` and `POST /api/zero-shot`, checked the same way."""
-    items: Sequence[ImageInput | str]
-    if kind == CLASSIFY:
+def parse_job(kind: str, body: dict[str, Any]) -> tuple[AnyParams, list[ImageInput | str]]:
+    """The body of `kind` as typed parameters (not yet checked against the task) and its images."""
+    if kind == CLASSIFY_KIND:
         classify = parse_body(ClassifyRequest, body)
-        items = classify.images
-        params = classify_params(services.classification, classify.numberofpredictions, classify.language)
-    else:
+        return ClassifyParams(top_n=classify.numberofpredictions, language=classify.language), list(classify.images)
+    if kind == ZERO_SHOT_KIND:
         zero_shot = parse_body(ZeroShotRequestBody, body)
         items = [zero_shot.image_data] if zero_shot.image_data is not None else list(zero_shot.images or [])
-        templates = zero_shot.templates or RAW_LABEL_TEMPLATES  # as /api/zero-shot
-        params = zero_shot_params(zero_shot.labels, zero_shot.categories, zero_shot.multi_label, templates)
-    return params, sources_from_json(items, settings)
-
-
-async def stored_inputs(sources: Sequence[ImageSource], api: ApiState) -> tuple[list[JobInput], dict[str, Any]]:
-    """Fetch URLs now and check that every image decodes; failures stay per image (`input_errors`)."""
-    limits = ImageLimits(api.settings.max_image_bytes, api.settings.max_image_pixels)
-    outcomes = await checked_bytes(sources, api.fetcher, limits, api.pixels)
-    inputs: list[JobInput] = []
-    errors: dict[str, Any] = {}
-    for index, (source, outcome) in enumerate(zip(sources, outcomes, strict=True)):
-        if isinstance(outcome, AppError):
-            errors[str(index)] = outcome.to_dict(with_status=True)
-            inputs.append(JobInput(source.name, b""))
-        else:
-            inputs.append(JobInput(source.name, outcome))
-    if errors and len(errors) == len(sources):
-        first = next(o for o in outcomes if isinstance(o, AppError))
-        raise first
-    return inputs, errors
-
-
-def check_idempotency_key(value: str | None) -> str | None:
-    if value is None:
-        return None
-    if not 0 < len(value) <= MAX_IDEMPOTENCY_KEY_CHARS or not value.isascii() or not value.isprintable():
-        raise InvalidInput(
-            f"Idempotency-Key must be 1-{MAX_IDEMPOTENCY_KEY_CHARS} printable ASCII characters.",
-            code="invalid_idempotency_key",
+        params = ZeroShotParams(
+            labels=zero_shot.labels,
+            categories=zero_shot.categories,
+            multi_label=zero_shot.multi_label,
+            templates=zero_shot.templates or list(RAW_LABEL_TEMPLATES),  # as /api/zero-shot
         )
-    return value
+        return params, list(items)
+    fixed: TaskSpec | None = job_kinds().get(kind)  # a task's own job kind: its task is implied
+    request = parse_body(AnalyzeRequest, {"task": fixed.token, **body} if fixed is not None else body)
+    return analyze_params(request), list(request.images)
 
 
-async def submit_job(
-    submitter: Submitter,
-    key: str | None,
-    kind: str,
-    params: dict[str, Any],
-    sources: Sequence[ImageSource],
-    fingerprint: str,
-    callback_url: str | None = None,
-) -> tuple[JobRecord, bool]:
-    """Queue the job (`key`: the checked Idempotency-Key), or return the live job a retry refers to."""
-    owner, queue = submitter.principal.sub, submitter.jobs.queue
-    if key is not None:
-        existing = await asyncio.to_thread(queue.find, owner, key)
-        if existing is not None:
-            if existing.fingerprint != fingerprint:
-                raise IdempotencyConflict()
-            return existing, False  # a retry: no new rate-limit cost, no fetching
-    # The synchronous routes' cost rule (a unit per model run on one image); a job without images still
-    # takes its place in the queue, so it costs one.
-    submitter.services.limiter.hit(owner, cost=max(1, work_cost(len(sources), job_tasks(kind, params))))
-    if callback_url is not None:
-        if not isinstance(callback_url, str) or not callback_url:
-            raise InvalidInput("callback_url must be an http(s) URL.", code="invalid_url")
-        await CallbackPoster(submitter.api.fetcher.policy).check(callback_url)
-    inputs, input_errors = await stored_inputs(sources, submitter.api)
-    if input_errors:
-        params = {**params, "input_errors": input_errors}
-    return await asyncio.to_thread(queue.submit, owner, kind, params, inputs, key, callback_url, fingerprint)
+def analyze_params(request: AnalyzeRequest) -> AnalyzeParams:
+    spec = get_task(request.task)
+    labels, text = request.labels, request.text
+    if not spec.needs_labels:  # open-vocabulary classes may come as labels
+        labels, text = None, text_with_classes(spec, request.text, request.labels)
+    return AnalyzeParams(
+        task=spec.token,
+        text=text,
+        region=request.region,
+        annotate=request.annotate,
+        min_score=request.min_score,
+        labels=labels,
+        categories=request.categories,
+        multi_label=request.multi_label,
+        # Labels are scored as given unless templates are asked for, as `POST /api/v1/analyze` does.
+        templates=request.templates or (list(RAW_LABEL_TEMPLATES) if spec.needs_labels else None),
+        top_n=request.top_n,
+        language=request.language,
+    )
 
 
 def accepted(record: JobRecord, created: bool, location: str) -> JSONResponse:
@@ -259,23 +158,22 @@ def accepted(record: JobRecord, created: bool, location: str) -> JSONResponse:
     "/jobs",
     status_code=202,
     response_model=JobCreated,
-    summary="Queue an analyze, classify or zero-shot request",
+    summary="Queue any task (kind analyze), or a classify or zero-shot request",
     responses=error_responses(400, 401, 403, 409, 413, 415, 422, 429, 503),
     openapi_extra=json_body(AnalyzeJob, ClassifyJob, ZeroShotJob),
 )
 async def create_job(request: Request, submitter: SubmitterDep) -> JSONResponse:
-    """The JSON body of the matching synchronous request plus `"kind"` (`analyze`, `classify` or
-    `zero-shot`) and optionally `"callback_url"`, which receives the finished job as a POST."""
+    """The JSON body of the matching synchronous request plus `"kind"`: `analyze` (any task of
+    GET /api/v1/tasks), `classify` or `zero-shot`; optionally `"callback_url"`, which receives the
+    finished job as a POST."""
     body = await read_json_object(request)
     key = check_idempotency_key(submitter.idempotency_key)
     fingerprint = body_fingerprint(body)
     kind = normalize_kind(body.pop("kind", None))
     callback_url = body.pop("callback_url", None)
-    settings = submitter.api.settings
-    if kind == ANALYZE:
-        params, sources = parse_analyze(body, settings)
-    else:
-        params, sources = parse_classification(kind, body, submitter.services, settings)
+    parsed, images = parse_job(kind, body)
+    params = check_params(submitter.services.analysis, parsed)
+    sources = sources_from_json(images, submitter.api.settings)
     record, created = await submit_job(submitter, key, kind, params, sources, fingerprint, callback_url)
     return accepted(record, created, f"/api/v1/jobs/{record.id}")
 
