@@ -1,28 +1,41 @@
-"""A task added at run time (one registry entry + one backend) is served by the jobs API and the CLI unchanged.
+"""Adding a task is one registry entry plus a backend: a task registered here, at run time, with a backend and
+a result type no module of the app knows, is found and run by every edge with no other change: the chat's
+picker and flow, `GET /api/v1/tasks` and `/api/v1/analyze`, the jobs API and the CLI.
 
-The backend here is a stand-in for a new model: what is under test is the plumbing around it (kinds,
-parameters, the runner, the stored result, the CLI's output), which must need no change for a new task.
+The backend is a stand-in for a new model: what is under test is the plumbing around it (registry lookups,
+routing, input checks, the runner, stored and returned results, the chat's reply, the CLI's output).
 """
 
 from __future__ import annotations
 
+import base64
+import io
 import json
+import os
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, ClassVar
 
 import pytest
+from PIL import Image
 
 from app.core.config import Settings, get_settings
 from app.core.results import RunInfo
 from app.core.tasks import InputKind, OutputKind, TaskSpec, register_task, unregister_task
 from app.models.base import TaskRequest
 from app.models.registry import register_backend, unregister_backend
+from app.services.container import Services
 from tests.api_support import api_settings, auth_header, png_bytes, running_app
+from tests.chat_support import download_json, save_upload, send
 from tests.jobs_support import wait_for
 
+os.environ.setdefault("CHAINLIT_APP_ROOT", str(Path(__file__).resolve().parents[1]))
+
+import chainlit_app
+
 PNG = png_bytes((64, 48), "red")
+DATA_URL = "data:image/png;base64," + base64.b64encode(PNG).decode()
 TOKEN = "<MEAN_COLOUR>"
 
 
@@ -85,12 +98,28 @@ def new_task() -> Iterator[TaskSpec]:
         unregister_task(spec.token)
 
 
+def test_the_api_lists_and_runs_a_task_registered_at_run_time(
+    new_task: TaskSpec, tiny_settings: Settings, tmp_path: Path
+) -> None:
+    settings = api_settings(tiny_settings, data_dir=tmp_path, max_queue_size=8, preload=False)
+    with running_app(settings) as (_, client):
+        tasks = client.get("/api/v1/tasks", headers=auth_header()).json()["tasks"]
+        (listed,) = [task for task in tasks if task["token"] == TOKEN]
+        assert (listed["short_name"], listed["input"], listed["backend"]) == ("MEAN_COLOUR", "none", "mean_colour")
+        answer = client.post(
+            "/api/v1/analyze", headers=auth_header(), json={"task": "mean-colour", "images": [DATA_URL]}
+        )
+        assert answer.status_code == 200, answer.text
+        (entry,) = answer.json()["results"]
+        assert (entry["kind"], entry["rgb"], entry["model"]) == ("mean_colour", [255, 0, 0], "mean-colour-1")
+
+
 def test_the_jobs_api_runs_a_task_registered_at_run_time(
     new_task: TaskSpec, tiny_settings: Settings, tmp_path: Path
 ) -> None:
     settings = api_settings(tiny_settings, data_dir=tmp_path, max_queue_size=8, preload=False)
     with running_app(settings) as (_, client):
-        body = {"kind": "analyze", "task": "mean_colour", "images": ["data:image/png;base64," + _b64(PNG)]}
+        body = {"kind": "analyze", "task": "mean_colour", "images": [DATA_URL]}
         created = client.post("/api/v1/jobs", headers=auth_header(), json=body)
         assert created.status_code == 202, created.text
 
@@ -126,7 +155,19 @@ def test_the_cli_runs_a_task_registered_at_run_time(
         get_settings.cache_clear()
 
 
-def _b64(data: bytes) -> str:
-    import base64
-
-    return base64.b64encode(data).decode()
+def test_the_chat_offers_and_runs_a_task_registered_at_run_time(
+    new_task: TaskSpec, tiny_settings: Settings, tmp_path: Path
+) -> None:
+    (mode,) = chainlit_app.task_modes()
+    option = next(option for option in mode.options if option.id == "MEAN_COLOUR")
+    assert (option.name, option.description) == ("Mean colour", "The average colour.")
+    upload = save_upload(Image.open(io.BytesIO(PNG)), tmp_path, "red.png")
+    services = Services.build(tiny_settings)  # what the server builds: the registered backend is in it
+    try:
+        ui = send(services, "", [upload], "MEAN_COLOUR")
+    finally:
+        services.close()
+    (reply,) = ui.replies
+    assert reply.markdown.endswith("mean colour 255,0,0") and ui.steps[0].name == "Mean colour"
+    body = download_json(reply, "red · mean colour.json")
+    assert (body["model"], body["kind"], body["rgb"]) == ("mean-colour-1", "mean_colour", [255, 0, 0])
