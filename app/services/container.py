@@ -9,7 +9,6 @@ from app.core.imagenet import imagenet_labels
 from app.models.manager import ModelManager
 from app.models.registry import BackendRegistry, build_manager
 from app.services.analysis import AnalysisService
-from app.services.classification import ClassificationService
 from app.services.llm_analysis import LLMAnalyst
 from app.services.ratelimit import RateLimiter
 
@@ -20,7 +19,7 @@ class Services:
     manager: ModelManager
     analysis: AnalysisService
     limiter: RateLimiter
-    classification: ClassificationService
+    analyst: LLMAnalyst | None  # comments on classifications (ANALYSIS_API_URL); None when not configured
 
     @classmethod
     def build(cls, settings: Settings) -> Services:
@@ -42,7 +41,7 @@ class Services:
             manager=manager,
             analysis=analysis,
             limiter=limiter or RateLimiter(settings.rate_limit, settings.rate_limit_storage),
-            classification=ClassificationService(analysis, LLMAnalyst.from_settings(settings)),
+            analyst=LLMAnalyst.from_settings(settings),
         )
 
     def close(self) -> None:

@@ -141,12 +141,13 @@ async def _explain(services: Services, alias: str, reports: Sequence[ImageReport
     """One analysis per classified image, concurrently. `analysis` is always there (empty when there is
     none, with `analysis_error` saying why), as the seed's clients read it unconditionally."""
     done = [(report, report.result) for report in reports if isinstance(report.result, AnyClassification)]
-    if not services.classification.analysis_enabled:
+    analyst = services.analyst
+    if analyst is None:
         for report, _ in done:
             report.extra.update(analysis="", analysis_error=ANALYSIS_NOT_CONFIGURED)
         return
     answers = await asyncio.gather(
-        *(services.classification.explain(alias, result) for _, result in done), return_exceptions=True
+        *(analyst.analyze(alias, result.scores()) for _, result in done), return_exceptions=True
     )
     for (report, _), answer in zip(done, answers, strict=True):
         if isinstance(answer, AppError):

@@ -1,4 +1,5 @@
-"""ClassificationService on tiny random ResNet / CLIP / SigLIP checkpoints loaded through from_pretrained.
+"""The CLASSIFY and ZERO_SHOT tasks through AnalysisService on tiny random ResNet / CLIP / SigLIP checkpoints
+loaded through from_pretrained.
 
 Expected probabilities come either from known logits (the tiny ResNet's head is a fixed bias) or
 from the checkpoint's own `forward` (`logits_per_image`), computed independently of the app's maths.
@@ -23,13 +24,12 @@ from app.core.classification_results import ClassificationResult, ZeroShotResult
 from app.core.config import Settings
 from app.core.errors import Busy, InvalidInput, ModelUnavailable, UnknownTask
 from app.core.images import LoadedImage
-from app.core.task_inputs import ZeroShotRequest
+from app.core.task_inputs import TaskInput, ZeroShotRequest
+from app.core.tasks import CLASSIFY, ZERO_SHOT
 from app.models.manager import ModelManager, ModelState
 from app.models.registry import BackendRegistry, build_manager
 from app.rendering.charts import probability_chart_png
-from app.services.analysis import AnalysisService
-from app.services.analysis import ImageOutcome as ClassificationOutcome
-from app.services.classification import ClassificationService
+from app.services.analysis import AnalysisService, ImageOutcome
 from tests.tiny_models import RESNET_BIAS_LOGITS, ZERO_SHOT_TEXT_LENGTH, build_tiny_resnet, build_tiny_siglip
 
 LABELS = ["a cat", "a dog", "a red car"]
@@ -44,6 +44,26 @@ def manager(classify_settings: Settings) -> Iterator[ModelManager]:
     built = build_manager(classify_settings)
     yield built
     built.shutdown()
+
+
+class ClassificationService:
+    """The two classification tasks as every edge runs them: input checked by `check_input`, then
+    `AnalysisService` (kept as one small adapter so each test reads as the classification it checks)."""
+
+    def __init__(self, analysis: AnalysisService) -> None:
+        self.analysis = analysis
+
+    def _checked(self, top_n: int, language: str) -> TaskInput:
+        return self.analysis.check_input(CLASSIFY, TaskInput(top_n=top_n, language=language))[1]
+
+    async def classify(self, images: list, top_n: int = 3, language: str = "en") -> list[ImageOutcome]:
+        return await self.analysis.analyze_async(images, CLASSIFY, options=self._checked(top_n, language))
+
+    def classify_sync(self, images: list, top_n: int = 3, language: str = "en") -> list[ImageOutcome]:
+        return self.analysis.analyze(images, CLASSIFY, options=self._checked(top_n, language))
+
+    async def zero_shot(self, images: list, request: ZeroShotRequest) -> list[ImageOutcome]:
+        return await self.analysis.analyze_async(images, ZERO_SHOT, options=TaskInput(labels=request))
 
 
 @pytest.fixture(scope="module")
@@ -62,7 +82,7 @@ def run(coro: Any) -> Any:
 
 def zero_shot(
     service: ClassificationService, images: list, labels: list[str], **options: Any
-) -> list[ClassificationOutcome]:
+) -> list[ImageOutcome]:
     """`service.zero_shot` with the request checked as every caller checks it (`ZeroShotRequest.create`)."""
     return run(service.zero_shot(images, ZeroShotRequest.create(labels, **options)))
 
