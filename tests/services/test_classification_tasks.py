@@ -80,9 +80,7 @@ def run(coro: Any) -> Any:
     return asyncio.run(coro)
 
 
-def zero_shot(
-    service: ClassificationService, images: list, labels: list[str], **options: Any
-) -> list[ImageOutcome]:
+def zero_shot(service: ClassificationService, images: list, labels: list[str], **options: Any) -> list[ImageOutcome]:
     """`service.zero_shot` with the request checked as every caller checks it (`ZeroShotRequest.create`)."""
     return run(service.zero_shot(images, ZeroShotRequest.create(labels, **options)))
 
