@@ -29,6 +29,7 @@ from app.services.container import Services
 from tests.api_support import api_settings, auth_header, png_bytes, running_app
 from tests.chat_support import download_json, save_upload, send
 from tests.jobs_support import wait_for
+from tests.stub_backend import StubBackend
 
 os.environ.setdefault("CHAINLIT_APP_ROOT", str(Path(__file__).resolve().parents[1]))
 
@@ -57,14 +58,8 @@ class MeanColour:
         return "mean colour " + ",".join(str(v) for v in self.rgb)
 
 
-class MeanColourBackend:
+class MeanColourBackend(StubBackend):
     name, tasks, model_id, library = "mean_colour", frozenset({TOKEN}), "mean-colour-1", "pillow"
-
-    def __init__(self, settings: Settings) -> None:
-        self.loaded = False
-
-    def load(self) -> None:
-        self.loaded = True
 
     def run(self, requests: Sequence[TaskRequest]) -> list[MeanColour]:
         results = []
@@ -72,9 +67,6 @@ class MeanColourBackend:
             red, green, blue = request.image.convert("RGB").resize((1, 1)).getpixel((0, 0))  # type: ignore[misc]
             results.append(MeanColour(request.spec.token, request.image_wh, (red, green, blue)))
         return results
-
-    def info(self) -> dict[str, Any]:
-        return {"model_id": self.model_id}
 
 
 @pytest.fixture

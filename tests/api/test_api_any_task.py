@@ -8,19 +8,15 @@ serve the same tasks. A task registered at run time with its own backend goes th
 from __future__ import annotations
 
 import base64
-from collections.abc import Iterator, Sequence
 from typing import Any
 
 import pytest
 from fastapi.testclient import TestClient
 
 from app.api.v1.schemas import AnalyzeResponse, TaskList
-from app.api.v1.schemas_results import ClassificationEntry, TextEntry, ZeroShotEntry
+from app.api.v1.schemas_results import ClassificationEntry, ZeroShotEntry
 from app.core.config import Settings
-from app.core.results import TextResult
-from app.core.tasks import InputKind, OutputKind, TaskSpec, all_tasks, register_task, unregister_task
-from app.models.base import TaskRequest
-from app.models.registry import register_backend, unregister_backend
+from app.core.tasks import all_tasks
 from tests.api_support import api_settings, auth_header, authed_post, png_bytes, running_app
 
 ANALYZE = "/api/v1/analyze"
@@ -159,57 +155,3 @@ def test_with_rapidocr_the_ocr_tasks_name_rapidocr(tiny_settings: Settings) -> N
         }
     assert tasks["OCR"] == tasks["OCR_WITH_REGION"] == "rapidocr"
     assert tasks["CAPTION"] == "florence2"
-
-
-# -- a task added at run time -----------------------------------------------------------------------------
-FAKE = TaskSpec("<FAKE_ECHO>", "FAKE_ECHO", "Fake echo", "Says what it was asked.", InputKind.TEXT, OutputKind.TEXT)
-
-
-class EchoBackend:
-    """A backend outside the built-ins: answers each request with its text and the image size."""
-
-    name = "echo"
-    tasks = frozenset({FAKE.token})
-    model_id = "echo-1"
-    library = "none"
-
-    def load(self) -> None:
-        return None
-
-    def run(self, requests: Sequence[TaskRequest]) -> list[TextResult]:
-        return [
-            TextResult(r.spec.token, r.image_wh, text=f"{r.text} at {r.image_wh[0]}x{r.image_wh[1]}") for r in requests
-        ]
-
-    def info(self) -> dict[str, Any]:
-        return {"model": self.model_id}
-
-
-def echo_backend(settings: Settings) -> EchoBackend:
-    return EchoBackend()
-
-
-@pytest.fixture
-def echo_client(tiny_settings: Settings) -> Iterator[TestClient]:
-    register_task(FAKE)
-    register_backend(echo_backend)
-    try:
-        with running_app(api_settings(tiny_settings, preload=False)) as (_, test_client):
-            yield test_client
-    finally:
-        unregister_backend(echo_backend)
-        unregister_task(FAKE.token)
-
-
-def test_a_task_registered_at_run_time_is_listed_and_runs(echo_client: TestClient) -> None:
-    listed = echo_client.get("/api/v1/tasks", headers=auth_header()).json()["tasks"]
-    assert {"short_name": "FAKE_ECHO", "input": "text", "backend": "echo"}.items() <= listed[-1].items()
-
-    status, body = authed_post(echo_client, ANALYZE, json={"task": "fake_echo", "text": "hello", "images": [DATA_URL]})
-    assert status == 200
-    [entry] = body["results"]
-    assert (entry["kind"], entry["task"], entry["text"]) == ("text", "<FAKE_ECHO>", "hello at 64x48")
-    assert isinstance(AnalyzeResponse.model_validate(body).results[0], TextEntry)
-
-    status, body = authed_post(echo_client, ANALYZE, json={"task": "FAKE_ECHO", "images": [DATA_URL]})
-    assert (status, body["error"]["code"]) == (400, "missing_text")

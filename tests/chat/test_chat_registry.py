@@ -25,6 +25,7 @@ from app.core.tasks import InputKind, OutputKind, TaskSpec, register_task, unreg
 from app.models.base import TaskRequest
 from app.models.registry import BackendRegistry, build_manager
 from tests.chat_support import RecordingUI, download_json, run, save_upload, send, services_over
+from tests.stub_backend import StubBackend
 
 os.environ.setdefault("CHAINLIT_APP_ROOT", str(Path(__file__).resolve().parents[2]))
 
@@ -53,24 +54,19 @@ class EchoResult:
         return {"kind": "echo", "echo": self.text, "image_wh": list(self.image_wh)}
 
 
-class EchoBackend:
+class EchoBackend(StubBackend):
     name = "fake"
     tasks = frozenset({FAKE.token})
     model_id = "example/echo-1"
     library = "echo-0.1"
 
     def __init__(self) -> None:
+        super().__init__()
         self.seen: list[tuple[str | None, tuple[int, int]]] = []
-
-    def load(self) -> None:
-        pass
 
     def run(self, requests: Sequence[TaskRequest]) -> list[EchoResult]:
         self.seen += [(request.text, request.image_wh) for request in requests]
         return [EchoResult(request.text or "", request.image_wh) for request in requests]
-
-    def info(self) -> dict[str, Any]:
-        return {"name": self.name, "model_id": self.model_id, "state": "ready"}
 
 
 @pytest.fixture

@@ -4,7 +4,6 @@ to its backend and stamps every result with the run info of the model that answe
 from __future__ import annotations
 
 from collections.abc import Iterator, Sequence
-from typing import Any
 
 import pytest
 from PIL import Image
@@ -20,11 +19,12 @@ from app.models.manager import ModelManager
 from app.models.rapidocr_backend import RapidOCRBackend
 from app.models.registry import BackendRegistry, build_manager
 from app.models.zero_shot import ZeroShotBackend
+from tests.stub_backend import StubBackend
 
 ECHO = TaskSpec("<ECHO>", "ECHO", "Echo", "The image size as text.", InputKind.NONE, OutputKind.TEXT, backend="echo")
 
 
-class EchoBackend:
+class EchoBackend(StubBackend):
     """A backend outside the built-ins: serves ECHO (a task the registry does not hold here)."""
 
     name = "echo"
@@ -33,17 +33,12 @@ class EchoBackend:
     library = "echo-lib-1.0"
 
     def __init__(self) -> None:
+        super().__init__()
         self.calls: list[int] = []
-
-    def load(self) -> None:
-        pass
 
     def run(self, requests: Sequence[TaskRequest]) -> list[TextResult]:
         self.calls.append(len(requests))
         return [TextResult(r.spec.token, r.image_wh, text=f"{r.image_wh[0]}x{r.image_wh[1]}") for r in requests]
-
-    def info(self) -> dict[str, Any]:
-        return {"model_id": self.model_id, "tasks": sorted(self.tasks)}
 
 
 @pytest.fixture(scope="module")
