@@ -190,7 +190,7 @@ async def on_chat_start() -> None:
     await cl.context.emitter.set_modes(task_modes())
     try:
         services = get_services()
-        text = welcome_markdown(services.manager.status(), services.settings)
+        text = welcome_markdown(services.manager.status(), services.settings, services.manager.primary)
     except Exception as exc:  # noqa: BLE001 - the welcome must never fail the page
         text = error_markdown(exc)
     # Starters as buttons on the welcome: Chainlit's own starters only show in a chat with no message at all.

@@ -26,7 +26,7 @@ from app.core.errors import (
 )
 from app.core.geometry import XYXY
 from app.core.results import AnyResult, DetectionResult, OCRResult, SegmentationResult, TextResult
-from app.core.tasks import TaskSpec
+from app.core.tasks import FLORENCE_BACKEND, TaskSpec
 
 log = logging.getLogger(__name__)
 
@@ -233,9 +233,9 @@ def model_in_words(model_id: str) -> str:
     return "Florence-2" + (f" {size.lower()}" if size else "") + (" (fine-tuned)" if tuned else "")
 
 
-def welcome_markdown(status: Sequence[Mapping[str, Any]], settings: Settings) -> str:
-    # The Florence-2 entry: with OCR_BACKEND=rapidocr that backend is listed first.
-    model = next((entry for entry in status if entry.get("name") == "florence2"), status[0] if status else {})
+def welcome_markdown(status: Sequence[Mapping[str, Any]], settings: Settings, primary: str = FLORENCE_BACKEND) -> str:
+    # The primary backend's entry (the model manager's `primary`): with OCR_BACKEND=rapidocr that is not first.
+    model = next((entry for entry in status if entry.get("name") == primary), status[0] if status else {})
     state = str(model.get("state", "not_loaded"))
     words = escape_md(model_in_words(str(model.get("model_id", settings.model_id))))
     if state == "ready":
