@@ -98,10 +98,10 @@ class Settings(BaseSettings):
     max_image_bytes: int = Field(20 * 1024 * 1024, ge=1)
     max_images_per_request: int = Field(16, ge=1)
     max_request_pixels: int = Field(
-        200_000_000, ge=1, description="Decoded pixels per API request, all images together (413 above)"
+        200_000_000, ge=1, description="Decoded pixels per request (API, chat message or job), all images together"
     )
     max_inflight_pixels: int = Field(
-        0, ge=0, description="Decoded pixels held by all requests at once; 0 = 1/8 of the machine's memory"
+        0, ge=0, description="Decoded pixels held by all requests at once; 0 = 1/4 of memory at 8 bytes a pixel"
     )
 
     # Logging

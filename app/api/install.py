@@ -21,8 +21,8 @@ from app.api.metrics import ApiMetrics, MetricsMiddleware
 from app.config import Settings
 from app.errors import AppError
 from app.models.manager import ModelManager
+from app.services.container import Services
 from app.services.fetch import FetchPolicy, UrlFetcher
-from app.services.pixel_budget import PixelBudget, default_in_flight_pixels
 
 log = logging.getLogger(__name__)
 
@@ -33,15 +33,16 @@ def install_api(app: FastAPI, settings: Settings) -> ApiState:
     Raises `ConfigError` (with the setting to fix) when the API settings are inconsistent, so a
     misconfigured server fails at start instead of serving with a surprise.
     """
+
+    def current_services() -> Services | None:
+        return getattr(app.state, "services", None)
+
     state = ApiState(
         settings=settings,
         auth=AuthPolicy.from_settings(settings),
-        metrics=ApiMetrics(lambda: getattr(app.state, "services", None)),
+        metrics=ApiMetrics(current_services),
         fetcher=UrlFetcher(FetchPolicy.from_settings(settings)),
-        pixels=PixelBudget(
-            settings.max_request_pixels,
-            settings.max_inflight_pixels or default_in_flight_pixels(settings.max_request_pixels),
-        ),
+        current_services=current_services,
     )
     app.state.api = state
     install_error_handlers(app)

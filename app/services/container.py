@@ -11,6 +11,7 @@ from app.models.registry import BackendRegistry, build_manager
 from app.services.analysis import AnalysisService
 from app.services.classification import ClassificationService
 from app.services.llm_analysis import LLMAnalyst
+from app.services.pixel_budget import PixelBudget
 from app.services.ratelimit import RateLimiter
 
 
@@ -21,6 +22,7 @@ class Services:
     analysis: AnalysisService
     limiter: RateLimiter
     classification: ClassificationService
+    pixels: PixelBudget  # decoded images in flight: the API, the chat and this process's jobs share it
 
     @classmethod
     def build(cls, settings: Settings) -> Services:
@@ -34,6 +36,7 @@ class Services:
         manager: ModelManager,
         registry: BackendRegistry | None = None,
         limiter: RateLimiter | None = None,
+        pixels: PixelBudget | None = None,
     ) -> Services:
         """The services over an existing `manager` (tests bring one with a tiny model already loaded)."""
         return cls(
@@ -44,6 +47,7 @@ class Services:
             classification=ClassificationService(
                 manager, LLMAnalyst.from_settings(settings), imagenet_labels(settings.imagenet_names)
             ),
+            pixels=pixels or PixelBudget.from_settings(settings),
         )
 
     def close(self) -> None:
