@@ -73,6 +73,10 @@ class Settings(BaseSettings):
     rate_limit: str = Field("30/minute", description="limits notation, e.g. '5/minute' or '100/hour;10/minute'")
     rate_limit_storage: str = Field("memory://", description="limits storage URL, e.g. redis://host:6379")
     max_queue_size: int = Field(32, ge=1, description="Requests waiting for the model before 'busy'")
+    busy_hold_s: float = Field(
+        2.0, ge=0, le=10, description="Seconds a model request waits for a free place before 503 busy; 0 = none"
+    )
+    busy_hold_max: int = Field(128, ge=0, description="Model requests waiting for a place at once; more get 503 busy")
 
     # Chat login (optional): on when CHAT_USERS is set; Chainlit signs its session tokens with the secret.
     chat_users: str = Field("", description="Comma-separated name:hash pairs (`python -m app hash-password`)")

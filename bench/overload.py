@@ -7,6 +7,10 @@ first. Prints, per concurrency: answers/s with 200, 503 `busy` per second, other
 latency of the 200s, and goodput relative to the best concurrency.
 
     python -m bench.overload --concurrency 1,4,16,64 --seconds 8
+
+On a machine with few cores the clients compete with the server for them; `--client-cpus 1
+--server-cpus 0` pins each to its own cores (Linux), which isolates the two somewhat. The server's
+settings come from the environment as usual (e.g. `BUSY_HOLD_S=0` for refusals without a hold).
 """
 
 from __future__ import annotations
@@ -92,8 +96,11 @@ def main() -> None:
     parser.add_argument("--seconds", type=float, default=8.0, help="per concurrency level")
     parser.add_argument("--max-requests", type=int, default=5000, help="per concurrency level")
     parser.add_argument("--max-queue-size", type=int, default=32)
+    parser.add_argument("--client-cpus", default="", help="pin the load generator to these CPUs, e.g. 1")
+    parser.add_argument("--server-cpus", default="", help="pin the server to these CPUs, e.g. 0")
     args = parser.parse_args()
     levels = [int(x) for x in args.concurrency.split(",")]
+    client_cpus, server_cpus = _cpus(args.client_cpus), _cpus(args.server_cpus)
 
     with tempfile.TemporaryDirectory() as tmp:
         checkpoint = build_tiny_florence(Path(tmp) / "tiny")
@@ -110,10 +117,13 @@ def main() -> None:
             "DATA_DIR": str(Path(tmp) / "data"),
             "LOG_LEVEL": "ERROR",
         }
+        pin = ["taskset", "-c", ",".join(map(str, sorted(server_cpus)))] if server_cpus else []
         server = subprocess.Popen(
-            [sys.executable, "-m", "app", "serve", "--host", "127.0.0.1", "--port", str(port)],
+            [*pin, sys.executable, "-m", "app", "serve", "--host", "127.0.0.1", "--port", str(port)],
             env=env, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
         )  # fmt: skip
+        if client_cpus:
+            os.sched_setaffinity(0, client_cpus)
         try:
             deadline = time.monotonic() + 120
             while True:
@@ -139,6 +149,10 @@ def main() -> None:
             f"{row['clients']:>7.0f} {row['ok_per_s']:>8.1f} {row['busy_per_s']:>8.1f} {row['other']:>6.0f} "
             f"{row['p50_ms']:>8.1f} {row['p95_ms']:>8.1f} {row['ok_per_s'] / best:>8.0%}"
         )
+
+
+def _cpus(spec: str) -> set[int]:
+    return {int(cpu) for cpu in spec.split(",") if cpu.strip()}
 
 
 if __name__ == "__main__":

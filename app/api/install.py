@@ -49,7 +49,7 @@ def install_api(app: FastAPI, settings: Settings) -> ApiState:
     # add_middleware wraps what is there: the last added runs first (metrics → early busy → CORS → body limit → app).
     app.add_middleware(BodySizeLimitMiddleware, max_bytes=settings.max_request_bytes)
     install_cors(app, settings)
-    app.add_middleware(EarlyBusyMiddleware, max_queue_size=settings.max_queue_size)  # before any body is read
+    app.add_middleware(EarlyBusyMiddleware, settings=settings)  # before any body is read
     app.add_middleware(MetricsMiddleware, metrics=state.metrics)
     if settings.preload:
         _preload_after_startup(app, state)
