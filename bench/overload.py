@@ -4,7 +4,8 @@ Starts `python -m app serve` with the tiny checkpoint on 127.0.0.1 (loopback onl
 concurrency runs that many clients, each sending POST /api/v1/analyze (one small PNG, CAPTION) again
 as soon as its previous answer arrives, for `--seconds` or `--max-requests` in all, whichever comes
 first. Prints, per concurrency: answers/s with 200, 503 `busy` per second, other statuses, p50/p95
-latency of the 200s, and goodput relative to the best concurrency.
+latency of the 200s, goodput relative to the best concurrency, and the cores the load generator
+itself used.
 
     python -m bench.overload --concurrency 1,4,16,64 --seconds 8
 
@@ -70,9 +71,10 @@ async def run_level(url: str, clients: int, seconds: float, max_requests: int) -
                 except httpx.HTTPError as exc:
                     statuses[type(exc).__name__] += 1
 
-        started = time.monotonic()
+        started, cpu_started = time.monotonic(), time.process_time()
         await asyncio.gather(*(one_client() for _ in range(clients)))
         elapsed = time.monotonic() - started
+        client_cpu = (time.process_time() - cpu_started) / elapsed
     latencies.sort()
 
     def pct(q: float) -> float:
@@ -87,6 +89,7 @@ async def run_level(url: str, clients: int, seconds: float, max_requests: int) -
         "p50_ms": pct(0.5),
         "p95_ms": pct(0.95),
         "requests": sum(statuses.values()),
+        "client_cpu": client_cpu,
     }
 
 
@@ -143,11 +146,13 @@ def main() -> None:
             server.wait(timeout=30)
 
     best = max(row["ok_per_s"] for row in rows) or 1.0
-    print(f"{'clients':>7} {'200/s':>8} {'503/s':>8} {'other':>6} {'p50 ms':>8} {'p95 ms':>8} {'goodput':>8}")
+    # client cpu: cores the load generator itself used (it competes with the server unless pinned apart).
+    header = f"{'clients':>7} {'200/s':>8} {'503/s':>8} {'other':>6} {'p50 ms':>8} {'p95 ms':>8} {'goodput':>8}"
+    print(f"{header} {'client cpu':>10}")
     for row in rows:
         print(
             f"{row['clients']:>7.0f} {row['ok_per_s']:>8.1f} {row['busy_per_s']:>8.1f} {row['other']:>6.0f} "
-            f"{row['p50_ms']:>8.1f} {row['p95_ms']:>8.1f} {row['ok_per_s'] / best:>8.0%}"
+            f"{row['p50_ms']:>8.1f} {row['p95_ms']:>8.1f} {row['ok_per_s'] / best:>8.0%} {row['client_cpu']:>10.2f}"
         )
 
 

@@ -158,6 +158,14 @@ def test_a_cancelled_waiter_gives_back_its_place_in_line() -> None:
     asyncio.run(scenario())
 
 
+def test_a_hold_leaves_half_the_body_timeout_to_read_the_body() -> None:
+    def hold_s(**overrides: object) -> float:
+        return EarlyBusyMiddleware(FastAPI(), _settings(**overrides)).hold_s
+
+    assert hold_s(busy_hold_s=2) == 2
+    assert hold_s(busy_hold_s=10, http_body_timeout_s=4) == 2
+
+
 def test_the_capacity_is_the_model_queue_plus_one_running_batch() -> None:
     assert admission_capacity(_settings()) == 4 + 1  # CPU: one request per generate call
     assert admission_capacity(_settings(device="cuda")) == 4 + 32

@@ -113,7 +113,8 @@ class EarlyBusyMiddleware:
     def __init__(self, app: ASGIApp, settings: Settings, gate: AdmissionGate | None = None) -> None:
         self.app = app
         self.max_queue_size = settings.max_queue_size
-        self.hold_s = settings.busy_hold_s
+        # The body's deadline (HTTP_BODY_TIMEOUT_S) runs from the request head: a hold must leave time to read it.
+        self.hold_s = min(settings.busy_hold_s, settings.http_body_timeout_s / 2)
         self._settings = settings
         self._gate = gate
 
