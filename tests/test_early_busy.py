@@ -8,6 +8,7 @@ import asyncio
 from types import SimpleNamespace
 
 import httpx
+import pytest
 from fastapi import FastAPI, Request
 
 from app.api.early_busy import AdmissionGate, EarlyBusyMiddleware, admission_capacity
@@ -92,35 +93,20 @@ def test_a_held_request_is_admitted_when_a_place_frees_and_the_line_is_bounded()
     asyncio.run(scenario())
 
 
-def test_a_held_request_is_refused_with_busy_when_the_hold_ends() -> None:
+@pytest.mark.parametrize("hold_s", [0.2, 0], ids=["held-then-refused", "refused-at-once"])
+def test_a_request_that_gets_no_place_is_refused_with_busy(hold_s: float) -> None:
     async def scenario() -> None:
         gate = AdmissionGate(capacity=1, max_held=8)
         route = ModelRoute()
-        app = route.app(_settings(busy_hold_s=0.2), gate, [0])
+        app = route.app(_settings(busy_hold_s=hold_s), gate, [0])
         async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app)) as client:
             first = asyncio.create_task(client.post(ANALYZE, content=b"first"))
             await route.entered.wait()
-            _assert_busy(await client.post(ANALYZE, content=b"second"))  # held 0.2 s, then refused
+            _assert_busy(await client.post(ANALYZE, content=b"second"))  # after the hold, or at once with none
             assert gate.held == 0 and route.bodies == [b"first"]
             route.release.set()
             assert (await first).status_code == 200
         assert gate.admitted == 0
-
-    asyncio.run(scenario())
-
-
-def test_without_a_hold_the_refusal_is_immediate() -> None:
-    async def scenario() -> None:
-        gate = AdmissionGate(capacity=1, max_held=8)
-        route = ModelRoute()
-        app = route.app(_settings(busy_hold_s=0), gate, [0])
-        async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app)) as client:
-            first = asyncio.create_task(client.post(ANALYZE, content=b"first"))
-            await route.entered.wait()
-            _assert_busy(await client.post(ANALYZE, content=b"second"))
-            assert gate.held == 0
-            route.release.set()
-            await first
 
     asyncio.run(scenario())
 

@@ -18,10 +18,7 @@ routes pass an admission gate first, which costs a counter check:
 from __future__ import annotations
 
 import asyncio
-import functools
 import re
-import threading
-from collections import deque
 from collections.abc import Callable
 
 from starlette.types import ASGIApp, Receive, Scope, Send
@@ -29,6 +26,7 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 from app.api.errors import error_json
 from app.config import Settings
 from app.models.manager import resolve_max_batch_size
+from app.services.fifo_allowance import FifoAllowance
 
 # The synchronous routes that queue model work (jobs are queued and worked on later; they are not refused).
 _MODEL_ROUTES = re.compile(r"^/api/(v1/analyze|v1/classify|classify(/[^/]+)?|zero-shot)/?$")
@@ -38,65 +36,26 @@ QUEUE_POLL_S = 0.05  # how often a held request looks at a model queue filled by
 
 
 class AdmissionGate:
-    """A FIFO counting gate with a bounded waiting line; safe across threads and event loops (tests run
-    each TestClient request on its own loop)."""
+    """Places for model requests, handed out first come, first served, with a bounded waiting line."""
 
     def __init__(self, capacity: int, max_held: int) -> None:
-        self.capacity = capacity
         self.max_held = max_held
-        self._lock = threading.Lock()
-        self._admitted = 0
-        self._held: deque[Callable[[], object]] = deque()
+        self._places = FifoAllowance(capacity)
 
     @property
     def admitted(self) -> int:
-        return self._admitted
+        return self._places.used
 
     @property
     def held(self) -> int:
-        with self._lock:
-            return len(self._held)
+        return self._places.waiting
 
     async def enter(self, wait_s: float) -> bool:
         """True once admitted (call `leave` after); False when the line is full or `wait_s` passed first."""
-        loop = asyncio.get_running_loop()
-        future: asyncio.Future[None] = loop.create_future()
-        wake = functools.partial(loop.call_soon_threadsafe, _resolve, future)
-        with self._lock:
-            if not self._held and self._admitted < self.capacity:
-                self._admitted += 1
-                return True
-            if wait_s <= 0 or len(self._held) >= self.max_held:
-                return False
-            self._held.append(wake)
-        try:
-            async with asyncio.timeout(wait_s):
-                await asyncio.shield(future)
-            return True
-        except BaseException as exc:
-            with self._lock:
-                granted = wake not in self._held
-                if not granted:
-                    self._held.remove(wake)
-            if granted:  # admitted just as the wait ended: the place goes to the next in line
-                self.leave()
-            if isinstance(exc, TimeoutError):
-                return False
-            raise
+        return await self._places.acquire(1, wait_s, max_waiting=self.max_held)
 
     def leave(self) -> None:
-        with self._lock:
-            if self._held:
-                wake = self._held.popleft()  # the place passes straight to the first in line
-            else:
-                self._admitted -= 1
-                return
-        wake()
-
-
-def _resolve(future: asyncio.Future[None]) -> None:
-    if not future.done():
-        future.set_result(None)
+        self._places.release(1)
 
 
 def admission_capacity(settings: Settings) -> int:

@@ -108,7 +108,7 @@ class JobRunner:
             # The model's own queue or the pixel budget is full (the server's requests come first): try again shortly.
             if store.release(record.id, self.name, attempt):
                 self.queue.enqueue(record.id, delay=BUSY_RETRY_DELAY_S)
-                log.info("job %s: model busy, queued again in %.0f s", record.id, BUSY_RETRY_DELAY_S)
+                log.info("job %s: model or pixel budget busy, queued again in %.0f s", record.id, BUSY_RETRY_DELAY_S)
             return None
         except AppError as exc:
             return self._finish(record, attempt, JobStatus.FAILED, None, exc)

@@ -12,16 +12,13 @@ works all draw from it. Async callers wait on their event loop (`hold`); worker 
 
 from __future__ import annotations
 
-import asyncio
 import os
-import threading
-from collections import deque
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import AsyncIterator, Iterator
 from contextlib import asynccontextmanager, contextmanager
-from dataclasses import dataclass
 
 from app.config import Settings
 from app.errors import Busy, PayloadTooLarge
+from app.services.fifo_allowance import FifoAllowance
 
 # Pillow holds RGB at 4 bytes per pixel; decoding and conversion briefly need about as much again.
 BYTES_PER_PIXEL = 8
@@ -39,12 +36,6 @@ def default_in_flight_pixels(per_request: int) -> int:
     return max(per_request, machine_memory_bytes() // _MEMORY_SHARE // BYTES_PER_PIXEL)
 
 
-@dataclass(eq=False)
-class _Waiter:
-    pixels: int
-    wake: Callable[[], object]  # called (from any thread) once the pixels are granted
-
-
 class PixelBudget:
     """Thread- and loop-safe: one budget serves every request of the process, whatever loop runs it."""
 
@@ -52,9 +43,7 @@ class PixelBudget:
         self.per_request = per_request
         self.in_flight = max(in_flight, per_request)
         self.max_wait_s = max_wait_s
-        self._lock = threading.Lock()
-        self._used = 0
-        self._waiters: deque[_Waiter] = deque()
+        self._pixels = FifoAllowance(self.in_flight)
 
     @classmethod
     def from_settings(cls, settings: Settings) -> PixelBudget:
@@ -63,13 +52,12 @@ class PixelBudget:
 
     @property
     def used(self) -> int:
-        return self._used
+        return self._pixels.used
 
     @property
     def waiting(self) -> int:
         """Requests queued for pixels (a test and a metric can watch the queue without timing it)."""
-        with self._lock:
-            return len(self._waiters)
+        return self._pixels.waiting
 
     def check_request(self, pixels: int) -> None:
         if pixels > self.per_request:
@@ -83,80 +71,23 @@ class PixelBudget:
     async def hold(self, pixels: int) -> AsyncIterator[None]:
         """Hold `pixels` of the in-flight budget while the block runs (after `check_request`)."""
         pixels = min(max(pixels, 0), self.in_flight)
-        await self._acquire(pixels)
+        if not await self._pixels.acquire(pixels, self.max_wait_s):
+            raise _busy()
         try:
             yield
         finally:
-            self._release(pixels)
+            self._pixels.release(pixels)
 
     @contextmanager
     def hold_blocking(self, pixels: int) -> Iterator[None]:
         """`hold` for a worker thread: blocks (up to `max_wait_s`, then `Busy`) instead of awaiting."""
         pixels = min(max(pixels, 0), self.in_flight)
-        self._acquire_blocking(pixels)
+        if not self._pixels.acquire_blocking(pixels, self.max_wait_s):
+            raise _busy()
         try:
             yield
         finally:
-            self._release(pixels)
-
-    def _try_take(self, pixels: int, wake: Callable[[], object]) -> _Waiter | None:
-        """Take the pixels now (None), or queue a waiter that `wake` will signal."""
-        with self._lock:
-            if not self._waiters and self._used + pixels <= self.in_flight:
-                self._used += pixels
-                return None
-            waiter = _Waiter(pixels, wake)
-            self._waiters.append(waiter)
-            return waiter
-
-    def _give_up(self, waiter: _Waiter) -> bool:
-        """Leave the queue; True when the pixels were granted meanwhile (the caller now holds them)."""
-        with self._lock:
-            granted = waiter not in self._waiters
-            if not granted:
-                self._waiters.remove(waiter)
-        if not granted:
-            self._grant_waiting()  # a smaller request behind this one may fit now
-        return granted
-
-    async def _acquire(self, pixels: int) -> None:
-        loop = asyncio.get_running_loop()
-        future: asyncio.Future[None] = loop.create_future()
-        waiter = self._try_take(pixels, lambda: loop.call_soon_threadsafe(_resolve, future))
-        if waiter is None:
-            return
-        try:
-            async with asyncio.timeout(self.max_wait_s):
-                await asyncio.shield(future)
-        except BaseException as exc:
-            if self._give_up(waiter):
-                self._release(pixels)
-            if isinstance(exc, TimeoutError):
-                raise _busy() from None
-            raise
-
-    def _acquire_blocking(self, pixels: int) -> None:
-        granted = threading.Event()
-        waiter = self._try_take(pixels, granted.set)
-        if waiter is None or granted.wait(self.max_wait_s):
-            return
-        if not self._give_up(waiter):
-            raise _busy()
-
-    def _release(self, pixels: int) -> None:
-        with self._lock:
-            self._used -= pixels
-        self._grant_waiting()
-
-    def _grant_waiting(self) -> None:
-        granted: list[_Waiter] = []
-        with self._lock:
-            while self._waiters and self._used + self._waiters[0].pixels <= self.in_flight:
-                waiter = self._waiters.popleft()
-                self._used += waiter.pixels
-                granted.append(waiter)
-        for waiter in granted:
-            waiter.wake()
+            self._pixels.release(pixels)
 
 
 def _busy() -> Busy:
@@ -165,8 +96,3 @@ def _busy() -> Busy:
         code="busy",
         retry_after=5,
     )
-
-
-def _resolve(future: asyncio.Future[None]) -> None:
-    if not future.done():
-        future.set_result(None)
