@@ -7,6 +7,7 @@ on 2 busy cores, measured by bench/http_overhead.py).
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Annotated
 
@@ -33,8 +34,16 @@ class ApiState:
     auth: AuthPolicy
     metrics: ApiMetrics
     fetcher: UrlFetcher
-    pixels: PixelBudget
+    current_services: Callable[[], Services | None]
     preload_thread: threading.Thread | None = None
+
+    @property
+    def pixels(self) -> PixelBudget:
+        """The process's pixel budget, shared with the chat and the embedded job worker (`Services.pixels`)."""
+        services = self.current_services()
+        if services is None:  # only before the lifespan has run
+            raise ModelUnavailable("The server is still starting.", code="starting")
+        return services.pixels
 
 
 async def get_api_state(request: Request) -> ApiState:

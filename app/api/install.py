@@ -21,8 +21,8 @@ from app.api.metrics import ApiMetrics, MetricsMiddleware
 from app.core.config import Settings
 from app.core.errors import AppError
 from app.models.manager import ModelManager
+from app.services.container import Services
 from app.services.fetch import FetchPolicy, UrlFetcher
-from app.services.pixel_budget import PixelBudget, default_in_flight_pixels
 
 log = logging.getLogger(__name__)
 
@@ -33,22 +33,23 @@ def install_api(app: FastAPI, settings: Settings) -> ApiState:
     Raises `ConfigError` (with the setting to fix) when the API settings are inconsistent, so a
     misconfigured server fails at start instead of serving with a surprise.
     """
+
+    def current_services() -> Services | None:
+        return getattr(app.state, "services", None)
+
     state = ApiState(
         settings=settings,
         auth=AuthPolicy.from_settings(settings),
-        metrics=ApiMetrics(lambda: getattr(app.state, "services", None)),
+        metrics=ApiMetrics(current_services),
         fetcher=UrlFetcher(FetchPolicy.from_settings(settings)),
-        pixels=PixelBudget(
-            settings.max_request_pixels,
-            settings.max_inflight_pixels or default_in_flight_pixels(settings.max_request_pixels),
-        ),
+        current_services=current_services,
     )
     app.state.api = state
     install_error_handlers(app)
     # add_middleware wraps what is there: the last added runs first (metrics → early busy → CORS → body limit → app).
     app.add_middleware(BodySizeLimitMiddleware, max_bytes=settings.max_request_bytes)
     install_cors(app, settings)
-    app.add_middleware(EarlyBusyMiddleware, max_queue_size=settings.max_queue_size)  # before any body is read
+    app.add_middleware(EarlyBusyMiddleware, settings=settings)  # before any body is read
     app.add_middleware(MetricsMiddleware, metrics=state.metrics)
     if settings.preload:
         _preload_after_startup(app, state)

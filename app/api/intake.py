@@ -10,8 +10,6 @@ from __future__ import annotations
 import asyncio
 import base64
 import binascii
-import contextlib
-import io
 import json
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -19,7 +17,6 @@ from typing import Any, TypeVar
 
 from fastapi import Request
 from fastapi.exceptions import RequestValidationError
-from PIL import Image
 from pydantic import BaseModel, ValidationError
 from starlette.datastructures import FormData, UploadFile
 
@@ -28,7 +25,7 @@ from app.api.v1.schemas import AnalyzeForm, AnalyzeRequest, ImageBase64, ImageIn
 from app.core.config import Settings
 from app.core.errors import AppError, InvalidImage, InvalidInput, PayloadTooLarge, UnsupportedMediaType
 from app.core.geometry import parse_region
-from app.core.images import ALLOWED_FORMATS, ImageLimits, LoadedImage, load_image_bytes
+from app.core.images import ImageLimits, LoadedImage, declared_pixels, load_image_bytes
 from app.services.fetch import UrlFetcher
 from app.services.pixel_budget import PixelBudget
 
@@ -246,15 +243,8 @@ async def fetch_sources(sources: Sequence[ImageSource], fetcher: UrlFetcher) -> 
 
 
 def header_pixels(raw: Sequence[bytes | AppError], limits: ImageLimits) -> int:
-    """Pixels the images will decode to, from their headers only. An unreadable header, or an image over
-    the per-image limit, counts 0: the decoder refuses it on its own, image by image."""
-    total = 0
-    for data in raw:
-        if isinstance(data, bytes):
-            with contextlib.suppress(Exception), Image.open(io.BytesIO(data), formats=ALLOWED_FORMATS) as opened:
-                pixels = int(opened.size[0]) * int(opened.size[1])
-                total += pixels if pixels <= limits.max_pixels else 0
-    return total
+    """Pixels the images will decode to, from their headers only (`app.core.images.declared_pixels`)."""
+    return sum(declared_pixels(data, limits) for data in raw if isinstance(data, bytes))
 
 
 async def decode_sources(

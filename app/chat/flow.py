@@ -15,6 +15,7 @@ from collections.abc import Awaitable, Callable, Mapping, Sequence
 
 from app.chat import replies
 from app.chat.answers import everything_replies, task_replies
+from app.chat.budget import within_pixel_budget
 from app.chat.catalogue import get_chat_task, is_auto, takes_message
 from app.chat.followups import with_follow_ups
 from app.chat.inputs import (
@@ -58,7 +59,10 @@ class ChatFlow:
     async def on_message(
         self, session: ChatSession, ui: ChatUI, text: str, uploads: Sequence[Upload], task_key: str | None
     ) -> None:
-        await self._guarded(session, ui, functools.partial(self._message, session, ui, text, uploads, task_key))
+        if not uploads and (sample := starter_upload(text)) is not None:  # a starter: its sample image
+            uploads = [sample]
+        message = functools.partial(self._message, session, ui, text, uploads, task_key)
+        await self._guarded(session, ui, message, uploads)
 
     async def on_region_picked(self, session: ChatSession, ui: ChatUI, payload: Mapping[str, object]) -> None:
         await self._guarded(session, ui, functools.partial(self._region_picked, session, ui, payload))
@@ -69,9 +73,11 @@ class ChatFlow:
     async def on_analyze_everything(self, session: ChatSession, ui: ChatUI) -> None:
         await self._guarded(session, ui, functools.partial(self._everything, session, ui))
 
-    async def _guarded(self, session: ChatSession, ui: ChatUI, work: Callable[[], Awaitable[None]]) -> None:
+    async def _guarded(
+        self, session: ChatSession, ui: ChatUI, work: Callable[[], Awaitable[None]], uploads: Sequence[Upload] = ()
+    ) -> None:
         try:
-            async with session.exclusive():
+            async with session.exclusive(), within_pixel_budget(self.services.pixels, session, uploads, self.settings):
                 await work()
         except Exception as exc:  # noqa: BLE001 - the one place chat errors are turned into words
             await ui.notify(replies.error_markdown(exc))
@@ -83,8 +89,6 @@ class ChatFlow:
         if task_key:
             session.choose_task(get_chat_task(task_key))
         fresh: list[LoadedImage] | None = None
-        if not uploads and (sample := starter_upload(text)) is not None:  # a starter: its sample image
-            uploads = [sample]
         if uploads:
             check = await asyncio.to_thread(load_uploads, uploads, self.settings)
             if check.errors:

@@ -309,7 +309,7 @@ def error_markdown(exc: BaseException) -> str:
 def _lead(exc: AppError) -> str:
     if isinstance(exc, RateLimited):
         return "Too many requests."
-    if exc.code == "over_rate_limit":  # a 413 about the amount of work, not about a file
+    if exc.code in ("over_rate_limit", "request_too_many_pixels"):  # a 413 about the whole message, not one file
         return "Too much at once."
     if isinstance(exc, Busy):
         return "Busy."

@@ -73,6 +73,10 @@ class Settings(BaseSettings):
     rate_limit: str = Field("30/minute", description="limits notation, e.g. '5/minute' or '100/hour;10/minute'")
     rate_limit_storage: str = Field("memory://", description="limits storage URL, e.g. redis://host:6379")
     max_queue_size: int = Field(32, ge=1, description="Requests waiting for the model before 'busy'")
+    busy_hold_s: float = Field(
+        2.0, ge=0, le=10, description="Seconds a model request waits for a free place before 503 busy; 0 = none"
+    )
+    busy_hold_max: int = Field(128, ge=0, description="Model requests waiting for a place at once; more get 503 busy")
 
     # Chat login (optional): on when CHAT_USERS is set; Chainlit signs its session tokens with the secret.
     chat_users: str = Field("", description="Comma-separated name:hash pairs (`python -m app hash-password`)")
@@ -98,10 +102,10 @@ class Settings(BaseSettings):
     max_image_bytes: int = Field(20 * 1024 * 1024, ge=1)
     max_images_per_request: int = Field(16, ge=1)
     max_request_pixels: int = Field(
-        200_000_000, ge=1, description="Decoded pixels per API request, all images together (413 above)"
+        200_000_000, ge=1, description="Decoded pixels per request (API, chat message or job), all images together"
     )
     max_inflight_pixels: int = Field(
-        0, ge=0, description="Decoded pixels held by all requests at once; 0 = 1/8 of the machine's memory"
+        0, ge=0, description="Decoded pixels held by all requests at once; 0 = 1/4 of memory at 8 bytes a pixel"
     )
 
     # Logging

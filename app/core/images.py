@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import io
 import warnings
 from dataclasses import dataclass
@@ -110,6 +111,21 @@ def _decoder_formats() -> list[str]:
     """The allowed formats this Pillow can decode: a name it does not register makes `open` raise KeyError."""
     Image.init()
     return [fmt for fmt in ALLOWED_FORMATS if fmt in Image.OPEN]
+
+
+def declared_pixels(source: bytes | Path, limits: ImageLimits) -> int:
+    """Pixels an image will decode to, read from its header only (for the memory budget, before decoding).
+
+    An unreadable header, or an image over the per-image limits, counts 0: the decoder refuses it on
+    its own, image by image."""
+    with contextlib.suppress(Exception):
+        if isinstance(source, Path) and source.stat().st_size > limits.max_bytes:
+            return 0
+        opened_from = io.BytesIO(source) if isinstance(source, bytes) else source
+        with Image.open(opened_from, formats=ALLOWED_FORMATS) as opened:
+            pixels = int(opened.size[0]) * int(opened.size[1])
+            return pixels if pixels <= limits.max_pixels else 0
+    return 0
 
 
 def load_image_path(path: Path, limits: ImageLimits) -> LoadedImage:

@@ -9,16 +9,17 @@ from __future__ import annotations
 import logging
 import threading
 import time
+from collections.abc import Mapping
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 from app.core.errors import AppError, Busy, InferenceError
-from app.core.images import ImageLimits, load_image_bytes
+from app.core.images import ImageLimits, declared_pixels, load_image_bytes
 from app.jobs.callbacks import CallbackPoster
 from app.jobs.kinds import ImageOrError, run_kind
 from app.jobs.params import describe, load_params
 from app.jobs.queue import STORE_ERRORS, JobQueue
-from app.jobs.records import JobRecord, JobStatus
+from app.jobs.records import JobInput, JobRecord, JobStatus
 from app.services.container import Services
 from app.services.fetch import FetchPolicy
 
@@ -98,13 +99,19 @@ class JobRunner:
         store = self.queue.store
         try:
             params = load_params(record.kind, record.params)
-            images = self._images(record)
-            result, failure = run_kind(self.services.analysis, params, record.image_names, images)
+            stored = self._stored_inputs(record)
+            # The decoded images count against the process's pixel budget, as the API's requests do: they are
+            # held until the job's model work is done (a worker in the server shares the budget with it).
+            pixels = sum(declared_pixels(item.data, self.limits) for item in stored)
+            self.services.pixels.check_request(pixels)
+            with self.services.pixels.hold_blocking(pixels):
+                images = self._images(params.input_errors or {}, stored)
+                result, failure = run_kind(self.services.analysis, params, record.image_names, images)
         except Busy:
-            # The model's own queue is full (the server's requests come first): try again shortly.
+            # The model's own queue or the pixel budget is full (the server's requests come first): try again shortly.
             if store.release(record.id, self.name, attempt):
                 self.queue.enqueue(record.id, delay=BUSY_RETRY_DELAY_S)
-                log.info("job %s: model busy, queued again in %.0f s", record.id, BUSY_RETRY_DELAY_S)
+                log.info("job %s: model or pixel budget busy, queued again in %.0f s", record.id, BUSY_RETRY_DELAY_S)
             return None
         except AppError as exc:
             return self._finish(record, attempt, JobStatus.FAILED, None, exc)
@@ -127,12 +134,14 @@ class JobRunner:
             log.info("job %s: result discarded (cancelled or taken over meanwhile)", record.id)
         return finished
 
-    def _images(self, record: JobRecord) -> list[ImageOrError]:
-        """Decode the stored bytes; an image that failed at submit time keeps its error."""
+    def _stored_inputs(self, record: JobRecord) -> list[JobInput]:
         stored = self.queue.store.inputs(record.id)
-        input_errors = load_params(record.kind, record.params).input_errors or {}
         if len(stored) != len(record.image_names):
             raise InferenceError("The job's images are missing from the store.", code="job_inputs_missing")
+        return stored
+
+    def _images(self, input_errors: Mapping[str, Any], stored: list[JobInput]) -> list[ImageOrError]:
+        """Decode the stored bytes; an image that failed at submit time keeps its error."""
         images: list[ImageOrError] = []
         for index, item in enumerate(stored):
             problem = input_errors.get(str(index))

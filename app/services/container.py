@@ -10,6 +10,7 @@ from app.models.manager import ModelManager
 from app.models.registry import BackendRegistry, build_manager
 from app.services.analysis import AnalysisService
 from app.services.llm_analysis import LLMAnalyst
+from app.services.pixel_budget import PixelBudget
 from app.services.ratelimit import RateLimiter
 
 
@@ -20,6 +21,7 @@ class Services:
     analysis: AnalysisService
     limiter: RateLimiter
     analyst: LLMAnalyst | None  # comments on classifications (ANALYSIS_API_URL); None when not configured
+    pixels: PixelBudget  # decoded images in flight: the API, the chat and this process's jobs share it
 
     @classmethod
     def build(cls, settings: Settings) -> Services:
@@ -33,6 +35,7 @@ class Services:
         manager: ModelManager,
         registry: BackendRegistry | None = None,
         limiter: RateLimiter | None = None,
+        pixels: PixelBudget | None = None,
     ) -> Services:
         """The services over an existing `manager` (tests bring one with a tiny model already loaded)."""
         analysis = AnalysisService(manager, imagenet_labels(settings.imagenet_names))
@@ -42,6 +45,7 @@ class Services:
             analysis=analysis,
             limiter=limiter or RateLimiter(settings.rate_limit, settings.rate_limit_storage),
             analyst=LLMAnalyst.from_settings(settings),
+            pixels=pixels or PixelBudget.from_settings(settings),
         )
 
     def close(self) -> None:

@@ -5,19 +5,20 @@ The sizes are read from the image headers before any pixel is decoded: a request
 more than `per_request` pixels is refused with the limit, and requests being decoded or worked on hold
 their pixels from `in_flight` until they finish; a request that does not fit waits its turn (FIFO), and
 gives up with 503 `busy` after `max_wait_s`.
+
+One budget per process (`Services.pixels`): the API's requests, chat messages and the jobs this process
+works all draw from it. Async callers wait on their event loop (`hold`); worker threads block (`hold_blocking`).
 """
 
 from __future__ import annotations
 
-import asyncio
 import os
-import threading
-from collections import deque
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
-from dataclasses import dataclass
+from collections.abc import AsyncIterator, Iterator
+from contextlib import asynccontextmanager, contextmanager
 
+from app.core.config import Settings
 from app.core.errors import Busy, PayloadTooLarge
+from app.services.fifo_allowance import FifoAllowance
 
 # Pillow holds RGB at 4 bytes per pixel; decoding and conversion briefly need about as much again.
 BYTES_PER_PIXEL = 8
@@ -35,13 +36,6 @@ def default_in_flight_pixels(per_request: int) -> int:
     return max(per_request, machine_memory_bytes() // _MEMORY_SHARE // BYTES_PER_PIXEL)
 
 
-@dataclass
-class _Waiter:
-    pixels: int
-    loop: asyncio.AbstractEventLoop
-    future: asyncio.Future[None]
-
-
 class PixelBudget:
     """Thread- and loop-safe: one budget serves every request of the process, whatever loop runs it."""
 
@@ -49,13 +43,21 @@ class PixelBudget:
         self.per_request = per_request
         self.in_flight = max(in_flight, per_request)
         self.max_wait_s = max_wait_s
-        self._lock = threading.Lock()
-        self._used = 0
-        self._waiters: deque[_Waiter] = deque()
+        self._pixels = FifoAllowance(self.in_flight)
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> PixelBudget:
+        per_request = settings.max_request_pixels
+        return cls(per_request, settings.max_inflight_pixels or default_in_flight_pixels(per_request))
 
     @property
     def used(self) -> int:
-        return self._used
+        return self._pixels.used
+
+    @property
+    def waiting(self) -> int:
+        """Requests queued for pixels (a test and a metric can watch the queue without timing it)."""
+        return self._pixels.waiting
 
     def check_request(self, pixels: int) -> None:
         if pixels > self.per_request:
@@ -69,56 +71,28 @@ class PixelBudget:
     async def hold(self, pixels: int) -> AsyncIterator[None]:
         """Hold `pixels` of the in-flight budget while the block runs (after `check_request`)."""
         pixels = min(max(pixels, 0), self.in_flight)
-        await self._acquire(pixels)
+        if not await self._pixels.acquire(pixels, self.max_wait_s):
+            raise _busy()
         try:
             yield
         finally:
-            self._release(pixels)
+            self._pixels.release(pixels)
 
-    async def _acquire(self, pixels: int) -> None:
-        with self._lock:
-            if not self._waiters and self._used + pixels <= self.in_flight:
-                self._used += pixels
-                return
-            loop = asyncio.get_running_loop()
-            waiter = _Waiter(pixels, loop, loop.create_future())
-            self._waiters.append(waiter)
+    @contextmanager
+    def hold_blocking(self, pixels: int) -> Iterator[None]:
+        """`hold` for a worker thread: blocks (up to `max_wait_s`, then `Busy`) instead of awaiting."""
+        pixels = min(max(pixels, 0), self.in_flight)
+        if not self._pixels.acquire_blocking(pixels, self.max_wait_s):
+            raise _busy()
         try:
-            async with asyncio.timeout(self.max_wait_s):
-                await asyncio.shield(waiter.future)
-        except BaseException as exc:
-            with self._lock:
-                granted = waiter not in self._waiters
-                if not granted:
-                    self._waiters.remove(waiter)
-            if granted:
-                self._release(pixels)
-            else:
-                self._grant_waiting()  # a smaller request behind this one may fit now
-            if isinstance(exc, TimeoutError):
-                raise Busy(
-                    "The server is decoding as many images as its memory budget allows; try again shortly.",
-                    code="busy",
-                    retry_after=5,
-                ) from None
-            raise
-
-    def _release(self, pixels: int) -> None:
-        with self._lock:
-            self._used -= pixels
-        self._grant_waiting()
-
-    def _grant_waiting(self) -> None:
-        granted: list[_Waiter] = []
-        with self._lock:
-            while self._waiters and self._used + self._waiters[0].pixels <= self.in_flight:
-                waiter = self._waiters.popleft()
-                self._used += waiter.pixels
-                granted.append(waiter)
-        for waiter in granted:
-            waiter.loop.call_soon_threadsafe(_resolve, waiter.future)
+            yield
+        finally:
+            self._pixels.release(pixels)
 
 
-def _resolve(future: asyncio.Future[None]) -> None:
-    if not future.done():
-        future.set_result(None)
+def _busy() -> Busy:
+    return Busy(
+        "The server is decoding as many images as its memory budget allows; try again shortly.",
+        code="busy",
+        retry_after=5,
+    )
