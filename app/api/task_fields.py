@@ -12,7 +12,6 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 from app.api.v1.schemas import AnalyzeRequest
-from app.core.classify_math import RAW_LABEL_TEMPLATES
 from app.core.errors import InvalidInput
 from app.core.geometry import XYXY
 from app.core.task_inputs import TaskInput, ZeroShotRequest
@@ -58,9 +57,9 @@ class TaskFields:
         if spec.needs_labels:
             labels = None
             if self.labels is not None:
-                # As /api/zero-shot: the labels as given unless the client sends templates.
-                templates = self.templates or RAW_LABEL_TEMPLATES
-                labels = ZeroShotRequest.create(self.labels, self.categories, bool(self.multi_label), templates)
+                # The ZERO_SHOT task's own default ("a photo of {}"), as in the chat, jobs and CLI; only the seed
+                # route /api/zero-shot scores the labels as given, as the system it replaces did.
+                labels = ZeroShotRequest.create(self.labels, self.categories, bool(self.multi_label), self.templates)
             return TaskInput(self.text, self.region, labels, min_score=self.min_score)
         return TaskInput(
             text_with_classes(spec, self.text, self.labels),

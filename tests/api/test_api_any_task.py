@@ -71,8 +71,11 @@ def test_zero_shot_labels_are_the_labels_to_score(classify_client: TestClient) -
     assert status == 200
     [entry] = body["results"]
     assert entry["kind"] == "zero_shot" and list(entry["result"]) == LABELS
-    _, reference = authed_post(classify_client, "/api/zero-shot", json={"images": [B64], "labels": LABELS})
-    # The same defaults as /api/zero-shot: the labels as given, one softmax.
+    # The task's own default template ("a photo of {}"); the seed route scores the labels as given.
+    assert entry["templates"] == ["a photo of {}"]
+    _, reference = authed_post(
+        classify_client, "/api/zero-shot", json={"images": [B64], "labels": LABELS, "templates": ["a photo of {}"]}
+    )
     assert without_timing(entry) == without_timing(reference["results"][0])
     assert isinstance(AnalyzeResponse.model_validate(body).results[0], ZeroShotEntry)
 

@@ -297,16 +297,22 @@ def test_analyze_runs_classification_tasks_like_their_legacy_kinds(client: TestC
                 "images": [DATA_URL],
                 "labels": labels,
                 "categories": categories,
+                "templates": ["{}"],  # the labels as given, as the legacy kind scores them
             },
         )["id"],
     )
     sync = client.post(
         "/api/v1/analyze",
         headers=auth_header(),
-        json={"task": "ZERO_SHOT", "images": [DATA_URL], "labels": labels, "categories": categories},
+        json={
+            "task": "ZERO_SHOT",
+            "images": [DATA_URL],
+            "labels": labels,
+            "categories": categories,
+            "templates": ["{}"],
+        },
     ).json()
     assert legacy["kind"] == "zero-shot" and analyzed["result"]["task"] == "<ZERO_SHOT>"
-    # Labels are scored as given by all three unless templates are asked for.
     assert analyzed["result"]["results"][0]["result"] == legacy["result"]["results"][0]["result"]
     assert analyzed["result"]["results"][0]["result"] == sync["results"][0]["result"]
     assert set(analyzed["result"]["results"][0]["categories"]) == {"animal", "a car"}  # an ungrouped label stands alone

@@ -33,6 +33,7 @@ from app.api.intake import (
 from app.api.seed.classify_schemas import SeedClassifyRequest, ZeroShotRequestBody, seed_classify_body, zero_shot_body
 from app.api.task_fields import TaskFields
 from app.core.classification_results import AnyClassification
+from app.core.classify_math import RAW_LABEL_TEMPLATES
 from app.core.config import Settings
 from app.core.errors import AppError
 from app.core.task_inputs import TaskInput
@@ -176,7 +177,7 @@ async def zero_shot(request: Request, principal: PrincipalDep, services: Service
         labels=payload.labels,
         categories=payload.categories,
         multi_label=payload.multi_label,
-        templates=payload.templates,
+        templates=payload.templates or RAW_LABEL_TEMPLATES,  # the seed scored the labels as given
     )
     task_input = fields.task_input(ZERO_SHOT)  # bad labels or templates: 400 before the images are read
     sources = _zero_shot_sources(payload, api.settings)

@@ -139,8 +139,7 @@ def analyze_params(request: AnalyzeRequest) -> AnalyzeParams:
         labels=labels,
         categories=request.categories,
         multi_label=request.multi_label,
-        # Labels are scored as given unless templates are asked for, as `POST /api/v1/analyze` does.
-        templates=request.templates or (list(RAW_LABEL_TEMPLATES) if spec.needs_labels else None),
+        templates=request.templates,  # none: the ZERO_SHOT task's default, as `POST /api/v1/analyze` uses
         top_n=request.top_n,
         language=request.language,
     )
