@@ -25,15 +25,14 @@ class Services:
 
     @classmethod
     def build(cls, settings: Settings) -> Services:
-        registry = BackendRegistry.from_settings(settings)  # Florence-2, classifier, zero-shot, rapidocr
-        return cls.from_manager(settings, build_manager(settings, registry), registry)
+        registry = BackendRegistry.from_settings(settings)  # built-ins (rapidocr first with OCR_BACKEND) + registered
+        return cls.from_manager(settings, build_manager(settings, registry))
 
     @classmethod
     def from_manager(
         cls,
         settings: Settings,
         manager: ModelManager,
-        registry: BackendRegistry | None = None,
         limiter: RateLimiter | None = None,
         pixels: PixelBudget | None = None,
     ) -> Services:
