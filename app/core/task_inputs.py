@@ -12,7 +12,6 @@ from dataclasses import dataclass, replace
 
 from app.core import classify_math as cm
 from app.core.errors import InvalidInput
-from app.core.geometry import XYXY
 from app.core.tasks import OutputKind, TaskSpec, validate_task_inputs
 
 MAX_TOP_N = 1000
@@ -91,7 +90,7 @@ class TaskInput:
     """Everything a task may take besides the image; each task reads the fields its entry names."""
 
     text: str | None = None
-    region: XYXY | None = None
+    region: Sequence[float] | None = None  # x1,y1,x2,y2 pixels; clipped per image by TaskRequest.create
     labels: ZeroShotRequest | None = None  # tasks that score labels (zero-shot)
     top_n: int = 3  # tasks that rank a fixed set of classes (ImageNet)
     language: str = "en"  # their display names' language

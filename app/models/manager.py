@@ -11,6 +11,7 @@ run on the one inference thread behind the same bounded queue.
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 import threading
 import time
@@ -210,7 +211,7 @@ class ModelManager:
             if isinstance(backend, BatchedBackend):
                 done = self._run_batched(backend, group, generation)
             else:
-                done = list(self.submit(lambda b=backend, g=group: b.run(g)).result())  # type: ignore[misc]
+                done = list(self.submit(functools.partial(backend.run, group)).result())
             results.update(zip(indices, _stamped(backend, done, started), strict=True))
         return [results[i] for i in range(len(requests))]
 
@@ -226,7 +227,7 @@ class ModelManager:
             if isinstance(backend, BatchedBackend):
                 done = await self._run_batched_async(backend, group, generation)
             else:
-                done = list(await self.call_async(lambda b=backend, g=group: b.run(g)))  # type: ignore[misc]
+                done = list(await self.call_async(functools.partial(backend.run, group)))
             results.update(zip(indices, _stamped(backend, done, started), strict=True))
         return [results[i] for i in range(len(requests))]
 
@@ -314,7 +315,8 @@ class ModelManager:
 
 
 def _stamped(backend: Backend, results: Sequence[AnyTaskResult], started: float) -> list[AnyTaskResult]:
-    """Each result with the run info of the backend that produced it (kept where the backend set its own)."""
+    """Each result with the run info of the backend that produced it. Where the backend did not time its own
+    work (the classifiers do), the duration is the call's wall time, its wait for the model included."""
     run = RunInfo(duration=time.perf_counter() - started, model=backend.model_id, library=backend.library)
     return [result if result.run is not None else replace(result, run=run) for result in results]
 

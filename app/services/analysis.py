@@ -122,11 +122,10 @@ class AnalysisService:
     ) -> tuple[TaskSpec, TaskInput]:
         spec = task if isinstance(task, TaskSpec) else get_task(task)
         base = options or TaskInput()
-        xyxy = tuple(float(v) for v in region) if region is not None else base.region
         merged = replace(
             base,
             text=text if text is not None else base.text,
-            region=xyxy,  # type: ignore[arg-type]  # checked per image by TaskRequest.create
+            region=region if region is not None else base.region,
             min_score=min_score if min_score is not None else base.min_score,
         )
         return spec, merged
