@@ -20,12 +20,12 @@ from fastapi.exceptions import RequestValidationError
 from pydantic import BaseModel, ValidationError
 from starlette.datastructures import FormData, UploadFile
 
-from app.api.task_fields import TaskFields
 from app.api.v1.schemas import AnalyzeForm, AnalyzeRequest, ImageBase64, ImageInput, ImageURL
 from app.core.config import Settings
 from app.core.errors import AppError, InvalidImage, InvalidInput, PayloadTooLarge, UnsupportedMediaType
 from app.core.geometry import parse_region
 from app.core.images import ImageLimits, LoadedImage, declared_pixels, load_image_bytes
+from app.core.task_inputs import TaskFields
 from app.services.fetch import UrlFetcher
 from app.services.pixel_budget import PixelBudget
 
@@ -141,7 +141,22 @@ async def _read_json(request: Request, settings: Settings) -> AnalyzeInput:
     payload = parse_body(AnalyzeRequest, await request.body())
     check_image_count(len(payload.images), settings)
     sources = [source_from_json(item, index, settings) for index, item in enumerate(payload.images)]
-    return AnalyzeInput(payload.task, TaskFields.from_request(payload), payload.annotate, sources)
+    return AnalyzeInput(payload.task, fields_from_request(payload), payload.annotate, sources)
+
+
+def fields_from_request(payload: AnalyzeRequest) -> TaskFields:
+    """The task fields of an analyze body (`/api/v1/analyze`, analyze jobs)."""
+    return TaskFields(
+        text=payload.text,
+        region=payload.region,
+        labels=payload.labels,
+        categories=payload.categories,
+        multi_label=payload.multi_label,
+        templates=payload.templates,
+        top_n=payload.top_n,
+        language=payload.language,
+        min_score=payload.min_score,
+    )
 
 
 async def _read_multipart(request: Request, settings: Settings) -> AnalyzeInput:

@@ -13,8 +13,8 @@ from typing import TYPE_CHECKING
 
 from app.core.errors import InvalidInput
 from app.core.geometry import parse_region
-from app.core.task_inputs import TaskInput, ZeroShotRequest
-from app.core.tasks import OutputKind, TaskSpec, all_tasks, get_task, text_with_classes
+from app.core.task_inputs import TaskFields, TaskInput
+from app.core.tasks import OutputKind, TaskSpec, all_tasks, get_task
 
 if TYPE_CHECKING:  # the parser is built without loading the services
     from app.services.analysis import AnalysisService
@@ -32,24 +32,18 @@ def split_labels(value: str) -> list[str]:
 
 def task_input(args: argparse.Namespace, spec: TaskSpec) -> TaskInput:
     """What `args` give the task besides the image (not yet checked: see `checked_task`)."""
-    text: str | None = args.text
-    labels = split_labels(args.labels) if getattr(args, "labels", None) is not None else None
-    zero_shot = None
-    if labels is not None and spec.needs_labels:
-        zero_shot = ZeroShotRequest.create(labels)
-    elif labels is not None:
-        text = text_with_classes(spec, text, labels)  # open-vocabulary classes; refused by other tasks
     top_n, language = getattr(args, "top_n", None), getattr(args, "language", None)
     if (top_n is not None or language is not None) and spec.output_kind is not OutputKind.CLASSES:
         raise InvalidInput(f"{spec.name} takes no --top-n or --language.", code="unexpected_options")
-    return TaskInput(
-        text=text,
+    fields = TaskFields(
+        text=args.text,
         region=parse_region(args.region) if args.region is not None else None,
-        labels=zero_shot,
-        top_n=top_n if top_n is not None else TaskInput.top_n,
-        language=language if language is not None else TaskInput.language,
+        labels=split_labels(args.labels) if getattr(args, "labels", None) is not None else None,
+        top_n=top_n,
+        language=language,
         min_score=getattr(args, "min_score", None),
     )
+    return fields.task_input(spec)  # labels: to score, or open-vocabulary classes; refused by other tasks
 
 
 def checked_task(args: argparse.Namespace, analysis: AnalysisService) -> tuple[TaskSpec, TaskInput]:

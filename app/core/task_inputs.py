@@ -12,7 +12,7 @@ from dataclasses import dataclass, replace
 
 from app.core import classify_math as cm
 from app.core.errors import InvalidInput
-from app.core.tasks import OutputKind, TaskSpec, validate_task_inputs
+from app.core.tasks import OutputKind, TaskSpec, text_with_classes, validate_task_inputs
 
 MAX_TOP_N = 1000
 MAX_LABELS = 100
@@ -106,3 +106,52 @@ class TaskInput:
         if spec.output_kind is OutputKind.CLASSES and not 1 <= self.top_n <= MAX_TOP_N:
             raise InvalidInput(f"The number of predictions must be 1 to {MAX_TOP_N}.", code="invalid_top_n")
         return replace(self, text=text)
+
+
+@dataclass(frozen=True)
+class TaskFields:
+    """A request's task fields as the client sent them (None: not sent), from any edge (API body or form,
+    job parameters, command line); `task_input(spec)` says what they mean for `spec`.
+
+    `labels` are the labels to score for a task that takes labels (zero-shot), the classes to find for
+    open-vocabulary detection, and refused by any other task; `categories`, `multi_label` and `templates`
+    only go with labels to score, `top_n` and `language` only with a task that ranks a fixed set of
+    classes (ImageNet). A field the task does not read is refused rather than ignored.
+    """
+
+    text: str | None = None
+    region: Sequence[float] | None = None
+    labels: Sequence[str] | None = None
+    categories: Mapping[str, str] | None = None
+    multi_label: bool | None = None
+    templates: Sequence[str] | None = None
+    top_n: int | None = None
+    language: str | None = None
+    min_score: float | None = None
+
+    def task_input(self, spec: TaskSpec) -> TaskInput:
+        """The input `spec` takes (checked by `TaskRun.prepare`), or `InvalidInput` for a field it does not read."""
+        self._refuse_unread(spec)
+        if spec.needs_labels:
+            labels = None
+            if self.labels is not None:
+                # The ZERO_SHOT task's own default ("a photo of {}"), as in the chat, jobs and CLI; only the seed
+                # route /api/zero-shot scores the labels as given, as the system it replaces did.
+                labels = ZeroShotRequest.create(self.labels, self.categories, bool(self.multi_label), self.templates)
+            return TaskInput(self.text, self.region, labels, min_score=self.min_score)
+        return TaskInput(
+            text_with_classes(spec, self.text, self.labels),
+            self.region,
+            top_n=self.top_n if self.top_n is not None else TaskInput.top_n,
+            language=self.language if self.language is not None else TaskInput.language,
+            min_score=self.min_score,
+        )
+
+    def _refuse_unread(self, spec: TaskSpec) -> None:
+        unread: list[str] = []
+        if not spec.needs_labels:
+            unread += [name for name in ("categories", "multi_label", "templates") if getattr(self, name) is not None]
+        if spec.output_kind is not OutputKind.CLASSES:
+            unread += [name for name in ("top_n", "language") if getattr(self, name) is not None]
+        if unread:
+            raise InvalidInput(f"{spec.name} takes no {', '.join(unread)}.", code="unexpected_option")

@@ -13,7 +13,7 @@ from typing import Annotated, Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError
 
 from app.core.errors import InvalidInput
-from app.core.task_inputs import TaskInput, ZeroShotRequest
+from app.core.task_inputs import TaskFields, TaskInput, ZeroShotRequest
 from app.core.tasks import CLASSIFY, REGISTRY, ZERO_SHOT, TaskSpec, all_tasks, get_task
 
 ANALYZE = "analyze"
@@ -70,21 +70,13 @@ class AnalyzeParams(_Params):
         return get_task(self.task)
 
     def task_input(self) -> TaskInput:
-        region = self.region
-        zero_shot = None
-        if self.labels is not None:
-            zero_shot = ZeroShotRequest.create(self.labels, self.categories, bool(self.multi_label), self.templates)
-        elif self._label_options() and not self.spec().needs_labels:
-            raise InvalidInput(f"{self.spec().name} takes no categories, multi_label or templates.",
+        spec = self.spec()
+        if self._label_options() and not spec.needs_labels:
+            raise InvalidInput(f"{spec.name} takes no categories, multi_label or templates.",
                                code="unexpected_labels")  # fmt: skip
-        return TaskInput(
-            text=self.text,
-            region=(region[0], region[1], region[2], region[3]) if region is not None else None,
-            labels=zero_shot,
-            top_n=self.top_n if self.top_n is not None else TaskInput.top_n,
-            language=self.language if self.language is not None else TaskInput.language,
-            min_score=self.min_score,
-        )
+        fields = TaskFields(self.text, self.region, self.labels, self.categories, self.multi_label, self.templates,
+                            self.top_n, self.language, self.min_score)  # fmt: skip
+        return fields.task_input(spec)
 
     def _label_options(self) -> bool:
         return self.categories is not None or self.multi_label is not None or self.templates is not None

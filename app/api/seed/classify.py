@@ -31,12 +31,11 @@ from app.api.intake import (
     source_from_text,
 )
 from app.api.seed.classify_schemas import SeedClassifyRequest, ZeroShotRequestBody, seed_classify_body, zero_shot_body
-from app.api.task_fields import TaskFields
 from app.core.classification_results import AnyClassification
 from app.core.classify_math import RAW_LABEL_TEMPLATES
 from app.core.config import Settings
 from app.core.errors import AppError
-from app.core.task_inputs import TaskInput
+from app.core.task_inputs import TaskFields, TaskInput
 from app.core.tasks import CLASSIFY, ZERO_SHOT
 from app.services.container import Services
 from app.services.llm_analysis import ALIASES
