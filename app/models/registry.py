@@ -1,9 +1,9 @@
 """Which backend serves which task: Florence-2, the ImageNet classifier, zero-shot CLIP/SigLIP, rapidocr.
 
 Each backend says which tasks it serves (`tasks`); the registry lists the backends in priority
-order and routes a task to the first one that serves it. `OCR_BACKEND=rapidocr` puts rapidocr
-ahead of Florence-2, so `<OCR>` and `<OCR_WITH_REGION>` go to it and need no Florence-2 model.
-The model manager gets the list and loads each backend lazily in its own slot.
+order and `route_table` sends a task to the first one that serves it (the model manager routes by
+it). `OCR_BACKEND=rapidocr` puts rapidocr ahead of Florence-2, so `<OCR>` and `<OCR_WITH_REGION>` go
+to it and need no Florence-2 model. The manager loads each backend lazily in its own slot.
 """
 
 from __future__ import annotations
@@ -13,8 +13,6 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from app.core.config import Settings
-from app.core.errors import UnknownTask
-from app.core.tasks import get_task
 
 if TYPE_CHECKING:
     from app.models.base import Backend
@@ -66,16 +64,6 @@ class BackendRegistry:
     @property
     def names(self) -> list[str]:
         return [backend.name for backend in self.backends]
-
-    def routes(self) -> dict[str, str]:
-        """Task → name of the backend that serves it."""
-        return route_table(self.backends)
-
-    def backend_for(self, task: str) -> str:
-        name = self.routes().get(get_task(task).token)
-        if name is None:
-            raise UnknownTask(f"No configured backend serves {task[:80]!r}.")
-        return name
 
 
 def build_manager(settings: Settings, registry: BackendRegistry | None = None) -> ModelManager:

@@ -319,19 +319,22 @@ def test_siglip_uses_its_sigmoid_and_bias(tmp_path: Path, classify_settings: Set
 
 # -- registry and chart ----------------------------------------------------------------------------------
 def test_registry_routes_tasks_to_backends(classify_settings: Settings) -> None:
-    florence = BackendRegistry.from_settings(classify_settings)
-    assert florence.names == ["florence2", "classifier", "zero_shot"]
-    assert (florence.backend_for("<OCR>"), florence.backend_for("CLASSIFY"), florence.backend_for("ZERO_SHOT")) == (
-        "florence2",
-        "classifier",
-        "zero_shot",
-    )
-    rapid = BackendRegistry.from_settings(settings_with(classify_settings, ocr_backend="rapidocr"))
-    assert rapid.names[0] == "rapidocr"
-    assert rapid.backend_for("<OCR>") == rapid.backend_for("<OCR_WITH_REGION>") == "rapidocr"
-    assert rapid.backend_for("<REGION_TO_OCR>") == rapid.backend_for("<OD>") == "florence2"
-    with pytest.raises(UnknownTask):
-        rapid.backend_for("<NOPE>")
+    florence_registry = BackendRegistry.from_settings(classify_settings)
+    assert florence_registry.names == ["florence2", "classifier", "zero_shot"]
+    rapid_registry = BackendRegistry.from_settings(settings_with(classify_settings, ocr_backend="rapidocr"))
+    assert rapid_registry.names[0] == "rapidocr"
+    florence = build_manager(classify_settings, florence_registry)
+    rapid = build_manager(classify_settings, rapid_registry)
+    try:
+        assert (florence.backend_name("<OCR>"), florence.backend_name("CLASSIFY"),
+                florence.backend_name("ZERO_SHOT")) == ("florence2", "classifier", "zero_shot")  # fmt: skip
+        assert rapid.backend_name("<OCR>") == rapid.backend_name("<OCR_WITH_REGION>") == "rapidocr"
+        assert rapid.backend_name("<REGION_TO_OCR>") == rapid.backend_name("<OD>") == "florence2"
+        with pytest.raises(UnknownTask):
+            rapid.backend_name("<NOPE>")
+    finally:
+        florence.shutdown()
+        rapid.shutdown()
 
 
 def test_chart_is_a_png_whose_bars_follow_the_probabilities() -> None:
