@@ -240,7 +240,7 @@ class ModelManager:
     def _run_batched(
         self, backend: BatchedBackend, requests: Sequence[TaskRequest], generation: GenerationOptions | None
     ) -> list[Any]:
-        _, futures = self._enqueue(backend, requests, generation)
+        futures = self._enqueue(backend, requests, generation)
         try:
             answers = [future.result() for future in futures]
         except BaseException:
@@ -255,7 +255,7 @@ class ModelManager:
         # Admission and the per-request resize run off the event loop, in one hop.
         enqueueing = asyncio.ensure_future(asyncio.to_thread(self._enqueue, backend, requests, generation))
         try:
-            _, futures = await asyncio.shield(enqueueing)
+            futures = await asyncio.shield(enqueueing)
         except asyncio.CancelledError:
             enqueueing.add_done_callback(_cancel_enqueued)
             raise
@@ -276,7 +276,7 @@ class ModelManager:
 
     def _enqueue(
         self, backend: BatchedBackend, requests: Sequence[TaskRequest], generation: GenerationOptions | None
-    ) -> tuple[BatchedBackend, list[Future[GeneratedAnswer]]]:
+    ) -> list[Future[GeneratedAnswer]]:
         batcher = self._batcher(backend)
         batcher.admit(len(requests))
         try:
@@ -284,7 +284,7 @@ class ModelManager:
         except BaseException:
             batcher.release(len(requests))
             raise
-        return backend, batcher.enqueue(prepared, generation or backend.default_generation())
+        return batcher.enqueue(prepared, generation or backend.default_generation())
 
     def _batcher(self, backend: BatchedBackend) -> FlorenceBatcher:
         batcher = self._batchers.get(backend.name)
@@ -321,8 +321,8 @@ def _stamped(backend: Backend, results: Sequence[AnyTaskResult], started: float)
     return [result if result.run is not None else replace(result, run=run) for result in results]
 
 
-def _cancel_enqueued(task: asyncio.Future[tuple[BatchedBackend, list[Future[GeneratedAnswer]]]]) -> None:
+def _cancel_enqueued(task: asyncio.Future[list[Future[GeneratedAnswer]]]) -> None:
     """The caller went away while its requests were being queued: drop them once they are."""
     if not task.cancelled() and task.exception() is None:
-        for future in task.result()[1]:
+        for future in task.result():
             future.cancel()
